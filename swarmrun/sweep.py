@@ -64,8 +64,12 @@ def point_key(params: Mapping[str, Any]) -> str:
 
 def command_placeholders(arg: str) -> list[str]:
     """The `{field}` names in one command argument; ValueError on syntax a command may not use."""
+    try:
+        parsed = list(string.Formatter().parse(arg))
+    except ValueError as e:
+        raise ValueError(f"bad placeholder syntax ({e}); write {{{{ and }}}} for literal braces") from None
     names = []
-    for _, name, spec, conversion in string.Formatter().parse(arg):
+    for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if name == "" or name.isdigit():
@@ -114,17 +118,18 @@ def _scalar(where: str, x: Any) -> Any:
     raise _fail(where, f"values must be numbers, strings, booleans or null, got {kind}: {_show(x)}")
 
 
-def _number(where: str, x: Any, what: str) -> float:
+def _number(where: str, x: Any, what: str = "") -> float:
+    """`x` as a float; `what` names it in the message when the key alone does not."""
     if not _is_number(x) or not math.isfinite(x):
-        raise _fail(where, f"{what} must be a finite number, got {_show(x)}")
+        raise _fail(where, f"{what} must be a finite number, got {_show(x)}".lstrip())
     return float(x)
 
 
-def _int(where: str, x: Any, what: str, minimum: int | None = None) -> int:
+def _int(where: str, x: Any, what: str = "", minimum: int | None = None) -> int:
     if not isinstance(x, int) or isinstance(x, bool):
-        raise _fail(where, f"{what} must be an integer, got {_show(x)}")
+        raise _fail(where, f"{what} must be an integer, got {_show(x)}".lstrip())
     if minimum is not None and x < minimum:
-        raise _fail(where, f"{what} must be >= {minimum}, got {x}")
+        raise _fail(where, f"{what} must be >= {minimum}, got {x}".lstrip())
     return x
 
 
@@ -575,7 +580,7 @@ def _param_axis(where: str, name: str, spec: Any) -> ParamAxis:
     if not isinstance(args, list | tuple) or len(args) not in sizes:
         raise _fail(where, f"{kind} needs {form}, got {_show(args)}")
     if kind == "range":
-        return _range_axis(where, name, [_int(where, x, "range arguments") for x in args])
+        return _range_axis(where, name, [_int(where, x, "each range argument") for x in args])
     start, stop = (_number(where, x, f"{kind} start and stop") for x in args[:2])
     count = _int(where, args[2], f"{kind} count", minimum=1)
     if kind == "linspace":
@@ -624,7 +629,7 @@ def _distribution(where: str, name: str, spec: Any) -> Distribution:
     if not isinstance(args, list | tuple) or len(args) != 2:
         raise _fail(where, f"{kind} needs {form[kind]}, got {_show(args)}")
     if kind == "int":
-        lo, hi = (_int(where, x, "int bounds") for x in args)
+        lo, hi = (_int(where, x, "each int bound") for x in args)
         if lo > hi:
             raise _fail(where, f"int needs low <= high, got {_show(list(args))}")
         return Distribution(name, kind, (lo, hi))
@@ -737,15 +742,15 @@ def _text(where: str, x: Any) -> str:
 
 def _parse_options(where: str, data: Mapping[str, Any]) -> Options:
     timeout = data.get("timeout")
-    if timeout is not None and (_number(_join(where, "timeout"), timeout, "timeout") <= 0):
+    if timeout is not None and (_number(_join(where, "timeout"), timeout) <= 0):
         raise _fail(_join(where, "timeout"), f"must be > 0 seconds or null, got {timeout}")
-    retries = _int(_join(where, "retries"), data.get("retries", 0), "retries", minimum=0)
-    backoff = _number(_join(where, "backoff"), data.get("backoff", 1.0), "backoff")
+    retries = _int(_join(where, "retries"), data.get("retries", 0), minimum=0)
+    backoff = _number(_join(where, "backoff"), data.get("backoff", 1.0))
     if backoff < 0:
         raise _fail(_join(where, "backoff"), f"must be >= 0 seconds, got {backoff}")
     chunk = data.get("chunk", "auto")
-    if chunk not in ("auto", None):
-        chunk = _int(_join(where, "chunk"), chunk, "chunk ('auto' or a number of points)", minimum=1)
+    if chunk not in ("auto", None) and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+        raise _fail(_join(where, "chunk"), f"expected 'auto' or a number of points >= 1, got {_show(chunk)}")
     return Options(
         None if timeout is None else float(timeout),
         retries,
@@ -809,8 +814,8 @@ def _parse_samples(where: str, data: Any) -> SamplesAxis:
     where = _join(where, "samples")
     data = _mapping(where, data)
     _check_keys(where, data, ("n", "seed", "params"))
-    n = _int(_join(where, "n"), data.get("n"), "n (the number of samples)", minimum=1)
-    seed = _int(_join(where, "seed"), data.get("seed", 0), "seed")
+    n = _int(_join(where, "n"), data.get("n"), minimum=1)
+    seed = _int(_join(where, "seed"), data.get("seed", 0))
     params = _mapping(_join(where, "params"), data.get("params"))
     if not params:
         raise _fail(_join(where, "params"), "empty: give at least one sampled param")
@@ -827,10 +832,12 @@ def _parse_repeat(where: str, data: Any) -> RepeatAxis:
         _check_keys(where, data, ("n", "seed"))
         seed = data.get("seed")
         return RepeatAxis(
-            _int(_join(where, "n"), data.get("n"), "n", minimum=1),
-            None if seed is None else _int(_join(where, "seed"), seed, "seed"),
+            _int(_join(where, "n"), data.get("n"), minimum=1),
+            None if seed is None else _int(_join(where, "seed"), seed),
         )
-    return RepeatAxis(_int(where, data, "repeat (a count, or {n: ..., seed: ...})", minimum=1))
+    if not isinstance(data, int) or isinstance(data, bool) or data < 1:
+        raise _fail(where, f"expected a count >= 1 or {{n: ..., seed: ...}}, got {_show(data)}")
+    return RepeatAxis(data)
 
 
 # -------------------------------------------------------------------------------------------- overrides
@@ -981,13 +988,8 @@ def _zip_groups(where: str, data: Any, params: list[str]) -> list[tuple[str, ...
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
-    """Read a sweep file (.yaml/.yml, .toml or .json; a directory means its sweep.* file) and parse it."""
+    """Read a sweep file (.toml and .json by extension, YAML otherwise) and parse it."""
     path = Path(path)
-    if path.is_dir():
-        found = [p for p in (path / f"sweep.{e}" for e in ("yaml", "yml", "toml", "json")) if p.is_file()]
-        if not found:
-            raise _fail(str(path), "a directory without sweep.yaml, sweep.toml or sweep.json")
-        path = found[0]
     source = str(path)
 
     def json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

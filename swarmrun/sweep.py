@@ -108,14 +108,14 @@ def _scalar(where: str, x: Any) -> Any:
         if not math.isfinite(x):
             raise _fail(where, f"non-finite number {x} is not allowed")
         return x
-    kind = (
-        "a list"
-        if isinstance(x, list | tuple)
-        else "a mapping"
-        if isinstance(x, Mapping)
-        else type(x).__name__
+    if isinstance(x, list | tuple | Mapping):
+        kind = "a list" if isinstance(x, list | tuple) else "a mapping"
+        raise _fail(where, f"values must be numbers, strings, booleans or null, got {kind}: {_show(x)}")
+    raise _fail(
+        where,
+        f"values must be numbers, strings, booleans or null, got a {type(x).__name__} {_show(x)} "
+        "(quote it to make it a string)",
     )
-    raise _fail(where, f"values must be numbers, strings, booleans or null, got {kind}: {_show(x)}")
 
 
 def _number(where: str, x: Any, what: str = "") -> float:
@@ -145,6 +145,11 @@ def _mapping(where: str, x: Any) -> Mapping[str, Any]:
     if not isinstance(x, Mapping):
         raise _fail(where, f"expected a mapping, got {_show(x)}")
     return x
+
+
+def _or(value: Any, default: Any) -> Any:
+    """`value`, or `default` when it is null (an empty section in YAML)."""
+    return default if value is None else value
 
 
 def _join(where: str, key: str) -> str:
@@ -720,7 +725,7 @@ def _parse_task(where: str, data: Any, names: Sequence[str] | None) -> TaskSpec:
                         f"{_join(where, 'command')}[{k}]",
                         f"unknown placeholder {{{f}}}; known: {', '.join(known)}",
                     )
-    env_data = _mapping(_join(where, "env"), data.get("env") or {})
+    env_data = _mapping(_join(where, "env"), _or(data.get("env"), {}))
     env = {str(var): _text(_join(_join(where, "env"), str(var)), v) for var, v in env_data.items()}
     for var in env:
         if not var or "=" in var or "\0" in var:
@@ -799,8 +804,10 @@ def _parse_rows(where: str, data: Any, base_dir: Path) -> RowsAxis:
                 _join(where, "columns"), f"unknown column '{c}' in {path}; columns: {', '.join(header)}"
             )
         _param_name(f"{path}: column '{c}'", c)
-    if len(set(wanted)) != len(wanted):
-        raise _fail(_join(where, "columns"), "a column is listed twice")
+    twice = sorted({c for c in wanted if wanted.count(c) > 1})
+    if twice:
+        key = "columns" if "columns" in data else "file"
+        raise _fail(_join(where, key), f"column '{twice[0]}' appears twice")
     pos = [header.index(c) for c in wanted]
     rows = []
     for n, row in enumerate(table[1:], start=2):
@@ -850,11 +857,12 @@ class _Loader(yaml.SafeLoader):
         keys = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str) and key in keys:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}'", key_node.start_mark
-                )
-            keys.add(key)
+            if isinstance(key, str):
+                if key in keys:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}'", key_node.start_mark
+                    )
+                keys.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
@@ -907,8 +915,8 @@ def parse_sweep(
     _check_keys(source, data, TOP_KEYS)
     base = base_dir if base_dir is not None else Path.cwd()
     name = data.get("name", Path(source).stem or "sweep")
-    if not isinstance(name, str) or not name.strip():
-        raise _fail(_join(source, "name"), f"expected a non-empty string, got {_show(name)}")
+    if not isinstance(name, str) or not name.strip() or not name.isprintable():
+        raise _fail(_join(source, "name"), f"expected a non-empty one-line string, got {_show(name)}")
 
     owners: dict[str, str] = {}  # param name -> where it is defined, to report duplicates
 
@@ -919,9 +927,9 @@ def parse_sweep(
             owners[n] = where
 
     params_where = _join(source, "params")
-    raw_params = dict(_mapping(params_where, data.get("params") or {}))
+    raw_params = dict(_mapping(params_where, _or(data.get("params"), {})))
     entries = {k: (_join(params_where, str(k)), v) for k, v in raw_params.items()}
-    groups = _zip_groups(_join(source, "zip"), data.get("zip") or [], list(entries))
+    groups = _zip_groups(_join(source, "zip"), _or(data.get("zip"), []), list(entries))
     tail: list[Axis] = []
     if data.get("rows") is not None:
         tail.append(_parse_rows(source, data["rows"], base))

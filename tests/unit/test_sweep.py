@@ -76,6 +76,45 @@ def test_index_to_point_is_the_grid_product_in_order(params: dict[str, list[Any]
             s.point(outside)
 
 
+@st.composite
+def mixed_axes(draw: st.DrawFn) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+    """Random params (lists, linspace, range, zip pairs) and, per axis, its values written out."""
+    params: dict[str, Any] = {}
+    groups: list[list[str]] = []
+    expanded: list[list[dict[str, Any]]] = []
+    for k in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["list", "linspace", "range", "zip"]))
+        n = draw(st.integers(1, 4))
+        if kind == "list":
+            values = draw(st.lists(scalars, min_size=n, max_size=n))
+            params[f"p{k}"] = values
+            expanded.append([{f"p{k}": v} for v in values])
+        elif kind == "linspace":
+            a, b = draw(st.integers(-5, 5)), draw(st.integers(-5, 5))
+            params[f"p{k}"] = {"linspace": [a, b, n]}
+            expanded.append([{f"p{k}": float(a) if j == 0 else a + (b - a) * j / (n - 1)} for j in range(n)])
+            expanded[-1][-1][f"p{k}"] = float(b) if n > 1 else float(a)
+        elif kind == "range":
+            start, step = draw(st.integers(-5, 5)), draw(st.sampled_from([-2, -1, 1, 3]))
+            params[f"p{k}"] = {"range": [start, start + n * step, step]}
+            expanded.append([{f"p{k}": start + j * step} for j in range(n)])
+        else:
+            params[f"z{k}a"], params[f"z{k}b"] = list(range(n)), [f"v{j}" for j in range(n)]
+            groups.append([f"z{k}b", f"z{k}a"])
+            expanded.append([{f"z{k}a": j, f"z{k}b": f"v{j}"} for j in range(n)])
+    return {"params": params, "zip": groups}, expanded
+
+
+@given(mixed_axes())
+def test_mixed_axes_expand_like_the_product_of_their_values(case: tuple[dict[str, Any], Any]) -> None:
+    data, expanded = case
+    s = sweep(**data)
+    expected = [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*expanded)]
+    assert s.size == len(expected)
+    assert points(s) == expected
+    assert [list(p) for p in points(s)] == [list(p) for p in expected]  # keys in axis order
+
+
 def test_no_axes_is_one_empty_point() -> None:
     s = sweep()
     assert (s.size, s.point(0), s.param_names) == (1, {}, ())
@@ -479,8 +518,16 @@ def test_bad_overrides(tmp_path: Path, override: str, message: str) -> None:
             {"task": {"call": "a:b", "version": 1.5}},
             "sweep.yaml: task.version: expected a string or an integer",
         ),
-        ({"task": CALL, "name": ""}, "sweep.yaml: name: expected a non-empty string"),
+        ({"task": CALL, "name": ""}, "sweep.yaml: name: expected a non-empty one-line string"),
         ({"task": CALL, "params": [1]}, "sweep.yaml: params: expected a mapping"),
+        ({"task": CALL, "params": []}, "sweep.yaml: params: expected a mapping"),
+        ({"task": CALL, "zip": {}}, "sweep.yaml: zip: expected a list of groups"),
+        ({"task": {"call": "a:b", "env": []}}, "sweep.yaml: task.env: expected a mapping"),
+        ({"task": CALL, "name": "two\nlines"}, "sweep.yaml: name: expected a non-empty one-line string"),
+        (
+            {"task": CALL, "params": {"d": object()}},
+            "params.d: values must be numbers, strings, booleans or null",
+        ),
         (
             {"task": CALL, "params": {"1x": 1}},
             "sweep.yaml: params.1x: param name '1x' must be a Python identifier",
@@ -695,8 +742,9 @@ def test_top_level_must_be_a_mapping() -> None:
             {"file": "p.csv", "columns": []},
             "sweep.yaml: rows.columns: expected a non-empty list",
         ),
-        ("a,b\n1,2\n", {"file": "p.csv", "columns": ["a", "a"]}, "rows.columns: a column is listed twice"),
+        ("a,b\n1,2\n", {"file": "p.csv", "columns": ["a", "a"]}, "rows.columns: column 'a' appears twice"),
         ("a,b\n1,2\n", {"fle": "p.csv"}, "sweep.yaml: rows: unknown key 'fle' (did you mean 'file'?)"),
+        ("a,a\n1,2\n", {"file": "p.csv"}, "sweep.yaml: rows.file: column 'a' appears twice"),
         ("a,b\n1,2\n", {"columns": ["a"]}, "sweep.yaml: rows.file: expected the path of a CSV file"),
         ("a,b c\n1,2\n", {"file": "p.csv"}, "column 'b c': param name 'b c' must be a Python identifier"),
         ("a,b\n1,2,3\n", {"file": "p.csv"}, "p.csv: line 2: 3 cells, but the header has 2"),
@@ -811,6 +859,12 @@ def test_yaml_toml_and_json_files_give_the_same_sweep(tmp_path: Path) -> None:
         ),
         ("s.yaml", "", "s.yaml: empty file"),
         ("s.yaml", "- 1\n- 2\n", "s.yaml: expected a mapping"),
+        (
+            "s.yaml",
+            "task: {call: 'a:b'}\n? [1, 2]\n: 3\n",
+            "s.yaml: line 2: YAML error: found unhashable key",
+        ),
+        ("s.yaml", "task: {call: 'a:b'}\nparams: {d: 2024-01-01}\n", "(quote it to make it a string)"),
         (
             "s.yaml",
             "task: {call: 'a:b'}\nparams: {d: 2024-01-01}\n",

@@ -1,0 +1,119 @@
+"""The local backend: `swarmrun worker` processes on this machine, supervised by the caller."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from swarmrun.backends import Placement, Replicas
+from swarmrun.settings import Settings
+
+
+class LocalBackend:
+    """Worker processes, each in its own session (a Ctrl-C at the terminal reaches only us)."""
+
+    name = "local"
+
+    def __init__(self, settings: Settings, redis_url: str, *, log_dir: Path, cwd: Path | None = None,
+                 grace: float = 60.0) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.cwd = cwd
+        self.grace = grace
+        self.desired = 0
+        self._live: list[subprocess.Popen[bytes]] = []
+        self._stopping: list[subprocess.Popen[bytes]] = []
+        self._logs: dict[int, IO[bytes]] = {}
+        self._spawned = 0
+
+    def _env(self) -> dict[str, str]:
+        s = self.settings
+        return {**os.environ, "SWARMRUN_REDIS_URL": self.redis_url, "SWARMRUN_QUEUE": s.queue,
+                "SWARMRUN_HEARTBEAT_TTL": str(s.heartbeat_ttl), "SWARMRUN_CHUNK_SECONDS": str(s.chunk_seconds),
+                "SWARMRUN_MAINTENANCE_INTERVAL": str(s.maintenance_interval), "PYTHONUNBUFFERED": "1"}
+
+    def _spawn(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._spawned += 1
+        log = open(self.log_dir / f"worker-{self._spawned}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "swarmrun", "worker"], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, env=self._env(),
+                                start_new_session=True)
+        self._logs[proc.pid] = log
+        self._live.append(proc)
+
+    def _collect(self) -> None:
+        for proc in [p for p in self._stopping if p.poll() is not None]:
+            self._stopping.remove(proc)
+            self._logs.pop(proc.pid).close()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._live]
+
+    def deploy(self, replicas: int) -> None:
+        self.scale(replicas, wait=False)
+
+    def scale(self, replicas: int, *, wait: bool = True) -> Replicas:
+        self.desired = replicas
+        self.supervise()
+        while len(self._live) < replicas:
+            self._spawn()
+        while len(self._live) > replicas:
+            proc = self._live.pop()
+            proc.send_signal(signal.SIGTERM)  # warm: finish the chunk, then exit
+            self._stopping.append(proc)
+        if wait:
+            self._wait_stopping(self.grace)
+        return self.replicas()
+
+    def _wait_stopping(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        for proc in list(self._stopping):
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._collect()
+
+    def supervise(self) -> int:
+        """Replace workers that exited without being asked to; returns how many were replaced."""
+        self._collect()
+        dead = [p for p in self._live if p.poll() is not None]
+        for proc in dead:
+            self._live.remove(proc)
+            self._logs.pop(proc.pid).close()
+        while len(self._live) < self.desired:
+            self._spawn()
+        return len(dead)
+
+    def replicas(self) -> Replicas:
+        running = sum(1 for p in self._live if p.poll() is None)
+        return Replicas(running, self.desired, (Placement(socket.gethostname(), running),))
+
+    def logs(self, *, follow: bool = False, tail: int = 100) -> Iterator[str]:
+        for path in sorted(self.log_dir.glob("worker-*.log")):
+            for line in path.read_text(errors="replace").splitlines()[-tail:]:
+                yield f"{path.stem} | {line}"
+
+    def stop(self, *, grace: float | None = None) -> None:
+        """Warm-stop every worker; kill those still running after `grace` seconds."""
+        self.desired = 0
+        for proc in self._live:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        self._stopping.extend(self._live)
+        self._live = []
+        self._wait_stopping(self.grace if grace is None else grace)
+
+    def remove(self) -> None:
+        self.stop()

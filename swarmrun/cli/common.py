@@ -1,0 +1,71 @@
+"""What every command shares: the group, `--redis-url`, the settings, a lazily opened queue."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import click
+
+from swarmrun import __version__
+from swarmrun.queue import SweepQueue, connect
+from swarmrun.run import redis_url
+from swarmrun.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class State:
+    """Per-invocation state: settings, and a queue opened on first use and closed at exit."""
+
+    settings: Settings
+    debug: bool = False
+    _queue: SweepQueue | None = field(default=None, repr=False)
+    _url: str | None = field(default=None, repr=False)
+
+    def url(self) -> str:
+        if self._url is None:
+            self._url = click.get_current_context().with_resource(redis_url(self.settings))
+        return self._url
+
+    def queue(self) -> SweepQueue:
+        if self._queue is None:
+            self._queue = SweepQueue(connect(self.url()), self.settings.queue)
+        return self._queue
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def redis_options(func: F) -> F:
+    """`--redis-url` (SWARMRUN_REDIS_URL) and `--queue` on a command."""
+
+    @click.option("--redis-url", envvar="SWARMRUN_REDIS_URL", metavar="URL",
+                  help="Redis to use (default: the embedded server). Env: SWARMRUN_REDIS_URL.")
+    @click.option("--queue", "queue_name", envvar="SWARMRUN_QUEUE", metavar="NAME", help="RQ queue name.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, redis_url: str | None, queue_name: str | None, **kwargs: Any) -> Any:
+        state = click.get_current_context().find_object(State)
+        assert state is not None
+        settings = state.settings.with_redis(redis_url)
+        if queue_name:
+            settings = replace(settings, queue=queue_name)
+        state.settings = settings
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="swarmrun")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Run parameter sweeps on local worker processes or a Docker Swarm, through a Redis queue."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ctx.obj = State(Settings.from_env(), debug=debug)

@@ -1,0 +1,264 @@
+"""Sweep commands: run, submit, worker, status, results, retry, cancel, ls, purge."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from swarmrun import progress as fmt
+from swarmrun.backends import Replicas
+from swarmrun.backends.local import LocalBackend
+from swarmrun.cli.common import State, pass_state, redis_options
+from swarmrun.errors import ExitCode
+from swarmrun.queue import Progress, SweepQueue
+from swarmrun.results import export
+from swarmrun.run import default_output, watch
+from swarmrun.sweep import Sweep, load_sweep
+from swarmrun.task import preflight
+from swarmrun.worker import serve
+
+sweep_file = click.argument("sweep_file", metavar="SWEEP", type=click.Path(dir_okay=False, path_type=Path))
+overrides = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUES",
+                         help="Override an axis: alpha=0.1,0.2 | n=range(1,10) | x=linspace(0,1,5).")
+no_check = click.option("--no-check", is_flag=True,
+                        help="Skip checking that the task imports / the program exists here "
+                             "(for code that only exists in the worker image).")
+output = click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                      help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv")
+
+
+class Printer:
+    """Live progress: redrawn in place on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, quiet: bool = False, every: float = 5.0) -> None:
+        self.tty = sys.stderr.isatty()
+        self.quiet = quiet
+        self.every = every
+        self.last = 0.0
+
+    def __call__(self, p: Progress, rate: float | None, replicas: Replicas | None) -> None:
+        if self.quiet:
+            return
+        line = fmt.progress_line(p, rate, replicas)
+        if self.tty:
+            click.echo("\r" + line.ljust(110), nl=False, err=True)
+        elif time.monotonic() - self.last >= self.every or p.complete:
+            click.echo(line, err=True)
+            self.last = time.monotonic()
+
+    def done(self) -> None:
+        if self.tty and not self.quiet:
+            click.echo("", err=True)
+
+
+def _load(path: Path, params: tuple[str, ...], *, check: bool = True) -> Sweep:
+    """Read and validate a sweep file; check on this machine that its task can start."""
+    sweep = load_sweep(path, params)
+    if check:
+        preflight(sweep.task, param_names=sweep.param_names, origin=path.resolve().parent)
+    return sweep
+
+
+def _drive(state: State, queue: SweepQueue, sweep: Sweep, sweep_id: str, *, workers: int,
+           cwd: Path | None, quiet: bool) -> Progress:
+    """Run local workers until the sweep completes; Ctrl-C stops them warm (a second one, at once)."""
+    log_dir = state.settings.home / "logs" / sweep_id[:12]
+    backend = LocalBackend(state.settings, state.url(), log_dir=log_dir, cwd=cwd)
+    backend.deploy(workers)
+    printer = Printer(quiet)
+    try:
+        final = watch(queue, sweep_id, on_progress=printer, replicas=backend.replicas, supervise=backend.supervise)
+    except KeyboardInterrupt:
+        printer.done()
+        click.echo("Stopping workers (they finish their chunks; Ctrl-C again to stop at once)...", err=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            backend.stop()
+        except KeyboardInterrupt:
+            backend.stop(grace=0)
+        p = queue.progress(sweep_id)
+        click.echo(f"Stopped with {p.done}/{p.size} points done; run the same command again to resume.",
+                   err=True)
+        raise
+    finally:
+        backend.stop()
+    printer.done()
+    return final
+
+
+def _finish(queue: SweepQueue, sweep: Sweep, sweep_id: str, out: Path | None, final: Progress) -> int:
+    path = out or default_output(sweep.name, sweep_id)
+    rows = export(queue, sweep, sweep_id, path)
+    click.echo(f"{final.done}/{final.size} points done: {final.ok} ok ({final.cached} cached), "
+               f"{final.error} error, {final.timeout} timeout; {final.duplicates} duplicate executions.",
+               err=True)
+    click.echo(f"Results ({rows} rows): {path}", err=True)
+    if final.failed:
+        click.echo(f"Some points failed: see the error column, or `swarmrun retry {sweep_id[:12]}`.", err=True)
+        return ExitCode.POINTS_FAILED
+    return ExitCode.OK
+
+
+@click.command()
+@sweep_file
+@overrides
+@click.option("-w", "--workers", "--replicas", "workers", type=click.IntRange(min=1),
+              default=lambda: os.cpu_count() or 1, show_default="CPU count", help="Worker processes.")
+@click.option("--backend", type=click.Choice(["local", "auto"]), default="local", show_default=True)
+@output
+@click.option("-q", "--quiet", is_flag=True, help="No live progress.")
+@no_check
+@redis_options
+@pass_state
+def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int, backend: str,
+        output: Path | None, quiet: bool, no_check: bool) -> int:
+    """Submit SWEEP, run it on workers until every point has a result, export the results."""
+    sweep = _load(sweep_file, params, check=not no_check)
+    origin = sweep_file.resolve().parent
+    queue = state.queue()
+    sub = queue.submit(sweep, origin=origin)
+    click.echo(f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done", err=True)
+    if sub.done >= sub.size:
+        click.echo("Every point is already done; nothing to run.", err=True)
+        final = queue.progress(sub.sweep_id)
+    else:
+        final = _drive(state, queue, sweep, sub.sweep_id, workers=workers, cwd=origin, quiet=quiet)
+    return _finish(queue, sweep, sub.sweep_id, output, final)
+
+
+@click.command()
+@sweep_file
+@overrides
+@no_check
+@redis_options
+@pass_state
+def submit(state: State, sweep_file: Path, params: tuple[str, ...], no_check: bool) -> None:
+    """Submit SWEEP to the queue and print its id (workers run it: `swarmrun worker`, `up`)."""
+    sweep = _load(sweep_file, params, check=not no_check)
+    sub = state.queue().submit(sweep, origin=sweep_file.resolve().parent)
+    note = "already running" if sub.running else "queued" if sub.started else "already complete"
+    click.echo(f"{sweep.name}: {sub.size} points, {sub.done} done, {note}", err=True)
+    click.echo(sub.sweep_id)
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option("--name", help="Worker name (default: HOST.PID).")
+@click.option("--wait", type=float, default=120.0, show_default=True, help="Seconds to wait for Redis.")
+@redis_options
+@pass_state
+def worker(state: State, burst: bool, name: str | None, wait: float) -> int:
+    """Consume the queue: run chunks until stopped (SIGTERM finishes the current chunk)."""
+    return serve(state.settings, state.url(), burst=burst, name=name, wait=wait)
+
+
+@click.command()
+@click.argument("sweep_id", required=False)
+@click.option("--watch", "follow", is_flag=True, help="Keep refreshing until the sweep completes.")
+@click.option("--interval", type=float, default=2.0, show_default=True)
+@redis_options
+@pass_state
+def status(state: State, sweep_id: str | None, follow: bool, interval: float) -> None:
+    """Progress of a sweep (default: the newest), its chunks and workers."""
+    queue = state.queue()
+    sid = queue.resolve(sweep_id)
+
+    def show(p: Progress, rate: float | None, replicas: Replicas | None) -> None:
+        live = queue.live_workers()
+        lines = fmt.status_lines(p, rate, replicas or Replicas(live, live), queue.chunk_counts(sid))
+        if follow and sys.stdout.isatty():
+            click.clear()
+        click.echo("\n".join(lines))
+
+    watch(queue, sid, on_progress=show, poll=interval, until_complete=follow)
+
+
+@click.command()
+@click.argument("sweep_id", required=False)
+@output
+@redis_options
+@pass_state
+def results(state: State, sweep_id: str | None, output: Path | None) -> None:
+    """Export a sweep's results (default: the newest sweep) to CSV, JSON Lines or Parquet."""
+    queue = state.queue()
+    sid = queue.resolve(sweep_id)
+    sweep = queue.load(sid)
+    path = output or default_output(sweep.name, sid)
+    rows = export(queue, sweep, sid, path)
+    click.echo(f"{rows} results written to {path}", err=True)
+
+
+@click.command()
+@click.argument("sweep_id", required=False)
+@click.option("-w", "--workers", type=click.IntRange(min=1), default=lambda: os.cpu_count() or 1,
+              show_default="CPU count", help="Local workers to start when no worker is running.")
+@click.option("--detach", is_flag=True, help="Only queue the points again; do not start workers.")
+@output
+@redis_options
+@pass_state
+def retry(state: State, sweep_id: str | None, workers: int, detach: bool, output: Path | None) -> int:
+    """Run the failed and timed-out points of a sweep again (default: the newest)."""
+    queue = state.queue()
+    sid = queue.resolve(sweep_id)
+    cleared = queue.retry_failed(sid)
+    click.echo(f"{cleared} failed points queued again.", err=True)
+    if not cleared:
+        return ExitCode.OK
+    if detach or queue.live_workers():
+        click.echo("Running workers will pick them up (`swarmrun status --watch`).", err=True)
+        return ExitCode.OK
+    sweep = queue.load(sid)
+    final = _drive(state, queue, sweep, sid, workers=workers, cwd=queue.origin(sid), quiet=False)
+    return _finish(queue, sweep, sid, output, final)
+
+
+@click.command()
+@click.argument("sweep_id")
+@redis_options
+@pass_state
+def cancel(state: State, sweep_id: str) -> None:
+    """Cancel a sweep: queued chunks are dropped, running chunks stop within a second."""
+    queue = state.queue()
+    sid = queue.resolve(sweep_id)
+    removed = queue.cancel(sid)
+    click.echo(f"sweep {sid} cancelled ({removed} queued chunks removed); submit it again to resume.")
+
+
+@click.command()
+@click.argument("sweep_id")
+@redis_options
+@pass_state
+def purge(state: State, sweep_id: str) -> None:
+    """Delete a sweep and its records (results shared with other sweeps of the same task stay)."""
+    queue = state.queue()
+    sid = queue.resolve(sweep_id)
+    queue.purge(sid)
+    click.echo(f"sweep {sid} purged")
+
+
+@click.command(name="ls")
+@redis_options
+@pass_state
+def ls(state: State) -> None:
+    """List sweeps, newest last."""
+    queue = state.queue()
+    rows = [queue.progress(sid) for sid in queue.sweep_ids()]
+    if not rows:
+        click.echo("no sweeps yet", err=True)
+        return
+    click.echo(f"{'ID':<16}  {'NAME':<24} {'STATE':<10} {'DONE':>15} {'FAILED':>7}  SUBMITTED")
+    for p in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.created))
+        click.echo(f"{p.sweep_id:<16}  {p.name[:24]:<24} {p.state:<10} {f'{p.done}/{p.size}':>15} "
+                   f"{p.failed:>7}  {when}")
+
+
+def register(group: click.Group) -> None:
+    for command in (run, submit, worker, status, results, retry, cancel, purge, ls):
+        group.add_command(command)
+

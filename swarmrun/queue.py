@@ -1,0 +1,506 @@
+"""The Redis/RQ layer: sweeps, chunk jobs, result records, progress, retry, cancel, recovery.
+
+Keys (prefix `swarmrun:`):
+- `sweeps`                 zset of sweep ids by submit time
+- `sweep:{id}`             hash: spec, options, name, size, task, origin, state, gen, created
+- `sweep:{id}:done`        bitmap: bit i set once point i has its one result
+- `sweep:{id}:errors`      hash: index -> failed/timed-out record of this sweep
+- `sweep:{id}:counts`      hash: ok, error, timeout, cached, executions, duplicates, seconds, processed
+- `sweep:{id}:inflight`    hash: index -> executions started in a re-run (crashed) chunk
+- `results:{task}`         hash: point key -> ok record, shared by every sweep of the same task,
+                           so a changed sweep only runs its new points
+
+The done bit is the single arbiter of "first write wins": a record is stored only by the
+execution that flips the bit; later executions are counted as duplicates.
+Chunk jobs go through RQ with its JSON serializer; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry as RedisRetry
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+from swarmrun.chunk import ChunkRef, bits, first_clear, job_prefix
+from swarmrun.errors import RedisUnavailable, SweepNotFound
+from swarmrun.settings import redact
+from swarmrun.sweep import Sweep, canonical_json
+
+PREFIX = "swarmrun:"
+SWEEPS = PREFIX + "sweeps"
+CHUNK_FUNC = "swarmrun.worker.run_chunk"
+CHUNK_RETRIES = 10
+RESULT_TTL = 600
+FAILURE_TTL = 7 * 24 * 3600
+BITMAP_READ = 8192
+
+RECORD_LUA = """
+local done, counts, store, errors, meta, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local executed, duplicates, fresh, entries = 0, 0, 0, 0
+local tally = {}
+for i = 3, #ARGV, 4 do
+  local idx, pkey, status, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local cached = status == 'cached'
+  entries = entries + 1
+  if not cached then executed = executed + 1 end
+  if redis.call('SETBIT', done, idx, 1) == 0 then
+    fresh = fresh + 1
+    if cached then
+      tally['ok'] = (tally['ok'] or 0) + 1
+      tally['cached'] = (tally['cached'] or 0) + 1
+    else
+      tally[status] = (tally[status] or 0) + 1
+      if status == 'ok' then redis.call('HSETNX', store, pkey, rec) else redis.call('HSET', errors, idx, rec) end
+    end
+  elseif not cached then
+    duplicates = duplicates + 1
+  end
+  if ARGV[2] == '1' then redis.call('HDEL', inflight, idx) end
+end
+for k, v in pairs(tally) do redis.call('HINCRBY', counts, k, v) end
+if executed > 0 then redis.call('HINCRBY', counts, 'executions', executed) end
+if duplicates > 0 then redis.call('HINCRBY', counts, 'duplicates', duplicates) end
+if entries > 0 then
+  redis.call('HINCRBY', counts, 'processed', entries)
+  redis.call('HINCRBYFLOAT', counts, 'seconds', ARGV[1])
+end
+return {fresh, redis.call('HGET', meta, 'state') or ''}
+"""
+
+CLEAR_FAILED_LUA = """
+local done, counts, errors = KEYS[1], KEYS[2], KEYS[3]
+local fields = redis.call('HGETALL', errors)
+for i = 1, #fields, 2 do
+  local status = cjson.decode(fields[i + 1])['s']
+  redis.call('SETBIT', done, fields[i], 0)
+  redis.call('HINCRBY', counts, status, -1)
+end
+redis.call('DEL', errors)
+return #fields / 2
+"""
+
+
+def connect(url: str, *, resilient: bool = False) -> redis.Redis:
+    """Open and check a Redis connection; `resilient` connections ride out a Redis restart."""
+    options: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 15}
+    if resilient:
+        options["retry"] = RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), retries=60)
+        options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
+    try:
+        connection = redis.Redis.from_url(url, **options)
+        connection.ping()
+    except redis.AuthenticationError as e:
+        raise RedisUnavailable(f"Redis at {redact(url)} refused the password: {e}") from e
+    except (redis.ConnectionError, redis.TimeoutError, ValueError) as e:
+        raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}") from e
+    except redis.ResponseError as e:
+        raise RedisUnavailable(f"Redis at {redact(url)} answered with an error: {e}") from e
+    return connection
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The Redis keys of one sweep."""
+
+    sweep_id: str
+
+    @property
+    def meta(self) -> str:
+        return f"{PREFIX}sweep:{self.sweep_id}"
+
+    @property
+    def done(self) -> str:
+        return f"{self.meta}:done"
+
+    @property
+    def errors(self) -> str:
+        return f"{self.meta}:errors"
+
+    @property
+    def counts(self) -> str:
+        return f"{self.meta}:counts"
+
+    @property
+    def inflight(self) -> str:
+        return f"{self.meta}:inflight"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.meta}:lock"
+
+    @staticmethod
+    def store(task_key: str) -> str:
+        return f"{PREFIX}results:{task_key}"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A sweep's state and counters, as `status` and `ls` show them."""
+
+    sweep_id: str
+    name: str
+    size: int
+    done: int
+    ok: int
+    error: int
+    timeout: int
+    cached: int
+    executions: int
+    duplicates: int
+    seconds: float
+    processed: int
+    state: str
+    created: float
+
+    @property
+    def failed(self) -> int:
+        return self.error + self.timeout
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.size
+
+    @property
+    def seconds_per_point(self) -> float | None:
+        return self.seconds / self.processed if self.processed else None
+
+
+@dataclass(frozen=True)
+class Submission:
+    sweep_id: str
+    size: int
+    done: int
+    started: bool  # a new chain of chunks was enqueued
+    running: bool  # chunks of this sweep were already queued or running
+
+
+def _int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+class SweepQueue:
+    """Sweeps on one Redis: what the CLI and the workers share."""
+
+    def __init__(self, connection: redis.Redis, queue_name: str) -> None:
+        self.connection = connection
+        self.queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
+        self._record = connection.register_script(RECORD_LUA)
+        self._clear_failed = connection.register_script(CLEAR_FAILED_LUA)
+
+    # --- sweeps -----------------------------------------------------------------------------
+    def submit(self, sweep: Sweep, *, origin: Path | None = None) -> Submission:
+        """Register `sweep` (or refresh its options) and make sure chunks are on their way."""
+        sid = sweep.id
+        keys = Keys(sid)
+        spec = sweep.to_dict()
+        with self._lock(sid):
+            pipe = self.connection.pipeline()
+            pipe.hsetnx(keys.meta, "created", time.time())
+            pipe.hset(keys.meta, mapping={
+                "spec": canonical_json(spec),
+                "options": canonical_json(spec["options"]),
+                "name": sweep.name,
+                "size": sweep.size,
+                "task": sweep.task.key,
+                "origin": str(origin) if origin else "",
+                "state": "active",
+            })
+            pipe.zadd(SWEEPS, {sid: time.time()}, nx=True)
+            pipe.bitcount(keys.done)
+            done = pipe.execute()[-1]
+            if done >= sweep.size:
+                return Submission(sid, sweep.size, done, started=False, running=False)
+            if self._active_jobs(sid):
+                return Submission(sid, sweep.size, done, started=False, running=True)
+            self._start_chain(sid, sweep.size)
+            return Submission(sid, sweep.size, done, started=True, running=False)
+
+    def _start_chain(self, sweep_id: str, size: int) -> None:
+        gen = int(self.connection.hincrby(Keys(sweep_id).meta, "gen", 1))
+        self.enqueue(ChunkRef(sweep_id, gen, 0, size))
+
+    def enqueue(self, ref: ChunkRef) -> bool:
+        """Enqueue one chunk job unless a job with its id exists already."""
+        try:
+            self.queue.enqueue_call(
+                CHUNK_FUNC,
+                args=[ref.sweep_id, ref.gen, ref.start, ref.stop],
+                job_id=ref.job_id,
+                timeout=-1,
+                result_ttl=RESULT_TTL,
+                failure_ttl=FAILURE_TTL,
+                retry=Retry(max=CHUNK_RETRIES),
+                description=f"sweep {ref.sweep_id} points [{ref.start}, {ref.stop})",
+                unique=True,
+            )
+        except DuplicateJobError:
+            return False
+        return True
+
+    @contextmanager
+    def _lock(self, sweep_id: str) -> Iterator[None]:
+        with self.connection.lock(Keys(sweep_id).lock, timeout=60, blocking_timeout=60):
+            yield
+
+    def resolve(self, prefix: str | None) -> str:
+        """The full id of the sweep whose id starts with `prefix`; the newest sweep when None."""
+        ids = [i.decode() for i in self.connection.zrange(SWEEPS, 0, -1)]
+        if not prefix:
+            if not ids:
+                raise SweepNotFound("no sweeps yet: submit one with `swarmrun submit SWEEP`")
+            return ids[-1]
+        matches = [i for i in ids if i.startswith(prefix)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise SweepNotFound(f"no sweep with id {prefix!r} (see `swarmrun ls`)")
+        raise SweepNotFound(f"sweep id {prefix!r} is ambiguous: {', '.join(m[:12] for m in matches)}")
+
+    def sweep_ids(self) -> list[str]:
+        return [i.decode() for i in self.connection.zrange(SWEEPS, 0, -1)]
+
+    def load(self, sweep_id: str) -> Sweep:
+        spec = self.connection.hget(Keys(sweep_id).meta, "spec")
+        if spec is None:
+            raise SweepNotFound(f"no sweep with id {sweep_id!r}")
+        return Sweep.from_dict(json.loads(spec))
+
+    def origin(self, sweep_id: str) -> Path | None:
+        origin = self.connection.hget(Keys(sweep_id).meta, "origin")
+        return Path(origin.decode()) if origin else None
+
+    def progress(self, sweep_id: str) -> Progress:
+        keys = Keys(sweep_id)
+        pipe = self.connection.pipeline()
+        pipe.hmget(keys.meta, "name", "size", "state", "created")
+        pipe.bitcount(keys.done)
+        pipe.hgetall(keys.counts)
+        (name, size, state, created), done, counts = pipe.execute()
+        if size is None:
+            raise SweepNotFound(f"no sweep with id {sweep_id!r}")
+        c = {k.decode(): v for k, v in counts.items()}
+        return Progress(
+            sweep_id=sweep_id, name=name.decode(), size=int(size), done=int(done),
+            ok=_int(c.get("ok")), error=_int(c.get("error")), timeout=_int(c.get("timeout")),
+            cached=_int(c.get("cached")), executions=_int(c.get("executions")),
+            duplicates=_int(c.get("duplicates")), seconds=float(c.get("seconds", 0)),
+            processed=_int(c.get("processed")), state=state.decode(), created=float(created),
+        )
+
+    # --- what workers call ------------------------------------------------------------------
+    def chunk_context(self, sweep_id: str) -> tuple[str | None, dict[str, Any], float | None, int]:
+        """(state, options, seconds per point, live workers) for sizing and running a chunk."""
+        keys = Keys(sweep_id)
+        pipe = self.connection.pipeline()
+        pipe.hmget(keys.meta, "state", "options")
+        pipe.hmget(keys.counts, "seconds", "processed")
+        pipe.scard(WORKERS_BY_QUEUE_KEY % self.queue.name)
+        (state, options), (seconds, processed), workers = pipe.execute()
+        per_point = float(seconds) / int(processed) if seconds and processed and int(processed) else None
+        return (
+            state.decode() if state else None,
+            json.loads(options) if options else {},
+            per_point,
+            int(workers),
+        )
+
+    def first_missing(self, sweep_id: str, start: int, stop: int) -> int | None:
+        """The first index in `[start, stop)` without a result, reading the bitmap in blocks."""
+        key = Keys(sweep_id).done
+        pos = start
+        while pos < stop:
+            end = min(stop, (pos // 8) * 8 + BITMAP_READ * 8)
+            mask = self.connection.getrange(key, pos // 8, (end - 1) // 8)
+            found = first_clear(mask, pos, pos, end)
+            if found is not None:
+                return found
+            pos = end
+        return None
+
+    def done_mask(self, sweep_id: str, start: int, stop: int) -> bytes:
+        """Bitmap bytes covering `[start, stop)` (from byte `start // 8`)."""
+        return bytes(self.connection.getrange(Keys(sweep_id).done, start // 8, (stop - 1) // 8))
+
+    def cached(self, task_key: str, point_keys: Sequence[str]) -> list[bytes | None]:
+        if not point_keys:
+            return []
+        return list(self.connection.hmget(Keys.store(task_key), list(point_keys)))
+
+    def record(
+        self, sweep_id: str, task_key: str, entries: Sequence[tuple[int, str, str, str]],
+        *, seconds: float, isolated: bool = False,
+    ) -> tuple[int, str]:
+        """Store results `(index, point key, status, record JSON)`; returns (new results, state)."""
+        keys = Keys(sweep_id)
+        args: list[Any] = [repr(seconds), "1" if isolated else "0"]
+        for entry in entries:
+            args.extend(entry)
+        fresh, state = self._record(
+            keys=[keys.done, keys.counts, Keys.store(task_key), keys.errors, keys.meta, keys.inflight],
+            args=args,
+        )
+        return int(fresh), state.decode() if isinstance(state, bytes) else str(state)
+
+    def mark_inflight(self, sweep_id: str, index: int) -> int:
+        """Count an execution start in a re-run chunk; returns how many starts this point had."""
+        return int(self.connection.hincrby(Keys(sweep_id).inflight, str(index), 1))
+
+    # --- recovery ----------------------------------------------------------------------------
+    def _jobs(self, sweep_id: str) -> tuple[list[str], list[str]]:
+        """(waiting, running) chunk job ids of a sweep, read in one transaction.
+
+        Waiting covers queued jobs and jobs a worker is taking over (RQ's intermediate list).
+        """
+        started = StartedJobRegistry(queue=self.queue)
+        pipe = self.connection.pipeline(transaction=True)
+        pipe.lrange(self.queue.key, 0, -1)
+        pipe.lrange(self.queue.intermediate_queue.key, 0, -1)
+        pipe.zrange(started.key, 0, -1)
+        queued, handing, running = pipe.execute()
+        prefix = job_prefix(sweep_id)
+        waiting = [raw.decode() for raw in [*queued, *handing] if raw.decode().startswith(prefix)]
+        busy = [raw.decode().split(":", 1)[0] for raw in running if raw.decode().startswith(prefix)]
+        return waiting, busy
+
+    def _active_jobs(self, sweep_id: str) -> list[str]:
+        waiting, running = self._jobs(sweep_id)
+        return waiting + running
+
+    def chunk_counts(self, sweep_id: str) -> tuple[int, int]:
+        """(running, waiting) chunk jobs of a sweep."""
+        waiting, running = self._jobs(sweep_id)
+        return len(set(running)), len(set(waiting) - set(running))
+
+    def live_workers(self) -> int:
+        """Workers registered on this queue that are alive (heartbeating, not dead)."""
+        keys = list(self.connection.smembers(WORKERS_BY_QUEUE_KEY % self.queue.name))
+        pipe = self.connection.pipeline()
+        for key in keys:
+            pipe.hmget(key, "birth", "death")
+        return sum(1 for birth, death in pipe.execute() if birth is not None and death is None)
+
+    def reap(self) -> None:
+        """Hand abandoned chunks (their worker stopped heartbeating) back to the queue now."""
+        StartedJobRegistry(queue=self.queue).cleanup()
+
+    def settle(self) -> int:
+        """Give every point of a chunk job that failed for good an error result; returns points."""
+        registry = FailedJobRegistry(queue=self.queue)
+        settled = 0
+        for job_id in registry.get_job_ids():
+            ref = ChunkRef.parse(job_id)
+            if ref is None:
+                continue
+            try:
+                job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+                split = int(job.meta.get("split", ref.stop))
+                result = job.latest_result()
+                reason = (result.exc_string if result else None) or "worker lost"
+            except NoSuchJobError:
+                split, reason = ref.stop, "chunk job lost"
+            lines = [line for line in reason.strip().splitlines() if line.strip()]
+            message = f"chunk failed after {CHUNK_RETRIES} retries: {lines[-1] if lines else reason}"
+            settled += self.fail_range(ref.sweep_id, ref.start, split, message)
+            registry.remove(job_id, delete_job=True)
+        return settled
+
+    def fail_range(self, sweep_id: str, start: int, stop: int, message: str) -> int:
+        """Record `message` as the error of every point in `[start, stop)` without a result."""
+        task_key = self.connection.hget(Keys(sweep_id).meta, "task")
+        if task_key is None:
+            return 0
+        record = json.dumps({"s": "error", "e": message, "sw": sweep_id}, separators=(",", ":"))
+        total = 0
+        for block in range(start, stop, 4096):
+            end = min(stop, block + 4096)
+            mask = self.done_mask(sweep_id, block, end)
+            entries = [(i, "", "error", record) for i, hit in zip(range(block, end), bits(mask, block, block, end))
+                       if not hit]
+            if entries:
+                total += self.record(sweep_id, task_key.decode(), entries, seconds=0.0)[0]
+        return total
+
+    def repair(self, sweep_id: str) -> bool:
+        """Start a new chain for a sweep with missing results and no chunk left to produce them."""
+        with self._lock(sweep_id):
+            progress = self.progress(sweep_id)
+            if progress.complete or progress.state != "active" or self._active_jobs(sweep_id):
+                return False
+            self._start_chain(sweep_id, progress.size)
+            return True
+
+    def maintain(self, sweep_ids: Sequence[str] | None = None) -> None:
+        """Reap abandoned chunks, settle failed ones, repair stalled sweeps (safe to run anywhere)."""
+        self.reap()
+        self.settle()
+        for sid in sweep_ids if sweep_ids is not None else self.active_sweeps():
+            self.repair(sid)
+
+    def active_sweeps(self) -> list[str]:
+        ids = self.sweep_ids()
+        pipe = self.connection.pipeline()
+        for sid in ids:
+            pipe.hmget(Keys(sid).meta, "state", "size")
+            pipe.bitcount(Keys(sid).done)
+        answers = pipe.execute()
+        active = []
+        for sid, (state, size), done in zip(ids, answers[0::2], answers[1::2]):
+            if state == b"active" and size is not None and done < int(size):
+                active.append(sid)
+        return active
+
+    # --- user actions ------------------------------------------------------------------------
+    def retry_failed(self, sweep_id: str) -> int:
+        """Forget the failed and timed-out results of a sweep and run those points again."""
+        keys = Keys(sweep_id)
+        with self._lock(sweep_id):
+            cleared = int(self._clear_failed(keys=[keys.done, keys.counts, keys.errors]))
+            if cleared:
+                self.connection.hset(keys.meta, "state", "active")
+                if not self._active_jobs(sweep_id):
+                    self._start_chain(sweep_id, int(self.connection.hget(keys.meta, "size") or 0))
+        return cleared
+
+    def cancel(self, sweep_id: str) -> int:
+        """Stop a sweep: drop its queued chunks; running chunks stop at their next flush."""
+        keys = Keys(sweep_id)
+        with self._lock(sweep_id):
+            self.connection.hset(keys.meta, "state", "cancelled")
+            removed = 0
+            prefix = job_prefix(sweep_id)
+            for raw in self.connection.lrange(self.queue.key, 0, -1):
+                job_id = raw.decode()
+                if job_id.startswith(prefix):
+                    removed += int(self.connection.lrem(self.queue.key, 0, job_id))
+                    self.connection.delete(Job.key_for(job_id))
+        return removed
+
+    def purge(self, sweep_id: str) -> None:
+        """Cancel a sweep and delete its records (shared results of its task stay)."""
+        self.cancel(sweep_id)
+        keys = Keys(sweep_id)
+        self.connection.delete(keys.meta, keys.done, keys.errors, keys.counts, keys.inflight)
+        self.connection.zrem(SWEEPS, sweep_id)
+
+    def records(self, sweep_id: str, task_key: str, indices: Sequence[int],
+                point_keys: Sequence[str]) -> list[bytes | None]:
+        """The stored record of each point: this sweep's failure, else the task's ok result."""
+        pipe = self.connection.pipeline()
+        pipe.hmget(Keys(sweep_id).errors, [str(i) for i in indices])
+        pipe.hmget(Keys.store(task_key), list(point_keys))
+        errors, oks = pipe.execute()
+        return [e if e is not None else o for e, o in zip(errors, oks)]

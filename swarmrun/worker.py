@@ -1,0 +1,317 @@
+"""The worker: an RQ SimpleWorker that runs chunk jobs, point by point.
+
+- Chunks run in the worker process, so a task's imports are paid once per process.
+- A heartbeat thread keeps the running chunk's execution alive in RQ's StartedJobRegistry; when
+  the process dies the heartbeat stops, and within `heartbeat_ttl` seconds the chunk counts as
+  abandoned and is handed back to the queue by whoever reaps first (the manager, or any worker).
+- SIGTERM is a warm stop: the current chunk is finished, then the worker exits. A second signal
+  is a cold stop (the chunk is abandoned and re-run elsewhere).
+- A chunk re-run after a crash runs in isolation mode: each point's starts are counted, and a
+  point that was running during `CRASH_LIMIT` crashes is recorded as an error instead of
+  taking yet another worker down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import get_current_job
+from rq.job import Job
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+from rq.timeouts import BaseDeathPenalty
+from rq.worker import SimpleWorker, WorkerStatus
+
+from swarmrun.chunk import ChunkRef, bits, plan_size
+from swarmrun.errors import RedisUnavailable
+from swarmrun.queue import CHUNK_RETRIES, SweepQueue, connect
+from swarmrun.results import encode_record
+from swarmrun.settings import Settings, redact
+from swarmrun.sweep import Options, Sweep, point_key
+from swarmrun.task import Outcome, Task, compile_task
+
+log = logging.getLogger("swarmrun.worker")
+
+BLOCK = 512
+FLUSH_SECONDS = 0.5
+FLUSH_ENTRIES = 4096
+CRASH_LIMIT = 3
+MAX_BACKOFF = 300.0
+
+
+class NoDeathPenalty(BaseDeathPenalty):
+    """Chunks have no RQ timeout: each point carries its own."""
+
+    def setup_death_penalty(self) -> None:
+        pass
+
+    def cancel_death_penalty(self) -> None:
+        pass
+
+
+@dataclass
+class LoadedSweep:
+    sweep: Sweep
+    task: Task
+
+
+@dataclass
+class WorkerContext:
+    """What chunks share inside one worker process: the queue, settings, compiled sweeps."""
+
+    queue: SweepQueue
+    settings: Settings
+    name: str
+    loaded: dict[str, LoadedSweep] = field(default_factory=dict)
+
+    def load(self, sweep_id: str) -> LoadedSweep:
+        """The sweep and its compiled task, imported once per process (ids are content hashes)."""
+        if sweep_id not in self.loaded:
+            sweep = self.queue.load(sweep_id)
+            origin = self.queue.origin(sweep_id)
+            task = compile_task(sweep.task, sweep_id=sweep_id, param_names=sweep.param_names, origin=origin)
+            if len(self.loaded) >= 16:
+                self.loaded.pop(next(iter(self.loaded)))
+            self.loaded[sweep_id] = LoadedSweep(sweep, task)
+        return self.loaded[sweep_id]
+
+
+_CONTEXT: ContextVar[WorkerContext | None] = ContextVar("swarmrun_worker_context", default=None)
+
+
+def worker_label() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def run_chunk(sweep_id: str, gen: int, start: int, stop: int) -> dict[str, Any]:
+    """The RQ job function of every chunk (referenced by dotted path, JSON arguments)."""
+    job = get_current_job()
+    assert job is not None, "run_chunk runs inside an RQ job"
+    context = _CONTEXT.get()
+    if context is None:  # run by a plain RQ worker: build a context from the job's connection
+        settings = Settings.from_env()
+        context = WorkerContext(SweepQueue(job.connection, job.origin), settings, worker_label())
+    return ChunkRun(context, job, ChunkRef(sweep_id, gen, start, stop)).run()
+
+
+class ChunkRun:
+    """One execution of one chunk job."""
+
+    def __init__(self, context: WorkerContext, job: Job, ref: ChunkRef) -> None:
+        self.context = context
+        self.queue = context.queue
+        self.job = job
+        self.ref = ref
+        self.isolated = (job.retries_left is not None and job.retries_left < CHUNK_RETRIES)
+        self.pending: list[tuple[int, str, str, str]] = []
+        self.pending_since = time.perf_counter()
+        self.summary = {"executed": 0, "cached": 0, "recorded": 0, "failed": 0}
+        self.cancelled = False
+
+    def run(self) -> dict[str, Any]:
+        ref = self.ref
+        state, options, per_point, workers = self.queue.chunk_context(ref.sweep_id)
+        if state is None:
+            return {"skipped": "unknown sweep"}
+        if state == "cancelled":
+            return {"skipped": "cancelled"}
+        loaded = self.context.load(ref.sweep_id)
+        opts = Options(
+            timeout=options.get("timeout"), retries=int(options.get("retries", 0)),
+            backoff=float(options.get("backoff", 1.0)), chunk=options.get("chunk"),
+        )
+        split = self.job.meta.get("split")
+        first = self.queue.first_missing(ref.sweep_id, ref.start, ref.stop)
+        if split is None:
+            if first is None:
+                split = ref.stop
+            else:
+                size = plan_size(ref.stop - first, seconds_per_point=per_point, workers=workers,
+                                 target=self.context.settings.chunk_seconds, fixed=opts.chunk)
+                split = first + size
+            self.job.meta["split"] = split
+            self.job.save_meta()
+        if split < ref.stop:
+            self.queue.enqueue(ChunkRef(ref.sweep_id, ref.gen, split, ref.stop))
+        began = time.perf_counter()
+        if first is not None and first < split:
+            self._run_range(loaded, opts, first, split)
+        self._flush()
+        elapsed = time.perf_counter() - began
+        log.info("chunk %s [%d, %d): %d executed, %d cached, %d failed in %.2fs%s",
+                 ref.sweep_id[:12], ref.start, split, self.summary["executed"], self.summary["cached"],
+                 self.summary["failed"], elapsed, " (cancelled)" if self.cancelled else "")
+        return {"split": split, **self.summary, "seconds": round(elapsed, 3)}
+
+    def _run_range(self, loaded: LoadedSweep, opts: Options, start: int, stop: int) -> None:
+        sweep, sid = loaded.sweep, self.ref.sweep_id
+        task_key = sweep.task.key
+        for block in range(start, stop, BLOCK):
+            end = min(stop, block + BLOCK)
+            mask = self.queue.done_mask(sid, block, end)
+            todo = [i for i, hit in zip(range(block, end), bits(mask, block, block, end)) if not hit]
+            if not todo:
+                continue
+            params = [sweep.point(i) for i in todo]
+            keys = [point_key(p) for p in params]
+            known = self.queue.cached(task_key, keys)
+            for index, p, key, hit in zip(todo, params, keys, known):
+                if hit is not None:
+                    self.pending.append((index, key, "cached", ""))
+                    self.summary["cached"] += 1
+                else:
+                    self._execute(loaded.task, opts, index, p, key)
+                if self._due() and self._flush():
+                    return
+
+    def _execute(self, task: Task, opts: Options, index: int, params: dict[str, Any], key: str) -> None:
+        if self.isolated:
+            starts = self.queue.mark_inflight(self.ref.sweep_id, index)
+            if starts > CRASH_LIMIT:
+                outcome = Outcome("error", error=f"the worker died {starts - 1} times while running this point")
+                self._add(index, key, outcome, attempt=starts - 1)
+                return
+        attempt = 1
+        while True:
+            outcome = task.run(params, index=index, timeout=opts.timeout)
+            self.summary["executed"] += 1
+            if outcome.status == "ok" or attempt > opts.retries:
+                break
+            time.sleep(min(MAX_BACKOFF, opts.backoff * 2 ** (attempt - 1)))
+            attempt += 1
+        self._add(index, key, outcome, attempt)
+        if self.isolated:
+            self._flush()
+
+    def _add(self, index: int, key: str, outcome: Outcome, attempt: int) -> None:
+        status, record = encode_record(outcome, attempt=attempt, worker=self.context.name,
+                                       sweep_id=self.ref.sweep_id)
+        if status != "ok":
+            self.summary["failed"] += 1
+        self.pending.append((index, key, status, record))
+
+    def _due(self) -> bool:
+        return len(self.pending) >= FLUSH_ENTRIES or time.perf_counter() - self.pending_since >= FLUSH_SECONDS
+
+    def _flush(self) -> bool:
+        """Store pending results; True when the sweep was cancelled meanwhile."""
+        now = time.perf_counter()
+        if self.pending:
+            loaded = self.context.load(self.ref.sweep_id)
+            fresh, state = self.queue.record(
+                self.ref.sweep_id, loaded.sweep.task.key, self.pending,
+                seconds=now - self.pending_since, isolated=self.isolated,
+            )
+            self.summary["recorded"] += fresh
+            self.pending = []
+            self.cancelled = state == "cancelled"
+        self.pending_since = now
+        return self.cancelled
+
+
+class _Heartbeat:
+    """Calls `beat` every `interval` seconds from a daemon thread while a chunk runs."""
+
+    def __init__(self, interval: float, beat: Callable[[], None]) -> None:
+        self._stop = threading.Event()
+        self._interval = interval
+        self._beat = beat
+        self._thread = threading.Thread(target=self._run, name="swarmrun-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._beat()
+            except Exception:  # a missed beat is retried; a dead Redis is seen by the main thread
+                log.warning("heartbeat failed", exc_info=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class ChunkWorker(SimpleWorker):
+    """An RQ worker for chunk jobs: in-process execution, own heartbeat, swarmrun maintenance."""
+
+    death_penalty_class = NoDeathPenalty
+
+    def __init__(self, context: WorkerContext, **kwargs: Any) -> None:
+        self.context = context
+        settings = context.settings
+        super().__init__(
+            [context.queue.queue], connection=context.queue.connection, serializer=JSONSerializer,
+            name=context.name, maintenance_interval=settings.maintenance_interval,
+            worker_ttl=max(20, settings.maintenance_interval + 15), **kwargs,
+        )
+        self.stop_requested_by_signal = False
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.context.settings.heartbeat_ttl
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        token = _CONTEXT.set(self.context)
+        interval = max(1.0, self.context.settings.heartbeat_ttl / 3)
+        try:
+            with _Heartbeat(interval, lambda: self.maintain_heartbeats(job, execution)):
+                self.perform_job(job, queue, execution)
+        finally:
+            _CONTEXT.reset(token)
+        self.set_state(WorkerStatus.IDLE)
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        self.stop_requested_by_signal = True
+        super().request_stop(signum, frame)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # includes reaping abandoned chunks
+        lock = self.connection.set("swarmrun:maintenance", self.name, nx=True,
+                                   ex=max(1, self.context.settings.maintenance_interval - 1))
+        if lock:
+            self.context.queue.settle()
+            for sid in self.context.queue.active_sweeps():
+                self.context.queue.repair(sid)
+
+
+def wait_for_redis(url: str, *, timeout: float) -> redis.Redis:
+    """Connect, retrying for up to `timeout` seconds (Redis may start after the workers)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return connect(url, resilient=True)
+        except RedisUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("waiting for Redis at %s", redact(url))
+            time.sleep(2)
+
+
+def serve(settings: Settings, url: str, *, burst: bool = False, name: str | None = None,
+          wait: float = 120.0, max_idle: int | None = None) -> int:
+    """Run a worker until stopped (or until the queue is empty with `burst`); returns an exit code."""
+    connection = wait_for_redis(url, timeout=wait)
+    context = WorkerContext(SweepQueue(connection, settings.queue), settings, name or worker_label())
+    worker = ChunkWorker(context)
+    worker.work(burst=burst, logging_level="INFO", max_idle_time=max_idle)
+    if burst or worker.stop_requested_by_signal or max_idle is not None:
+        return 0
+    log.error("worker %s stopped unexpectedly", worker.name)
+    return 1
+
+
+def origin_of(path: Path) -> Path:
+    return path.resolve().parent

@@ -749,8 +749,8 @@ def _parse_options(where: str, data: Mapping[str, Any]) -> Options:
     timeout = data.get("timeout")
     if timeout is not None and (_number(_join(where, "timeout"), timeout) <= 0):
         raise _fail(_join(where, "timeout"), f"must be > 0 seconds or null, got {timeout}")
-    retries = _int(_join(where, "retries"), data.get("retries", 0), minimum=0)
-    backoff = _number(_join(where, "backoff"), data.get("backoff", 1.0))
+    retries = _int(_join(where, "retries"), _or(data.get("retries"), 0), minimum=0)
+    backoff = _number(_join(where, "backoff"), _or(data.get("backoff"), 1.0))
     if backoff < 0:
         raise _fail(_join(where, "backoff"), f"must be >= 0 seconds, got {backoff}")
     chunk = data.get("chunk", "auto")
@@ -914,7 +914,7 @@ def parse_sweep(
         raise _fail(source, f"expected a mapping with at least a task, got {_show(data)}")
     _check_keys(source, data, TOP_KEYS)
     base = base_dir if base_dir is not None else Path.cwd()
-    name = data.get("name", Path(source).stem or "sweep")
+    name = _or(data.get("name"), Path(source).stem or "sweep")
     if not isinstance(name, str) or not name.strip() or not name.isprintable():
         raise _fail(_join(source, "name"), f"expected a non-empty one-line string, got {_show(name)}")
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -376,6 +379,7 @@ def test_options_defaults_and_values() -> None:
     s = sweep(timeout=60, retries=2, backoff=0.5, chunk=10)
     assert s.options == Options(timeout=60.0, retries=2, backoff=0.5, chunk=10)
     assert sweep(chunk="auto", timeout=None).options.chunk is None
+    assert sweep(retries=None, backoff=None, chunk=None, params=None, zip=None, name=None) == sweep()
 
 
 def test_task_spec() -> None:
@@ -933,3 +937,34 @@ def test_command_example() -> None:
     )
     value = json.loads(out.stdout.strip().splitlines()[-1])
     assert abs(value["pi"] - 3.14159) < 0.2
+
+
+# ------------------------------------------------------------------------------------------------ docs
+
+
+def doc_blocks(language: str) -> list[str]:
+    text = (REPO / "docs/sweep-file.md").read_text()
+    return re.findall(rf"```{language}\n(.*?)```", text, re.DOTALL)
+
+
+def test_docs_toml_examples_parse_and_match_the_quickstart() -> None:
+    blocks = doc_blocks("toml")
+    assert len(blocks) == 2
+    quickstart = parse_sweep(tomllib.loads(blocks[0]), source="sweep.toml")
+    assert quickstart == load_sweep(REPO / "examples/quickstart/sweep.yaml")
+    tuning = parse_sweep(tomllib.loads(blocks[1]), source="tuning.toml")
+    assert tuning.param_names == ("lr", "width", "depth", "repeat", "seed") and tuning.size == 4 * 3 * 3
+
+
+def test_docs_first_example_has_the_documented_canonical_form(tmp_path: Path) -> None:
+    write(tmp_path / "points.csv", "a,b\n1,2.5\n3,x\n")
+    path = write(tmp_path / "sweep.yaml", doc_blocks("yaml")[0])
+    assert load_sweep(path).to_dict() == json.loads(doc_blocks("json")[0])
+
+
+def test_docs_axis_order_example() -> None:
+    s = parse_sweep({"task": CALL, **yaml.safe_load(doc_blocks("yaml")[-1])})
+    assert s.size == 12
+    assert s.point(3) == {"a": 1, "b": "q", "repeat": 1}
+    assert s.point(6) == {"a": 2, "b": "p", "repeat": 0}
+    assert s.point(11) == {"a": 2, "b": "r", "repeat": 1}

@@ -31,8 +31,7 @@ def with_password(url: str, password: str) -> str:
     parts = urlsplit(url)
     if parts.scheme == "unix":
         sep = "&" if parts.query else ""
-        query = f"{parts.query}{sep}password={quote(password, safe='')}"
-        return urlunsplit(parts._replace(query=query))
+        return f"unix://{parts.path}?{parts.query}{sep}password={quote(password, safe='')}"
     host = parts.hostname or "localhost"
     if ":" in host:
         host = f"[{host}]"
@@ -52,7 +51,7 @@ def redact(url: str) -> str:
         query = "&".join(
             "password=***" if q.startswith("password=") else q for q in parts.query.split("&")
         )
-        return urlunsplit(parts._replace(query=query))
+        return url.split("?", 1)[0] + "?" + query
     return url
 
 

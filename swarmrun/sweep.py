@@ -27,19 +27,9 @@ from swarmrun.errors import SweepFileError
 
 FORMAT = 1
 BUILTIN_PLACEHOLDERS = ("index", "sweep_id")
-TOP_KEYS = (
-    "name",
-    "task",
-    "timeout",
-    "retries",
-    "backoff",
-    "chunk",
-    "params",
-    "zip",
-    "rows",
-    "samples",
-    "repeat",
-)
+OPTION_KEYS = ("timeout", "retries", "backoff", "chunk")
+AXIS_KEYS = ("params", "zip", "rows", "samples", "repeat")
+TOP_KEYS = ("name", "task", *OPTION_KEYS, *AXIS_KEYS)
 TASK_KEYS = ("call", "command", "env", "version")
 DISTRIBUTIONS = ("uniform", "loguniform", "normal", "int", "choice")
 
@@ -485,6 +475,7 @@ class Sweep:
     )
     _size: int = field(init=False, repr=False, compare=False)
     _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _id: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         plan, stride = [], 1
@@ -553,9 +544,10 @@ class Sweep:
     @property
     def id(self) -> str:
         """16 hex chars of the task and axes only: renaming or changing options resumes the same sweep."""
-        return _digest(
-            {"format": FORMAT, "task": self.task.to_dict(), "axes": [a.to_dict() for a in self.axes]}
-        )
+        if not self._id:
+            spec = {"format": FORMAT, "task": self.task.to_dict(), "axes": [a.to_dict() for a in self.axes]}
+            object.__setattr__(self, "_id", _digest(spec))
+        return self._id
 
 
 # ------------------------------------------------------------------------------------------- parsing

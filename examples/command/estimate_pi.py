@@ -32,7 +32,7 @@ def main() -> None:
     start = time.perf_counter()
     print(f"drawing {args.samples} points with seed {args.seed}", flush=True)
     pi = estimate(args.samples, args.seed)
-    result = {"pi": pi, "error": abs(pi - math.pi), "seconds": round(time.perf_counter() - start, 4)}
+    result = {"pi": pi, "abs_error": abs(pi - math.pi), "seconds": round(time.perf_counter() - start, 4)}
     print(json.dumps(result))
 
 

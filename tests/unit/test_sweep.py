@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import keyword
 import os
 import re
 import subprocess
@@ -60,7 +61,7 @@ scalars = st.one_of(
 )
 list_axes = st.dictionaries(
     st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True).filter(
-        lambda n: n not in ("index", "if", "in", "is", "or", "as")
+        lambda n: n != "index" and not keyword.iskeyword(n)
     ),
     st.lists(scalars, min_size=1, max_size=4),
     max_size=4,

@@ -462,7 +462,7 @@ class Options:
 # ----------------------------------------------------------------------------------------------- sweep
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Sweep:
     """A task and its axes; point `i` is the mixed-radix decoding of `i`, the last axis fastest."""
 
@@ -485,6 +485,12 @@ class Sweep:
         object.__setattr__(self, "_plan", tuple(reversed(plan)))
         object.__setattr__(self, "_size", stride)
         object.__setattr__(self, "_names", tuple(n for axis in self.axes for n in axis.names))
+
+    def __eq__(self, other: object) -> bool:
+        """Equal canonical specs: unlike Python's `==`, `1`, `1.0` and `True` are different values here."""
+        if not isinstance(other, Sweep):
+            return NotImplemented
+        return canonical_json(self.to_dict()) == canonical_json(other.to_dict())
 
     def __hash__(self) -> int:
         return hash(self.id)

@@ -127,6 +127,8 @@ def test_no_axes_is_one_empty_point() -> None:
 def test_scalar_is_a_constant_and_equals_a_one_element_list() -> None:
     assert points(sweep(params={"dt": 0.01, "x": [1, 2]})) == [{"dt": 0.01, "x": 1}, {"dt": 0.01, "x": 2}]
     assert sweep(params={"dt": 0.01}).id == sweep(params={"dt": [0.01]}).id
+    assert sweep(params={"dt": 1}) != sweep(params={"dt": 1.0}) != sweep(params={"dt": True})
+    assert sweep(params={"dt": 1}).id != sweep(params={"dt": 1.0}).id
 
 
 def test_linspace_like_numpy() -> None:

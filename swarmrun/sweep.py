@@ -884,6 +884,8 @@ def _parse_override(raw: str) -> tuple[str, str, Any]:
         raise _fail(where, "expected name=values, e.g. alpha=0.1,0.2 or n=range(1,10)")
     _param_name(where, name)
     fn = _OVERRIDE_FN.match(text)
+    if fn is None and re.match(r"(range|linspace|logspace)\s*\(", text):
+        raise _fail(where, "expected a closed call like range(1,10), linspace(0,1,5) or logspace(-3,0,4)")
     try:
         if text[0] in "[{":
             spec = _yaml(text)

@@ -26,11 +26,10 @@ from types import FrameType
 from typing import IO, Any, Protocol
 
 from swarmrun.errors import SweepFileError, TaskImportError
-from swarmrun.sweep import TaskSpec, command_placeholders
+from swarmrun.sweep import BUILTIN_PLACEHOLDERS, TaskSpec, command_placeholders
 
 TAIL_CHARS = 2000
 ERROR_CHARS = 1000
-BUILTIN_PLACEHOLDERS = ("index", "sweep_id")
 
 
 class PointTimeout(BaseException):

@@ -471,31 +471,33 @@ def context_files(root: Path) -> Iterator[tuple[Path, str]]:
                 yield here / f, name
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = len(data), 0o644
-    tar.addfile(info, io.BytesIO(data))
+def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
+    info = _owned_by_root(tarfile.TarInfo(name))
+    if data is None:
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+    else:
+        info.size, info.mode = len(data), 0o644
+    tar.addfile(info, None if data is None else io.BytesIO(data))
 
 
 def write_context(fileobj: IO[bytes], *, dockerfile: bytes, wheels: Sequence[Path],
                   requirements: Sequence[str], app: Path) -> int:
     """Write the build context tar: Dockerfile, wheels/ (+ requirements.txt), app/. Returns files in app/."""
-    def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        return info
-
     count = 0
     with tarfile.open(fileobj=fileobj, mode="w") as tar:
         _add_bytes(tar, "Dockerfile", dockerfile)
         _add_bytes(tar, "wheels/requirements.txt", "".join(f"{r}\n" for r in requirements).encode())
         for w in wheels:
-            tar.add(w, f"wheels/{w.name}", filter=owned_by_root)
-        app_dir = tarfile.TarInfo("app")
-        app_dir.type, app_dir.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(app_dir)
+            tar.add(w, f"wheels/{w.name}", filter=_owned_by_root)
+        _add_bytes(tar, "app", None)
         for path, name in context_files(app):
-            tar.add(path, f"app/{name}", recursive=False, filter=owned_by_root)
+            tar.add(path, f"app/{name}", recursive=False, filter=_owned_by_root)
             count += 1
     return count
 

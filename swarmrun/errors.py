@@ -45,6 +45,10 @@ class RedisUnavailable(SwarmrunError):
     exit_code = ExitCode.REDIS_UNAVAILABLE
 
 
+class RedisAuthFailed(RedisUnavailable):
+    """Redis answered but refused the password (or wants one): waiting will not help."""
+
+
 class DockerUnavailable(SwarmrunError):
     """The Docker engine cannot be reached or refused a request."""
 

@@ -379,7 +379,8 @@ def swarmrun_wheel(home: Path, log: Log, wheelhouses: Sequence[Path] = ()) -> Pa
             offline = importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel")
             _pip(["wheel", "--no-deps", "--disable-pip-version-check", "-w", str(out), str(copy),
                   *(["--no-build-isolation"] if offline else [])],
-                 f"building swarmrun's wheel from {src} failed")
+                 f"building swarmrun's wheel from {src} failed"
+                 + ("" if offline else " (with setuptools and wheel installed it builds without an index)"))
         with contextlib.suppress(OSError):
             os.rename(out, cache)
     found = _own_wheel(cache)
@@ -537,7 +538,8 @@ def build_image(client: docker.DockerClient, *, context: Path, tag: str, base_im
     wheels = [w for w in sorted(deps.glob("*.whl")) if not w.name.startswith("swarmrun-")] + [own]
     gaps = closure_gaps(wheels, install, target)
     if gaps:
-        raise ImageBuildError(f"wheelhouse {deps} lacks {', '.join(map(str, gaps))} for {target.describe()}: "
+        missing = ", ".join(map(unmarked, gaps))
+        raise ImageBuildError(f"wheelhouse {deps} lacks {missing} for {target.describe()}: "
                               "prepare it with `swarmrun image wheelhouse DIR --base-image IMAGE`")
     text = dockerfile.read_bytes() if dockerfile is not None else template()
     all_labels = {"swarmrun.version": swarmrun.__version__, "swarmrun.python": target.version,

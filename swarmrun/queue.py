@@ -36,7 +36,7 @@ from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from swarmrun.chunk import ChunkRef, bits, first_clear, job_prefix
-from swarmrun.errors import RedisUnavailable, SweepNotFound
+from swarmrun.errors import RedisAuthFailed, RedisUnavailable, SweepNotFound
 from swarmrun.settings import redact
 from swarmrun.sweep import Sweep, canonical_json
 
@@ -95,16 +95,23 @@ return #fields / 2
 
 
 def connect(url: str, *, resilient: bool = False) -> redis.Redis:
-    """Open and check a Redis connection; `resilient` connections ride out a Redis restart."""
+    """Open and check a Redis connection; `resilient` connections ride out a Redis restart.
+
+    The first check runs without retries: redis-py counts a wrong password as a connection
+    error, and would retry it for ever.
+    """
     options: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 15}
-    if resilient:
-        options["retry"] = RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), retries=60)
-        options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
     try:
-        connection = redis.Redis.from_url(url, **options)
+        connection = redis.Redis.from_url(url, **options, retry=RedisRetry(ExponentialBackoff(), retries=0))
         connection.ping()
+        if resilient:
+            connection.close()
+            connection = redis.Redis.from_url(
+                url, **options, retry=RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), retries=60),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+            connection.ping()
     except redis.AuthenticationError as e:
-        raise RedisUnavailable(f"Redis at {redact(url)} refused the password: {e}") from e
+        raise RedisAuthFailed(f"Redis at {redact(url)} refused the password: {e}") from e
     except (redis.ConnectionError, redis.TimeoutError, ValueError) as e:
         raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}") from e
     except redis.ResponseError as e:

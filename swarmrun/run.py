@@ -24,8 +24,8 @@ ProgressCallback = Callable[[Progress, float | None, Replicas | None], None]
 @contextlib.contextmanager
 def redis_url(settings: Settings) -> Iterator[str]:
     """The configured Redis URL, or the embedded server's for as long as the block runs."""
-    if settings.redis_url:
-        yield settings.redis_url
+    if settings.url:
+        yield settings.url
         return
     server = EmbeddedRedis(settings.home)
     url = server.acquire()

@@ -59,10 +59,12 @@ def redact(url: str) -> str:
 class Settings:
     """Where Redis is, which queue to use, and the timing knobs of workers and chunks.
 
-    `redis_url` None means: use the embedded Redis server kept under `home`.
+    `redis_url` None means: use the embedded Redis server kept under `home`. A password read from
+    SWARMRUN_REDIS_PASSWORD_FILE (a Docker secret) is kept apart and added to whichever URL is used.
     """
 
     redis_url: str | None = None
+    redis_password: str | None = None
     queue: str = DEFAULT_QUEUE
     home: Path = Path.home() / ".local" / "share" / "swarmrun"
     heartbeat_ttl: int = 30
@@ -72,18 +74,18 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Build settings from SWARMRUN_* variables (see the README's configuration table)."""
-        url = environ.get("SWARMRUN_REDIS_URL") or None
         password_file = environ.get("SWARMRUN_REDIS_PASSWORD_FILE")
-        if url and password_file:
+        password = None
+        if password_file:
             try:
                 password = Path(password_file).read_text().strip()
             except OSError as e:
                 raise SwarmrunError(f"cannot read SWARMRUN_REDIS_PASSWORD_FILE={password_file}: {e}") from e
-            url = with_password(url, password)
         xdg = environ.get("XDG_DATA_HOME")
         default_home = Path(xdg) / "swarmrun" if xdg else cls.home
         return cls(
-            redis_url=url,
+            redis_url=environ.get("SWARMRUN_REDIS_URL") or None,
+            redis_password=password,
             queue=environ.get("SWARMRUN_QUEUE") or DEFAULT_QUEUE,
             home=Path(environ.get("SWARMRUN_HOME") or default_home),
             heartbeat_ttl=int(_number(environ, "SWARMRUN_HEARTBEAT_TTL", cls.heartbeat_ttl)),
@@ -95,3 +97,11 @@ class Settings:
 
     def with_redis(self, url: str | None) -> Settings:
         return replace(self, redis_url=url) if url else self
+
+    @property
+    def url(self) -> str | None:
+        """The Redis URL to use, with the password file's password unless the URL carries one."""
+        if self.redis_url and self.redis_password and not urlsplit(self.redis_url).password \
+                and "password=" not in self.redis_url:
+            return with_password(self.redis_url, self.redis_password)
+        return self.redis_url

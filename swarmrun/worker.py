@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -33,7 +34,7 @@ from rq.timeouts import BaseDeathPenalty
 from rq.worker import SimpleWorker, WorkerStatus
 
 from swarmrun.chunk import ChunkRef, bits, plan_size
-from swarmrun.errors import RedisUnavailable
+from swarmrun.errors import RedisAuthFailed, RedisUnavailable
 from swarmrun.queue import CHUNK_RETRIES, SweepQueue, connect
 from swarmrun.results import encode_record
 from swarmrun.settings import Settings, redact
@@ -89,8 +90,12 @@ class WorkerContext:
 _CONTEXT: ContextVar[WorkerContext | None] = ContextVar("swarmrun_worker_context", default=None)
 
 
-def worker_label() -> str:
-    return f"{socket.gethostname()}.{os.getpid()}"
+def worker_label(base: str | None = None) -> str:
+    """A unique worker name: `base` (e.g. `node-3` from a Swarm template) or the host, the pid and a
+    random suffix (a restarted container reuses its pid, and RQ refuses a live name)."""
+    if not base or "{{" in base:  # an unexpanded Swarm template, as under docker-compose
+        base = socket.gethostname()
+    return f"{base}.{os.getpid()}-{secrets.token_hex(2)}"
 
 
 def run_chunk(sweep_id: str, gen: int, start: int, stop: int) -> dict[str, Any]:
@@ -293,6 +298,8 @@ def wait_for_redis(url: str, *, timeout: float) -> redis.Redis:
     while True:
         try:
             return connect(url, resilient=True)
+        except RedisAuthFailed:
+            raise
         except RedisUnavailable:
             if time.monotonic() >= deadline:
                 raise
@@ -303,10 +310,12 @@ def wait_for_redis(url: str, *, timeout: float) -> redis.Redis:
 def serve(settings: Settings, url: str, *, burst: bool = False, name: str | None = None,
           wait: float = 120.0, max_idle: int | None = None) -> int:
     """Run a worker until stopped (or until the queue is empty with `burst`); returns an exit code."""
+    logging.getLogger("swarmrun").setLevel(logging.INFO)
     connection = wait_for_redis(url, timeout=wait)
-    context = WorkerContext(SweepQueue(connection, settings.queue), settings, name or worker_label())
+    context = WorkerContext(SweepQueue(connection, settings.queue), settings, worker_label(name))
     worker = ChunkWorker(context)
-    worker.work(burst=burst, logging_level="INFO", max_idle_time=max_idle)
+    log.info("worker %s listening on queue %r", worker.name, settings.queue)
+    worker.work(burst=burst, logging_level="WARNING", max_idle_time=max_idle)
     if burst or worker.stop_requested_by_signal or max_idle is not None:
         return 0
     log.error("worker %s stopped unexpectedly", worker.name)

@@ -7,13 +7,16 @@ import sys
 from collections.abc import Sequence
 
 import click
+import docker.errors
 import redis
 
 from swarmrun.cli.common import cli
+from swarmrun.cli.stack import register as register_stack_commands
 from swarmrun.cli.sweeps import register as register_sweep_commands
 from swarmrun.errors import ExitCode, SwarmrunError
 
 register_sweep_commands(cli)
+register_stack_commands(cli)
 
 
 def _fail(message: str, code: int) -> None:
@@ -44,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if debug:
             raise
         _fail(f"Redis failed: {e}", ExitCode.REDIS_UNAVAILABLE)
+    except docker.errors.DockerException as e:
+        if debug:
+            raise
+        _fail(f"Docker failed: {e}", ExitCode.DOCKER_UNAVAILABLE)
     except Exception as e:
         if debug:
             raise

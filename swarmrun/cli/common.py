@@ -10,27 +10,50 @@ from typing import Any, TypeVar
 
 import click
 
-from swarmrun import __version__
+from swarmrun import __version__, engine
+from swarmrun.backends.swarm import SwarmBackend
 from swarmrun.queue import SweepQueue, connect
 from swarmrun.run import redis_url
 from swarmrun.settings import Settings
+from swarmrun.stack import StackConfig
+from swarmrun.worker import wait_for_redis
+
+DEFAULT_STACK = "swarmrun"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
 class State:
-    """Per-invocation state: settings, and a queue opened on first use and closed at exit."""
+    """Per-invocation state: settings, and a queue opened on first use and closed at exit.
+
+    Redis is, in this order: `--redis-url`; the Redis of stack `--stack` (SWARMRUN_STACK);
+    the embedded server.
+    """
 
     settings: Settings
     debug: bool = False
+    stack: str | None = None
     _queue: SweepQueue | None = field(default=None, repr=False)
     _url: str | None = field(default=None, repr=False)
+    _swarm: SwarmBackend | None = field(default=None, repr=False)
 
     def url(self) -> str:
         if self._url is None:
-            self._url = click.get_current_context().with_resource(redis_url(self.settings))
+            if self.settings.url is None and self.stack:
+                url = self.swarm().redis_url()
+                wait_for_redis(url, timeout=90).close()
+                self._url = url
+            else:
+                self._url = click.get_current_context().with_resource(redis_url(self.settings))
         return self._url
+
+    def swarm(self, config: StackConfig | None = None, labels: dict[str, str] | None = None) -> SwarmBackend:
+        """The swarm backend of `--stack` (connecting to Docker on first use)."""
+        if self._swarm is None or config is not None:
+            config = config or StackConfig(name=self.stack or DEFAULT_STACK)
+            self._swarm = SwarmBackend(engine.connect(), config, home=self.settings.home, extra_labels=labels)
+        return self._swarm
 
     def queue(self) -> SweepQueue:
         if self._queue is None:
@@ -47,14 +70,18 @@ def redis_options(func: F) -> F:
     @click.option("--redis-url", envvar="SWARMRUN_REDIS_URL", metavar="URL",
                   help="Redis to use (default: the embedded server). Env: SWARMRUN_REDIS_URL.")
     @click.option("--queue", "queue_name", envvar="SWARMRUN_QUEUE", metavar="NAME", help="RQ queue name.")
+    @click.option("--stack", envvar="SWARMRUN_STACK", metavar="NAME",
+                  help="Use the Redis (and workers) of this deployed stack. Env: SWARMRUN_STACK.")
     @functools.wraps(func)
-    def wrapper(*args: Any, redis_url: str | None, queue_name: str | None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, redis_url: str | None, queue_name: str | None, stack: str | None,
+                **kwargs: Any) -> Any:
         state = click.get_current_context().find_object(State)
         assert state is not None
         settings = state.settings.with_redis(redis_url)
         if queue_name:
             settings = replace(settings, queue=queue_name)
         state.settings = settings
+        state.stack = stack
         return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -13,10 +13,13 @@ import click
 from swarmrun import progress as fmt
 from swarmrun.backends import Replicas
 from swarmrun.backends.local import LocalBackend
+from swarmrun import engine
 from swarmrun.cli.common import State, pass_state, redis_options
-from swarmrun.errors import ExitCode
+from swarmrun.cli.stack import stack_options
+from swarmrun.errors import DockerUnavailable, ExitCode
 from swarmrun.queue import Progress, SweepQueue
 from swarmrun.results import export
+from swarmrun.stack import StackConfig
 from swarmrun.run import default_output, watch
 from swarmrun.sweep import Sweep, load_sweep
 from swarmrun.task import preflight
@@ -104,21 +107,57 @@ def _finish(queue: SweepQueue, sweep: Sweep, sweep_id: str, out: Path | None, fi
     return ExitCode.OK
 
 
+def _choose_backend(state: State, backend: str) -> str:
+    """`auto`: swarm when the Docker engine is a swarm manager, local otherwise (and say which)."""
+    if backend != "auto":
+        return backend
+    try:
+        engine.require_manager(engine.connect())
+        chosen, why = "swarm", "this Docker engine is a swarm manager"
+    except DockerUnavailable as e:
+        chosen, why = "local", str(e)
+    click.echo(f"backend: {chosen} ({why})", err=True)
+    return chosen
+
+
+def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: StackConfig,
+                  quiet: bool) -> tuple[SweepQueue, str, Progress]:
+    """Ensure the stack, submit to its Redis, follow progress with replicas per node."""
+    state.stack = config.name
+    backend = state.swarm(config, dict(config.labels))
+    if workers is not None or not backend.exists():
+        backend.deploy(workers)
+    queue = state.queue()
+    sub = queue.submit(sweep)
+    click.echo(f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done; "
+               f"stack {config.name}", err=True)
+    printer = Printer(quiet)
+    final = watch(queue, sub.sweep_id, on_progress=printer, replicas=backend.replicas)
+    printer.done()
+    return queue, sub.sweep_id, final
+
+
 @click.command()
 @sweep_file
 @overrides
 @click.option("-w", "--workers", "--replicas", "workers", type=click.IntRange(min=1),
-              default=lambda: os.cpu_count() or 1, show_default="CPU count", help="Worker processes.")
-@click.option("--backend", type=click.Choice(["local", "auto"]), default="local", show_default=True)
+              help="Worker processes (local: default the CPU count) or replicas (swarm: default keep, or 2).")
+@click.option("--backend", type=click.Choice(["local", "swarm", "auto"]),
+              help="Where workers run (default: swarm with --stack / SWARMRUN_STACK, else local).")
 @output
 @click.option("-q", "--quiet", is_flag=True, help="No live progress.")
 @no_check
 @redis_options
+@stack_options
 @pass_state
-def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int, backend: str,
-        output: Path | None, quiet: bool, no_check: bool) -> int:
+def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int | None, backend: str | None,
+        output: Path | None, quiet: bool, no_check: bool, stack_config: StackConfig) -> int:
     """Submit SWEEP, run it on workers until every point has a result, export the results."""
     sweep = _load(sweep_file, params, check=not no_check)
+    chosen = _choose_backend(state, backend or ("swarm" if state.stack else "local"))
+    if chosen == "swarm":
+        queue, sid, final = _run_on_swarm(state, sweep, workers=workers, config=stack_config, quiet=quiet)
+        return _finish(queue, sweep, sid, output, final)
     origin = sweep_file.resolve().parent
     queue = state.queue()
     sub = queue.submit(sweep, origin=origin)
@@ -127,7 +166,8 @@ def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int, b
         click.echo("Every point is already done; nothing to run.", err=True)
         final = queue.progress(sub.sweep_id)
     else:
-        final = _drive(state, queue, sweep, sub.sweep_id, workers=workers, cwd=origin, quiet=quiet)
+        final = _drive(state, queue, sweep, sub.sweep_id, workers=workers or os.cpu_count() or 1, cwd=origin,
+                       quiet=quiet)
     return _finish(queue, sweep, sub.sweep_id, output, final)
 
 
@@ -148,7 +188,7 @@ def submit(state: State, sweep_file: Path, params: tuple[str, ...], no_check: bo
 
 @click.command()
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-@click.option("--name", help="Worker name (default: HOST.PID).")
+@click.option("--name", envvar="SWARMRUN_WORKER_NAME", help="Worker name prefix (default: the host name).")
 @click.option("--wait", type=float, default=120.0, show_default=True, help="Seconds to wait for Redis.")
 @redis_options
 @pass_state
@@ -175,7 +215,8 @@ def status(state: State, sweep_id: str | None, follow: bool, interval: float) ->
             click.clear()
         click.echo("\n".join(lines))
 
-    watch(queue, sid, on_progress=show, poll=interval, until_complete=follow)
+    replicas = state.swarm().replicas if state.stack else None
+    watch(queue, sid, on_progress=show, replicas=replicas, poll=interval, until_complete=follow)
 
 
 @click.command()

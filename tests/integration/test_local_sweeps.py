@@ -86,7 +86,7 @@ params:
     wait_until(lambda: progress(rconn, sid).done >= 30, 60, message="first results")
     victim = workers[0]
     key = wait_until(lambda: next((k for k in rconn.smembers("rq:workers:swarmrun")
-                                   if k.decode().endswith(f".{victim.pid}")
+                                   if f".{victim.pid}-" in k.decode()
                                    and rconn.hget(k, "state") == b"busy"), None), 10, 0.01,
                      message="victim busy with a chunk")
     assert key

@@ -19,7 +19,9 @@ def test_settings_from_env(tmp_path: Path) -> None:
     secret.write_text("s3cr/t\n")
     s = Settings.from_env({"SWARMRUN_REDIS_URL": "redis://redis:6379/0", "SWARMRUN_REDIS_PASSWORD_FILE": str(secret),
                            "SWARMRUN_HOME": str(tmp_path), "SWARMRUN_HEARTBEAT_TTL": "5", "SWARMRUN_QUEUE": "q"})
-    assert s.redis_url == "redis://:s3cr%2Ft@redis:6379/0"
+    assert s.url == "redis://:s3cr%2Ft@redis:6379/0"
+    assert s.with_redis("redis://other:1/0").url == "redis://:s3cr%2Ft@other:1/0"
+    assert s.with_redis("redis://:own@other:1/0").url == "redis://:own@other:1/0"
     assert (s.home, s.heartbeat_ttl, s.queue) == (tmp_path, 5, "q")
     with pytest.raises(SwarmrunError, match="SWARMRUN_HEARTBEAT_TTL='x' is not a number"):
         Settings.from_env({"SWARMRUN_HEARTBEAT_TTL": "x"})

@@ -1,0 +1,282 @@
+"""The swarm backend: the swarmrun stack as Swarm services, through the docker SDK.
+
+`deploy` is idempotent: each service carries a hash of its spec (without the replica count) in a
+label; an unchanged spec is left alone, a changed one is updated in place. The Redis password is
+generated once, stored as a Docker secret and, for the CLI, in a file readable only by its owner
+under `<home>/stacks/` (Docker cannot read a secret back). Pass `--redis-password-file` (or set
+SWARMRUN_REDIS_PASSWORD_FILE) to drive a stack deployed from another machine or from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as pysecrets
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import (EndpointSpec, Mount, NetworkAttachmentConfig, Resources, RestartPolicy,
+                          SecretReference, ServiceMode, UpdateConfig)
+
+from swarmrun import engine
+from swarmrun.backends import Placement, Replicas
+from swarmrun.errors import DockerUnavailable, ImageBuildError, RedisUnavailable, SwarmrunError
+from swarmrun.settings import with_password
+from swarmrun.stack import NAMESPACE_LABEL, SECRET, StackConfig, service_plans
+
+
+def _sdk_kwargs(plan_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Turn a plain-data service plan into docker.types objects for `services.create/update`."""
+    kw = dict(plan_kwargs)
+    kw["networks"] = [NetworkAttachmentConfig(n["target"], aliases=n["aliases"]) for n in kw["networks"]]
+    kw["secrets"] = [SecretReference(s["secret_id"], s["secret_name"], filename=s["filename"])
+                     for s in kw["secrets"]]
+    kw["mode"] = ServiceMode("replicated", replicas=kw["mode"]["replicas"])
+    ports = [{"Protocol": p["protocol"], "TargetPort": p["target"], "PublishedPort": p["published"],
+              "PublishMode": p["mode"]} for p in kw["endpoint_spec"]["ports"]]
+    kw["endpoint_spec"] = EndpointSpec(mode=kw["endpoint_spec"]["mode"], ports=ports or None)
+    kw["restart_policy"] = RestartPolicy(**kw["restart_policy"])
+    if "mounts" in kw:
+        kw["mounts"] = [Mount(m["target"], m["source"], type=m["type"], labels=m["labels"]) for m in kw["mounts"]]
+    if "resources" in kw:
+        kw["resources"] = Resources(**kw["resources"])
+    if "update_config" in kw:
+        kw["update_config"] = UpdateConfig(**kw["update_config"])
+    return kw
+
+
+class SwarmBackend:
+    """Workers as the replicated service `{stack}_worker`, next to `{stack}_redis`."""
+
+    name = "swarm"
+
+    def __init__(self, client: docker.DockerClient, config: StackConfig, *, home: Path,
+                 environ: Mapping[str, str] = os.environ, extra_labels: Mapping[str, str] | None = None) -> None:
+        self.client = client
+        self.config = config
+        self.home = home
+        self.environ = environ
+        self.extra_labels = dict(extra_labels or {})
+        engine.require_manager(client)
+
+    # --- names and state ---------------------------------------------------------------------
+    @property
+    def worker_service(self) -> str:
+        return f"{self.config.name}_worker"
+
+    @property
+    def redis_service(self) -> str:
+        return f"{self.config.name}_redis"
+
+    def _state_file(self) -> Path:
+        cluster = (self.client.info().get("Swarm") or {}).get("Cluster", {}).get("ID", "local")
+        return self.home / "stacks" / f"{cluster[:12]}-{self.config.name}.json"
+
+    def _password(self, *, create: bool) -> str:
+        file = self.environ.get("SWARMRUN_REDIS_PASSWORD_FILE")
+        if file:
+            try:
+                return Path(file).read_text().strip()
+            except OSError as e:
+                raise SwarmrunError(f"cannot read SWARMRUN_REDIS_PASSWORD_FILE={file}: {e}") from e
+        path = self._state_file()
+        if path.exists():
+            return str(json.loads(path.read_text())["password"])
+        if not create:
+            raise RedisUnavailable(
+                f"the Redis password of stack {self.config.name!r} is not known on this machine: "
+                "pass --redis-password-file (or set SWARMRUN_REDIS_PASSWORD_FILE)")
+        password = pysecrets.token_hex(16)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"password": password, "created": time.time()}, f)
+        return password
+
+    def _labels(self) -> dict[str, str]:
+        return {NAMESPACE_LABEL: self.config.name, **self.extra_labels}
+
+    def exists(self) -> bool:
+        with engine.translated("listing services"):
+            return bool(self.client.services.list(filters={"label": f"{NAMESPACE_LABEL}={self.config.name}"}))
+
+    # --- deploy --------------------------------------------------------------------------------
+    def deploy(self, replicas: int | None = None, *, wait: bool = True) -> Replicas:
+        """Create or update the stack; `replicas` None keeps the running worker count."""
+        config = self.config
+        with engine.translated(f"deploying stack {config.name!r}"):
+            try:
+                self.client.images.get(config.image)
+            except docker.errors.ImageNotFound:
+                raise ImageBuildError(f"worker image {config.image!r} is not on this Docker engine: "
+                                      f"build it with `swarmrun image build --tag {config.image}`") from None
+            secret_name = f"{config.name}_{SECRET}"
+            existing = self.client.secrets.list(filters={"name": secret_name})
+            secret = next((s for s in existing if s.name == secret_name), None)
+            if secret is None:
+                password = self._password(create=True)
+                secret = self.client.secrets.create(name=secret_name, data=password.encode(), labels=self._labels())
+            else:
+                self._password(create=False)
+            network_name = f"{config.name}_net"
+            networks = [n for n in self.client.networks.list(names=[network_name]) if n.name == network_name]
+            network = networks[0] if networks else self.client.networks.create(
+                network_name, driver="overlay", labels=self._labels(), scope="swarm")
+            current = self._current_replicas()
+            wanted = replicas if replicas is not None else (current if current is not None else config.replicas)
+            plans = service_plans(replace(config, replicas=wanted), network=network.id, secret_id=secret.id,
+                                  secret_name=secret_name, extra_labels=self.extra_labels)
+            for plan in plans:
+                self._apply(plan.name, plan.kwargs, plan.spec_hash)
+        return self.wait() if wait else self.replicas()
+
+    def _current_replicas(self) -> int | None:
+        try:
+            service = self.client.services.get(self.worker_service)
+        except docker.errors.NotFound:
+            return None
+        return int(service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
+
+    def _apply(self, name: str, kwargs: dict[str, Any], spec_hash: str) -> None:
+        try:
+            service = self.client.services.get(name)
+        except docker.errors.NotFound:
+            self.client.services.create(**_sdk_kwargs(kwargs))
+            return
+        spec = service.attrs["Spec"]
+        same_spec = spec.get("Labels", {}).get("swarmrun.spec") == spec_hash
+        replicas = kwargs["mode"]["replicas"]
+        if same_spec:
+            if spec["Mode"]["Replicated"]["Replicas"] != replicas:
+                service.reload()
+                service.scale(replicas)
+            return
+        service.reload()
+        update = _sdk_kwargs(kwargs)
+        update.pop("name")
+        service.update(**update)
+
+    # --- replicas ------------------------------------------------------------------------------
+    def _service(self) -> Any:
+        try:
+            return self.client.services.get(self.worker_service)
+        except docker.errors.NotFound:
+            raise DockerUnavailable(f"stack {self.config.name!r} is not deployed (run `swarmrun up`)") from None
+
+    def replicas(self) -> Replicas:
+        with engine.translated("reading worker tasks"):
+            service = self._service()
+            desired = int(service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
+            tasks = service.tasks(filters={"desired-state": "running"})
+            running = [t for t in tasks if t["Status"]["State"] == "running"]
+            nodes = {n.id: n.attrs["Description"]["Hostname"] for n in self.client.nodes.list()}
+        per_node = Counter(nodes.get(t.get("NodeID", ""), "?") for t in running)
+        return Replicas(len(running), desired, tuple(Placement(n, c) for n, c in sorted(per_node.items())))
+
+    def stopping(self) -> int:
+        """Worker tasks told to shut down whose container still runs (finishing a chunk)."""
+        with engine.translated("reading worker tasks"):
+            tasks = self._service().tasks(filters={"desired-state": "shutdown"})
+        return sum(1 for t in tasks if t["Status"]["State"] == "running")
+
+    def wait(self, timeout: float = 180.0) -> Replicas:
+        """Wait until every desired worker task runs (and none is still starting)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.replicas()
+            if current.running == current.desired:
+                return current
+            if time.monotonic() > deadline:
+                raise DockerUnavailable(f"workers did not converge in {timeout:.0f}s: "
+                                        f"{current.running}/{current.desired} running")
+            time.sleep(0.5)
+
+    def scale(self, replicas: int, *, wait: bool = True) -> Replicas:
+        with engine.translated(f"scaling {self.worker_service}"):
+            service = self._service()
+            service.reload()  # scale() uses the cached version: stale would be "update out of sequence"
+            service.scale(replicas)
+        return self.wait() if wait else self.replicas()
+
+    # --- logs, redis, removal -----------------------------------------------------------------
+    def _task_names(self) -> dict[str, str]:
+        """Task id -> `worker.<slot>@<node>`, as `docker service logs` names them."""
+        nodes = {n.id: n.attrs["Description"]["Hostname"] for n in self.client.nodes.list()}
+        return {t["ID"]: f"worker.{t.get('Slot', '?')}@{nodes.get(t.get('NodeID', ''), '?')}"
+                for t in self._service().tasks()}
+
+    def logs(self, *, follow: bool = False, tail: int = 100) -> Iterator[str]:
+        with engine.translated("reading worker logs"):
+            service = self._service()
+            names = self._task_names()
+            stream = service.logs(stdout=True, stderr=True, follow=follow, tail=tail, details=True)
+            buffer = b""
+            for chunk in stream:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    task, message = _log_line(line.decode(errors="replace"))
+                    if task and task not in names:
+                        names = self._task_names()
+                    yield f"{names.get(task, task[:12])} | {message}" if task else message
+
+    def redis_url(self) -> str:
+        """The URL the CLI reaches the stack's Redis at: the manager's host and the published port."""
+        with engine.translated("reading the Redis service"):
+            try:
+                service = self.client.services.get(self.redis_service)
+            except docker.errors.NotFound:
+                raise RedisUnavailable(f"stack {self.config.name!r} is not deployed (run `swarmrun up`)") from None
+            ports = service.attrs["Spec"].get("EndpointSpec", {}).get("Ports", [])
+        if not ports:
+            raise RedisUnavailable(f"the Redis service of stack {self.config.name!r} publishes no port")
+        url = f"redis://{engine.engine_host(self.environ)}:{ports[0]['PublishedPort']}/0"
+        return with_password(url, self._password(create=False))
+
+    def remove(self, *, volumes: bool = False, timeout: float = 120.0) -> None:
+        """Remove the services, network and secret (and the Redis volume with `volumes`)."""
+        name = self.config.name
+        label = f"{NAMESPACE_LABEL}={name}"
+        with engine.translated(f"removing stack {name!r}"):
+            for service in self.client.services.list(filters={"label": label}):
+                service.remove()
+            deadline = time.monotonic() + timeout
+            while self.client.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            for network in self.client.networks.list(filters={"label": label}):
+                _retry_remove(network, deadline)
+            for secret in self.client.secrets.list(filters={"label": label}):
+                secret.remove()
+            if volumes:
+                for volume in self.client.volumes.list(filters={"label": label}):
+                    _retry_remove(volume, deadline)
+        if volumes:
+            self._state_file().unlink(missing_ok=True)
+
+
+def _retry_remove(resource: Any, deadline: float) -> None:
+    while True:
+        try:
+            resource.remove()
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _log_line(raw: str) -> tuple[str, str]:
+    """`details=True` lines start with `k=v,k=v ` labels: (task id, message)."""
+    head, sep, message = raw.partition(" ")
+    if not sep or "com.docker.swarm" not in head:
+        return "", raw
+    labels = dict(part.split("=", 1) for part in head.split(",") if "=" in part)
+    return labels.get("com.docker.swarm.task.id", ""), message

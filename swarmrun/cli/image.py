@@ -76,7 +76,8 @@ def build(context: Path, tag: str, base_image: str, requirements: Path | None, w
 @image.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @base_image_option
-@requirements_option
+@click.option("-r", "--requirements", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Requirements of the task code to add.")
 def wheelhouse(directory: Path, base_image: str, requirements: Path | None) -> None:
     """Prepare a wheelhouse in DIRECTORY for BASE_IMAGE's Python (swarmrun, its dependencies and
     yours), to carry to an air-gapped machine and build there with `image build --wheelhouse`."""

@@ -551,6 +551,18 @@ def build_image(client: docker.DockerClient, *, context: Path, tag: str, base_im
         return _run_build(client, tar, tag=tag, base_image=base_image, labels=all_labels, log=say)
 
 
+def stage_images(lines: Iterable[str]) -> set[str]:
+    """Short ids of the earlier stages of a multi-stage build, from the legacy builder's output (the
+    last ` ---> id` before each later FROM). They stay behind as dangling images (the layer cache)."""
+    found, last = set(), None
+    for line in lines:
+        if m := re.fullmatch(r"\s*---> ([0-9a-f]{12})", line):
+            last = m.group(1)
+        elif re.match(r"Step \d+/\d+ : FROM ", line) and last:
+            found.add(last)
+    return found
+
+
 def _run_build(client: docker.DockerClient, tar: IO[bytes], *, tag: str, base_image: str,
                labels: Mapping[str, str], log: Log) -> str:
     image_id, error, last_error_line, pending = None, None, None, ""

@@ -8,7 +8,6 @@ dangling install-stage images the multi-stage build leaves (found from the build
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import time
 import uuid
@@ -24,7 +23,7 @@ from click.testing import CliRunner
 from swarmrun import engine
 from swarmrun.cli.image import image as image_cli
 from swarmrun.errors import ImageBuildError
-from swarmrun.image import build_image, make_wheelhouse, target_interpreter
+from swarmrun.image import build_image, make_wheelhouse, stage_images, target_interpreter
 from tests.conftest import docker_available, require
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(240)]
@@ -72,7 +71,7 @@ class Session:
             c.remove(force=True)
         for img in self.client.images.list(filters={"label": f"swarmrun.test={self.uid}"}):
             _remove_image(self.client, img.id)
-        for short in install_stage_images(self.logs):
+        for short in stage_images(self.logs):
             try:
                 img = self.client.images.get(short)
             except docker.errors.ImageNotFound:
@@ -84,17 +83,6 @@ class Session:
 def _remove_image(client: docker.DockerClient, image_id: str) -> None:
     with contextlib.suppress(docker.errors.NotFound):
         client.images.remove(image_id, force=True)
-
-
-def install_stage_images(lines: list[str]) -> set[str]:
-    """Ids of the stages before each later FROM: the last ` ---> id` printed before it."""
-    found, last = set(), None
-    for line in lines:
-        if m := re.fullmatch(r"\s*---> ([0-9a-f]{12})", line):
-            last = m.group(1)
-        elif re.match(r"Step \d+/\d+ : FROM ", line) and last:
-            found.add(last)
-    return found
 
 
 def write_task_context(ctx: Path) -> None:

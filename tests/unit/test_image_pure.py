@@ -22,6 +22,7 @@ from swarmrun.image import (
     needed,
     platform_tags,
     read_requirements,
+    stage_images,
     target_from_probe,
     template,
     unmarked,
@@ -233,3 +234,22 @@ def test_template_is_a_real_worker_dockerfile() -> None:
     assert "--no-index --find-links /tmp/wheels" in text and "rm -rf /tmp/wheels" in text
     assert 'ENTRYPOINT ["swarmrun", "worker"]' in text and "CMD []" in text
     assert "PYTHONPATH=/app" in text and "WORKDIR /app" in text and "LABEL swarmrun.image=1" in text
+
+
+def test_stage_images_from_the_legacy_builder_output() -> None:
+    lines = """Step 1/9 : ARG BASE_IMAGE=python:3.12-slim
+Step 2/9 : FROM ${BASE_IMAGE} AS install
+ ---> 81800dad5d3f
+Step 3/9 : COPY wheels /tmp/wheels
+ ---> Using cache
+ ---> 97fb30d333eb
+Step 4/9 : RUN python3 -m venv /opt/swarmrun
+ ---> Running in cc1bdd4f8e10
+Removing intermediate container cc1bdd4f8e10
+ ---> 95647eb4d40f
+Step 5/9 : FROM ${BASE_IMAGE}
+ ---> 81800dad5d3f
+Step 6/9 : COPY --from=install /opt/swarmrun /opt/swarmrun
+ ---> 6cb29ee20727""".splitlines()
+    assert stage_images(lines) == {"95647eb4d40f"}
+    assert stage_images(lines[:5]) == set()

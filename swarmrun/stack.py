@@ -43,7 +43,7 @@ class StackConfig:
     redis_port: int | str = REDIS_PORT
     queue: str = "swarmrun"
     stop_grace_period: int = 120
-    heartbeat_ttl: int = 30
+    heartbeat_ttl: int | str = 30
     cpus: float | None = None
     memory: str | None = None
     reserve_cpus: float | None = None
@@ -60,6 +60,7 @@ def template_config() -> StackConfig:
     return StackConfig(image="${SWARMRUN_IMAGE:-swarmrun-worker:latest}",
                        redis_image="${SWARMRUN_REDIS_IMAGE:-redis:7}",
                        redis_port="${SWARMRUN_REDIS_PORT:-6379}",
+                       heartbeat_ttl="${SWARMRUN_HEARTBEAT_TTL:-30}",
                        password_file="${SWARMRUN_REDIS_PASSWORD_FILE:-./redis_password}")
 
 

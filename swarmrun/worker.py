@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -292,6 +293,14 @@ class ChunkWorker(SimpleWorker):
                 self.context.queue.repair(sid)
 
 
+class _StopWaiting(BaseException):
+    """Raised by the signal handler while a worker still waits for Redis."""
+
+
+def _stop_waiting(signum: int, frame: object) -> None:
+    raise _StopWaiting
+
+
 def wait_for_redis(url: str, *, timeout: float) -> redis.Redis:
     """Connect, retrying for up to `timeout` seconds (Redis may start after the workers)."""
     deadline = time.monotonic() + timeout
@@ -311,7 +320,18 @@ def serve(settings: Settings, url: str, *, burst: bool = False, name: str | None
           wait: float = 120.0, max_idle: int | None = None) -> int:
     """Run a worker until stopped (or until the queue is empty with `burst`); returns an exit code."""
     logging.getLogger("swarmrun").setLevel(logging.INFO)
-    connection = wait_for_redis(url, timeout=wait)
+    # Until RQ installs its own handlers, a stop request ends the wait at once. As PID 1 in a
+    # container (no init) a signal without a handler would be ignored, and `docker stop` would
+    # end in SIGKILL after the whole grace period.
+    previous = {sig: signal.signal(sig, _stop_waiting) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        connection = wait_for_redis(url, timeout=wait)
+    except _StopWaiting:
+        log.info("stopped while waiting for Redis")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     context = WorkerContext(SweepQueue(connection, settings.queue), settings, worker_label(name))
     worker = ChunkWorker(context)
     log.info("worker %s listening on queue %r", worker.name, settings.queue)

@@ -11,12 +11,14 @@ import docker.errors
 import redis
 
 from swarmrun.cli.common import cli
+from swarmrun.cli.image import image
 from swarmrun.cli.stack import register as register_stack_commands
 from swarmrun.cli.sweeps import register as register_sweep_commands
 from swarmrun.errors import ExitCode, SwarmrunError
 
 register_sweep_commands(cli)
 register_stack_commands(cli)
+cli.add_command(image)
 
 
 def _fail(message: str, code: int) -> None:

@@ -173,8 +173,6 @@ def test_worker_gets_sigterm_under_init_as_the_service_runs_it(session: Session,
     assert code in (0, 143)  # 143: SIGTERM before Redis answered ended the worker (tini reports 128+15)
 
 
-@pytest.mark.xfail(strict=True, reason="the worker installs no SIGTERM handler until Redis answers, and "
-                   "as PID 1 (no init) a signal without a handler is ignored: docker stop ends in SIGKILL")
 def test_worker_as_pid_1_stops_on_sigterm_while_waiting_for_redis(session: Session,
                                                                   worker_image: str) -> None:
     elapsed, code = _stop(session, worker_image, init=False, timeout=4)

@@ -1,0 +1,128 @@
+"""Swarm fixtures: the local engine in Swarm mode, a worker image built from tests/, stacks.
+
+Everything the tests create carries the label `swarmrun.test=<session id>` (images, services,
+networks, secrets, volumes) and is removed at teardown by that label, whatever a test left.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from swarmrun import engine
+from swarmrun.backends.swarm import SwarmBackend
+from swarmrun.image import build_image
+from swarmrun.stack import NAMESPACE_LABEL, StackConfig
+from tests.conftest import ROOT, docker_available, free_port, require, swarmrun_env
+
+SESSION = uuid.uuid4().hex[:8]
+TEST_LABEL = "swarmrun.test"
+BASE_IMAGE = os.environ.get("SWARMRUN_TEST_BASE_IMAGE", "swarmrun-base:bookworm")
+REDIS_IMAGE = os.environ.get("SWARMRUN_TEST_REDIS_IMAGE", "swarmrun-redis:bookworm")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    require(docker_available(), "no Docker engine answers")
+    client = engine.connect()
+    state, manager = engine.swarm_state(client)
+    require(state == "active" and manager, "the Docker engine is not a swarm manager")
+    for image in (BASE_IMAGE, REDIS_IMAGE):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            require(False, f"base image {image} is missing (run .ci/images)")
+    yield client
+    remove_labelled(client, f"{TEST_LABEL}={SESSION}")
+    client.close()
+
+
+def remove_labelled(client: docker.DockerClient, label: str) -> None:
+    """Remove every service, container, network, secret, volume and image carrying `label`."""
+    for service in client.services.list(filters={"label": label}):
+        service.remove()
+    deadline = time.monotonic() + 60
+    while client.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
+        for container in client.containers.list(all=True, filters={"label": label}):
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:
+                pass
+        time.sleep(0.5)
+    for kind in (client.networks, client.secrets, client.volumes):
+        for item in kind.list(filters={"label": label}):
+            for _ in range(20):
+                try:
+                    item.remove()
+                    break
+                except docker.errors.NotFound:
+                    break
+                except docker.errors.APIError:
+                    time.sleep(0.5)
+    for image in client.images.list(filters={"label": label}):
+        try:
+            client.images.remove(image.id, force=True)
+        except docker.errors.APIError:
+            pass
+
+
+@pytest.fixture(scope="session")
+def worker_image(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A worker image holding swarmrun and tests/fixtures (the task code), built like a user would."""
+    context = tmp_path_factory.mktemp("context")
+    (context / "fixtures").mkdir()
+    for name in ("__init__.py", "tasks.py"):
+        (context / "fixtures" / name).write_text((ROOT / "tests" / "fixtures" / name).read_text())
+    tag = f"swarmrun-worker:test-{SESSION}"
+    build_image(docker_client, context=context, tag=tag, base_image=BASE_IMAGE,
+                labels={TEST_LABEL: SESSION}, home=Path(os.environ.get("SWARMRUN_TEST_CACHE",
+                                                                       tmp_path_factory.mktemp("home"))))
+    return tag
+
+
+class Stack:
+    """A deployed test stack and the environment the CLI needs to drive it."""
+
+    def __init__(self, client: docker.DockerClient, image: str, home: Path, redis_url: str) -> None:
+        self.name = f"srt{SESSION}{uuid.uuid4().hex[:4]}"
+        self.client = client
+        self.image = image
+        self.home = home
+        self.port = free_port()
+        self.env = swarmrun_env(None, home, SWARMRUN_STACK=self.name, SWARMRUN_HEARTBEAT_TTL="5")
+        self.config = StackConfig(name=self.name, image=image, redis_image=REDIS_IMAGE, redis_port=self.port,
+                                  heartbeat_ttl=5, labels=((TEST_LABEL, SESSION),))
+
+    def options(self) -> list[str]:
+        """The CLI options that shape this stack (for `up` and `run`)."""
+        return ["--image", self.image, "--redis-image", REDIS_IMAGE, "--redis-port", str(self.port),
+                "--label", f"{TEST_LABEL}={SESSION}"]
+
+    def backend(self) -> SwarmBackend:
+        return SwarmBackend(self.client, self.config, home=self.home, environ=self.env,
+                            extra_labels={TEST_LABEL: SESSION})
+
+    def worker_containers(self) -> list[docker.models.containers.Container]:
+        return self.client.containers.list(filters={"label": f"com.docker.swarm.service.name={self.name}_worker"})
+
+
+@pytest.fixture
+def stack(docker_client: docker.DockerClient, worker_image: str, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(docker_client, worker_image, tmp_path / "home", "")
+    yield s
+    remove_labelled(docker_client, f"{NAMESPACE_LABEL}={s.name}")
+
+
+def cli(stack: Stack, *args: str, cwd: Path, timeout: float = 300,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "swarmrun", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env or stack.env, cwd=cwd)

@@ -162,7 +162,7 @@ def _normal(spec: dict) -> dict:
         "secrets": [s["File"]["Name"] for s in container.get("Secrets", [])],
         "restart": {k: task.get("RestartPolicy", {}).get(k) for k in ("Condition", "Delay")},
         "placement": task.get("Placement", {}).get("Constraints"),
-        "resources": task.get("Resources"),
+        "resources": task.get("Resources") or None,
         "endpoint": spec.get("EndpointSpec", {}).get("Mode"),
         "replicas": spec["Mode"]["Replicated"]["Replicas"],
         "role": spec["Labels"].get("swarmrun.role"),

@@ -67,3 +67,9 @@ class SweepNotFound(SwarmrunError):
 
 class ImageBuildError(SwarmrunError):
     """Building, pushing or distributing the worker image failed."""
+
+
+class ImageMissing(SwarmrunError):
+    """The worker image the stack would run is not on the Docker engine."""
+
+    exit_code = ExitCode.NOT_FOUND

@@ -26,7 +26,7 @@ from docker.types import (EndpointSpec, Mount, NetworkAttachmentConfig, Resource
 
 from swarmrun import engine
 from swarmrun.backends import Placement, Replicas
-from swarmrun.errors import DockerUnavailable, ImageBuildError, RedisUnavailable, SwarmrunError
+from swarmrun.errors import DockerUnavailable, ImageMissing, RedisUnavailable, SwarmrunError
 from swarmrun.settings import with_password
 from swarmrun.stack import NAMESPACE_LABEL, SECRET, StackConfig, service_plans
 
@@ -114,7 +114,7 @@ class SwarmBackend:
             try:
                 self.client.images.get(config.image)
             except docker.errors.ImageNotFound:
-                raise ImageBuildError(f"worker image {config.image!r} is not on this Docker engine: "
+                raise ImageMissing(f"worker image {config.image!r} is not on this Docker engine: "
                                       f"build it with `swarmrun image build --tag {config.image}`") from None
             secret_name = f"{config.name}_{SECRET}"
             existing = self.client.secrets.list(filters={"name": secret_name})

@@ -14,7 +14,7 @@ import redis
 
 from swarmrun.queue import SweepQueue
 from swarmrun.stack import NAMESPACE_LABEL, render
-from tests.conftest import wait_until, write_sweep
+from tests.conftest import swarmrun_env, wait_until, write_sweep
 from tests.swarm.conftest import REDIS_IMAGE, SESSION, TEST_LABEL, Stack, cli, remove_labelled
 
 pytestmark = pytest.mark.swarm
@@ -240,3 +240,25 @@ def test_stack_labels_mark_test_resources(stack: Stack, tmp_path: Path) -> None:
     names = {s.name for s in stack.client.services.list(filters=label)}
     assert {f"{stack.name}_worker", f"{stack.name}_redis"} <= names
     assert any(v.name == f"{stack.name}_redis-data" for v in stack.client.volumes.list(filters=label))
+
+
+@pytest.mark.parametrize("command", [["up"], ["scale", "3"], ["logs"], ["down"], ["run", "SWEEP", "--backend", "swarm"]])
+def test_no_docker_engine_is_one_line(command: list[str], tmp_path: Path) -> None:
+    """No engine behind DOCKER_HOST: one line naming it, exit 5, whatever the command."""
+    path = write_sweep(tmp_path, NAP.format(seconds=0, points=3))
+    env = {**swarmrun_env(None, tmp_path / "home"), "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
+           "SWARMRUN_STACK": "srt-absent"}
+    r = subprocess.run([sys.executable, "-m", "swarmrun", *[str(path) if a == "SWEEP" else a for a in command]],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert r.returncode == 5, (r.returncode, r.stderr)
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "cannot reach the Docker engine" in r.stderr and "no-engine.sock" in r.stderr
+
+
+def test_missing_worker_image_is_one_line(stack: Stack, tmp_path: Path) -> None:
+    options = [o if o != stack.image else f"swarmrun-worker:absent-{SESSION}" for o in stack.options()]
+    r = cli(stack, "up", *options, cwd=tmp_path)
+    assert r.returncode == 6, r.stderr
+    assert r.stderr.count("\n") == 1 and "is not on this Docker engine" in r.stderr
+    assert f"swarmrun image build --tag swarmrun-worker:absent-{SESSION}" in r.stderr
+    assert not stack.backend().exists()  # nothing half-deployed

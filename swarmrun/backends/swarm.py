@@ -26,6 +26,7 @@ from docker.types import (EndpointSpec, Mount, NetworkAttachmentConfig, Resource
 
 from swarmrun import engine
 from swarmrun.backends import Placement, Replicas
+from swarmrun.distribute import registry_has
 from swarmrun.errors import DockerUnavailable, ImageMissing, RedisUnavailable, SwarmrunError
 from swarmrun.settings import with_password
 from swarmrun.stack import NAMESPACE_LABEL, SECRET, StackConfig, service_plans
@@ -114,8 +115,11 @@ class SwarmBackend:
             try:
                 self.client.images.get(config.image)
             except docker.errors.ImageNotFound:
-                raise ImageMissing(f"worker image {config.image!r} is not on this Docker engine: "
-                                      f"build it with `swarmrun image build --tag {config.image}`") from None
+                if not registry_has(self.client, config.image):  # pushed to a registry, the nodes pull it
+                    raise ImageMissing(
+                        f"worker image {config.image!r} is not on this Docker engine, nor in a registry it "
+                        f"can reach: build it with `swarmrun image build --tag {config.image}` (for several "
+                        "nodes, then `swarmrun image distribute` or `swarmrun image push`)") from None
             secret_name = f"{config.name}_{SECRET}"
             existing = self.client.secrets.list(filters={"name": secret_name})
             secret = next((s for s in existing if s.name == secret_name), None)

@@ -204,8 +204,16 @@ class SwarmBackend:
     def scale(self, replicas: int, *, wait: bool = True) -> Replicas:
         with engine.translated(f"scaling {self.worker_service}"):
             service = self._service()
-            service.reload()  # scale() uses the cached version: stale would be "update out of sequence"
-            service.scale(replicas)
+            # Not service.scale(): it re-sends the spec read with the engine's defaults inserted
+            # (Placement {}, Resources {}, ...), which differs from the stored one, so the engine
+            # restarts every running worker. Send back the stored spec with only the count changed.
+            current = self.client.api.inspect_service(service.id)
+            spec = current["Spec"]
+            self.client.api.update_service(
+                service.id, current["Version"]["Index"], task_template=spec["TaskTemplate"],
+                name=spec["Name"], labels=spec.get("Labels"), mode={"Replicated": {"Replicas": replicas}},
+                update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
+                endpoint_spec=spec.get("EndpointSpec"))
         return self.wait() if wait else self.replicas()
 
     # --- logs, redis, removal -----------------------------------------------------------------

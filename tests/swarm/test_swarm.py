@@ -110,8 +110,10 @@ def test_scaling_one_to_four_raises_throughput(stack: Stack, tmp_path: Path) -> 
     queue = queue_of(stack)
     wait_until(lambda: queue.progress(sid).done >= 10, 60, message="the first results")
     one = measure_rate(queue, sid, 8)
+    [first] = [c.id for c in stack.worker_containers()]
     scaled = cli(stack, "scale", "4", cwd=tmp_path)
     assert scaled.returncode == 0 and "workers 4/4 running" in scaled.stdout, scaled.stderr + scaled.stdout
+    assert first in {c.id for c in stack.worker_containers()}  # scaling up restarts no running worker
     time.sleep(3)
     four = measure_rate(queue, sid, 8)
     print(f"throughput: 1 replica {one:.2f} points/s, 4 replicas {four:.2f} points/s, ratio {four / one:.2f}")

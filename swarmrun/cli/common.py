@@ -57,7 +57,7 @@ class State:
 
     def queue(self) -> SweepQueue:
         if self._queue is None:
-            self._queue = SweepQueue(connect(self.url()), self.settings.queue)
+            self._queue = SweepQueue(connect(self.url(), resilient=True), self.settings.queue)
         return self._queue
 
 

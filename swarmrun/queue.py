@@ -48,12 +48,16 @@ RESULT_TTL = 600
 FAILURE_TTL = 7 * 24 * 3600
 BITMAP_READ = 8192
 
+# ARGV: seconds, isolated flag, then one blob of lines `index TAB point-key TAB status TAB record`.
+# One argument instead of four per point: packing arguments was the worker's largest cost on tiny
+# points. Fields never hold a TAB or a newline: records are JSON (control characters escaped),
+# point keys are hex, statuses are words.
 RECORD_LUA = """
 local done, counts, store, errors, meta, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local executed, duplicates, fresh, entries = 0, 0, 0, 0
 local tally = {}
-for i = 3, #ARGV, 4 do
-  local idx, pkey, status, rec = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+local isolated = ARGV[2] == '1'
+for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\n]*)\\n') do
   local cached = status == 'cached'
   entries = entries + 1
   if not cached then executed = executed + 1 end
@@ -64,12 +68,16 @@ for i = 3, #ARGV, 4 do
       tally['cached'] = (tally['cached'] or 0) + 1
     else
       tally[status] = (tally[status] or 0) + 1
-      if status == 'ok' then redis.call('HSETNX', store, pkey, rec) else redis.call('HSET', errors, idx, rec) end
+      if status == 'ok' then
+        redis.call('HSETNX', store, pkey, rec)
+      else
+        redis.call('HSET', errors, idx, rec)
+      end
     end
   elseif not cached then
     duplicates = duplicates + 1
   end
-  if ARGV[2] == '1' then redis.call('HDEL', inflight, idx) end
+  if isolated then redis.call('HDEL', inflight, idx) end
 end
 for k, v in pairs(tally) do redis.call('HINCRBY', counts, k, v) end
 if executed > 0 then redis.call('HINCRBY', counts, 'executions', executed) end
@@ -79,6 +87,17 @@ if entries > 0 then
   redis.call('HINCRBYFLOAT', counts, 'seconds', ARGV[1])
 end
 return {fresh, redis.call('HGET', meta, 'state') or ''}
+"""
+
+# ARGV[1]: point keys, one a line; returns the 1-based positions of those with a stored result.
+# Only the hits travel back: on a fresh sweep the answer is empty, not one nil per point.
+CACHED_LUA = """
+local out, position = {}, 0
+for pkey in string.gmatch(ARGV[1], '[^\\n]+') do
+  position = position + 1
+  if redis.call('HEXISTS', KEYS[1], pkey) == 1 then out[#out + 1] = position end
+end
+return out
 """
 
 CLEAR_FAILED_LUA = """
@@ -199,6 +218,15 @@ def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
 
+def _text(value: Any) -> str:
+    """A Redis reply as text (replies are bytes: connections are opened without decoding)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 class SweepQueue:
     """Sweeps on one Redis: what the CLI and the workers share."""
 
@@ -206,6 +234,7 @@ class SweepQueue:
         self.connection = connection
         self.queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
         self._record = connection.register_script(RECORD_LUA)
+        self._cached = connection.register_script(CACHED_LUA)
         self._clear_failed = connection.register_script(CLEAR_FAILED_LUA)
 
     # --- sweeps -----------------------------------------------------------------------------
@@ -265,7 +294,7 @@ class SweepQueue:
 
     def resolve(self, prefix: str | None) -> str:
         """The full id of the sweep whose id starts with `prefix`; the newest sweep when None."""
-        ids = [i.decode() for i in self.connection.zrange(SWEEPS, 0, -1)]
+        ids = [_text(i) for i in self.connection.zrange(SWEEPS, 0, -1)]
         if not prefix:
             if not ids:
                 raise SweepNotFound("no sweeps yet: submit one with `swarmrun submit SWEEP`")
@@ -278,7 +307,7 @@ class SweepQueue:
         raise SweepNotFound(f"sweep id {prefix!r} is ambiguous: {', '.join(m[:12] for m in matches)}")
 
     def sweep_ids(self) -> list[str]:
-        return [i.decode() for i in self.connection.zrange(SWEEPS, 0, -1)]
+        return [_text(i) for i in self.connection.zrange(SWEEPS, 0, -1)]
 
     def load(self, sweep_id: str) -> Sweep:
         spec = self.connection.hget(Keys(sweep_id).meta, "spec")
@@ -288,7 +317,7 @@ class SweepQueue:
 
     def origin(self, sweep_id: str) -> Path | None:
         origin = self.connection.hget(Keys(sweep_id).meta, "origin")
-        return Path(origin.decode()) if origin else None
+        return Path(_text(origin)) if origin else None
 
     def progress(self, sweep_id: str) -> Progress:
         keys = Keys(sweep_id)
@@ -331,7 +360,7 @@ class SweepQueue:
         pos = start
         while pos < stop:
             end = min(stop, (pos // 8) * 8 + BITMAP_READ * 8)
-            mask = self.connection.getrange(key, pos // 8, (end - 1) // 8)
+            mask = _bytes(self.connection.getrange(key, pos // 8, (end - 1) // 8))
             found = first_clear(mask, pos, pos, end)
             if found is not None:
                 return found
@@ -340,12 +369,17 @@ class SweepQueue:
 
     def done_mask(self, sweep_id: str, start: int, stop: int) -> bytes:
         """Bitmap bytes covering `[start, stop)` (from byte `start // 8`)."""
-        return bytes(self.connection.getrange(Keys(sweep_id).done, start // 8, (stop - 1) // 8))
+        return _bytes(self.connection.getrange(Keys(sweep_id).done, start // 8, (stop - 1) // 8))
 
-    def cached(self, task_key: str, point_keys: Sequence[str]) -> list[bytes | None]:
+    def cached(self, task_key: str, point_keys: Sequence[str]) -> list[bool]:
+        """For each point key: does the task's result store hold a result for it already?"""
         if not point_keys:
             return []
-        return list(self.connection.hmget(Keys.store(task_key), list(point_keys)))
+        hits = self._cached(keys=[Keys.store(task_key)], args=["\n".join(point_keys)])
+        known = [False] * len(point_keys)
+        for position in hits:
+            known[int(position) - 1] = True
+        return known
 
     def record(
         self, sweep_id: str, task_key: str, entries: Sequence[tuple[int, str, str, str]],
@@ -353,12 +387,10 @@ class SweepQueue:
     ) -> tuple[int, str]:
         """Store results `(index, point key, status, record JSON)`; returns (new results, state)."""
         keys = Keys(sweep_id)
-        args: list[Any] = [repr(seconds), "1" if isolated else "0"]
-        for entry in entries:
-            args.extend(entry)
+        blob = "".join([f"{index}\t{pkey}\t{status}\t{record}\n" for index, pkey, status, record in entries])
         fresh, state = self._record(
             keys=[keys.done, keys.counts, Keys.store(task_key), keys.errors, keys.meta, keys.inflight],
-            args=args,
+            args=[repr(seconds), "1" if isolated else "0", blob],
         )
         return int(fresh), state.decode() if isinstance(state, bytes) else str(state)
 
@@ -435,10 +467,11 @@ class SweepQueue:
         for block in range(start, stop, 4096):
             end = min(stop, block + 4096)
             mask = self.done_mask(sweep_id, block, end)
-            entries = [(i, "", "error", record) for i, hit in zip(range(block, end), bits(mask, block, block, end))
-                       if not hit]
+            hits = bits(mask, block, block, end)
+            entries = [(i, "", "error", record)
+                       for i, hit in zip(range(block, end), hits, strict=True) if not hit]
             if entries:
-                total += self.record(sweep_id, task_key.decode(), entries, seconds=0.0)[0]
+                total += self.record(sweep_id, _text(task_key), entries, seconds=0.0)[0]
         return total
 
     def repair(self, sweep_id: str) -> bool:
@@ -465,7 +498,7 @@ class SweepQueue:
             pipe.bitcount(Keys(sid).done)
         answers = pipe.execute()
         active = []
-        for sid, (state, size), done in zip(ids, answers[0::2], answers[1::2]):
+        for sid, (state, size), done in zip(ids, answers[0::2], answers[1::2], strict=False):
             if state == b"active" and size is not None and done < int(size):
                 active.append(sid)
         return active
@@ -490,7 +523,7 @@ class SweepQueue:
             removed = 0
             prefix = job_prefix(sweep_id)
             for raw in self.connection.lrange(self.queue.key, 0, -1):
-                job_id = raw.decode()
+                job_id = _text(raw)
                 if job_id.startswith(prefix):
                     removed += int(self.connection.lrem(self.queue.key, 0, job_id))
                     self.connection.delete(Job.key_for(job_id))
@@ -510,4 +543,4 @@ class SweepQueue:
         pipe.hmget(Keys(sweep_id).errors, [str(i) for i in indices])
         pipe.hmget(Keys.store(task_key), list(point_keys))
         errors, oks = pipe.execute()
-        return [e if e is not None else o for e, o in zip(errors, oks)]
+        return [e if e is not None else o for e, o in zip(errors, oks, strict=False)]

@@ -9,6 +9,7 @@ Parameters are not stored: any process recomputes them from the sweep spec.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -24,10 +25,25 @@ from swarmrun.task import Outcome, json_default
 
 READ_BLOCK = 4096
 FORMATS = ("csv", "jsonl", "parquet")
+# Built once: `json.dumps` with options builds a new encoder per call, a cost paid on every point.
+_RECORD_JSON = json.JSONEncoder(separators=(",", ":"), default=json_default)
+_PLAIN_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode_record(outcome: Outcome, *, attempt: int, worker: str, sweep_id: str) -> tuple[str, str]:
     """(status, JSON) for an outcome; a value that is not JSON-able turns the point into an error."""
+    if outcome.status == "ok":
+        # The hot path (every ok point): only the value goes through the JSON encoder; the same
+        # object `json.dumps` would write, spelled out (floats by repr, as json writes them).
+        try:
+            encoded = "null" if outcome.value is None else _RECORD_JSON.encode(outcome.value)
+        except (TypeError, ValueError):
+            pass  # the general path below records why
+        else:
+            tail = "}" if outcome.exit_code is None else f',"x":{int(outcome.exit_code)}}}'
+            return "ok", (f'{{"s":"ok","d":{round(outcome.duration, 6)!r},"w":{_json_str(worker)},'
+                          f'"a":{int(attempt)},"sw":{_json_str(sweep_id)},"t":{round(time.time(), 3)!r},'
+                          f'"v":{encoded}{tail}')
     record: dict[str, Any] = {"s": outcome.status, "d": round(outcome.duration, 6), "w": worker,
                               "a": attempt, "sw": sweep_id, "t": round(time.time(), 3)}
     if outcome.status == "ok":
@@ -40,11 +56,16 @@ def encode_record(outcome: Outcome, *, attempt: int, worker: str, sweep_id: str)
     if outcome.exit_code is not None:
         record["x"] = outcome.exit_code
     try:
-        return outcome.status, json.dumps(record, default=json_default, separators=(",", ":"))
+        return outcome.status, _RECORD_JSON.encode(record)
     except (TypeError, ValueError) as e:
         record.pop("v", None)
         record.update(s="error", e=str(e))
-        return "error", json.dumps(record, separators=(",", ":"))
+        return "error", _PLAIN_JSON.encode(record)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_str(text: str) -> str:
+    return _PLAIN_JSON.encode(text)
 
 
 @dataclass(frozen=True)
@@ -80,12 +101,13 @@ def iter_results(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> Iterator[Res
     for start in range(0, sweep.size, READ_BLOCK):
         stop = min(sweep.size, start + READ_BLOCK)
         mask = queue.done_mask(sweep_id, start, stop)
-        indices = [i for i, hit in zip(range(start, stop), bits(mask, start, start, stop)) if hit]
+        hits = bits(mask, start, start, stop)
+        indices = [i for i, hit in zip(range(start, stop), hits, strict=True) if hit]
         if not indices:
             continue
         params = [sweep.point(i) for i in indices]
         raws = queue.records(sweep_id, task_key, indices, [point_key(p) for p in params])
-        for index, p, raw in zip(indices, params, raws):
+        for index, p, raw in zip(indices, params, raws, strict=False):
             if raw is not None:
                 yield Result.decode(index, p, raw, sweep_id)
 
@@ -100,7 +122,7 @@ def _value_columns(results: Iterable[Result], param_names: tuple[str, ...]) -> l
         elif r.value is not None:
             scalar = True
     taken = set(param_names) | {"index", "status", "error", "duration", "worker", "attempt", "cached"}
-    columns = [("value", None)] if scalar or not keys else []
+    columns: list[tuple[str, str | None]] = [("value", None)] if scalar or not keys else []
     for key in keys:
         name = key if key not in taken else f"value.{key}"
         columns.append((name, key))

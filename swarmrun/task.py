@@ -7,6 +7,7 @@ kept as a string otherwise. Output tails are kept for failed points only, to bou
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -89,7 +90,8 @@ def resolve_call(path: str, search_path: Path | None = None) -> Callable[..., An
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise TaskImportError(f"task.call {path!r}: module {module_name!r} has no {attr_path!r}") from None
+            raise TaskImportError(
+                f"task.call {path!r}: module {module_name!r} has no {attr_path!r}") from None
     if not callable(obj):
         raise TaskImportError(f"task.call {path!r}: {attr_path!r} is not callable")
     return obj  # type: ignore[no-any-return]
@@ -127,10 +129,14 @@ class CallTask:
     def run(self, params: Mapping[str, Any], *, index: int, timeout: float | None) -> Outcome:
         start = time.perf_counter()
         try:
-            with _Alarm(timeout):
+            if timeout is None:  # the common case, without the alarm's set-up per point
                 value = self.function(**params)
+            else:
+                with _Alarm(timeout):
+                    value = self.function(**params)
         except PointTimeout:
-            return Outcome("timeout", error=f"timed out after {timeout:g} s", duration=time.perf_counter() - start)
+            return Outcome("timeout", error=f"timed out after {timeout:g} s",
+                           duration=time.perf_counter() - start)
         except Exception as e:
             duration = time.perf_counter() - start
             return Outcome(
@@ -166,7 +172,8 @@ def _last_line_value(stdout: str) -> Any:
 class CommandTask:
     """Runs an argv template with `{param}` placeholders filled in; never through a shell."""
 
-    def __init__(self, argv: tuple[str, ...], *, env: Mapping[str, str], cwd: Path | None, sweep_id: str) -> None:
+    def __init__(self, argv: tuple[str, ...], *, env: Mapping[str, str], cwd: Path | None,
+                 sweep_id: str) -> None:
         self.argv = argv
         self.env = {**os.environ, **env}
         self.cwd = cwd
@@ -195,10 +202,8 @@ class CommandTask:
             finally:
                 # Also on a cold stop (SystemExit from a signal): never leave the command running.
                 if proc.poll() is None:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                     proc.wait()
             duration = time.perf_counter() - start
             stdout, stderr = _tail(out), _tail(err)
@@ -225,7 +230,8 @@ def check_placeholders(spec: TaskSpec, param_names: tuple[str, ...]) -> None:
         for name in names:
             if name not in known:
                 raise SweepFileError(
-                    f"task.command[{position}]: unknown placeholder {{{name}}}; known: {', '.join(sorted(known))}"
+                    f"task.command[{position}]: unknown placeholder {{{name}}}; "
+                    f"known: {', '.join(sorted(known))}"
                 )
 
 

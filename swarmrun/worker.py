@@ -146,7 +146,7 @@ class ChunkRun:
                                  target=self.context.settings.chunk_seconds, fixed=opts.chunk)
                 split = first + size
             self.job.meta["split"] = split
-            self.job.save_meta()
+            self.job.save_meta()  # type: ignore[no-untyped-call]
         if split < ref.stop:
             self.queue.enqueue(ChunkRef(ref.sweep_id, ref.gen, split, ref.stop))
         began = time.perf_counter()
@@ -165,14 +165,15 @@ class ChunkRun:
         for block in range(start, stop, BLOCK):
             end = min(stop, block + BLOCK)
             mask = self.queue.done_mask(sid, block, end)
-            todo = [i for i, hit in zip(range(block, end), bits(mask, block, block, end)) if not hit]
+            hits = bits(mask, block, block, end)
+            todo = [i for i, hit in zip(range(block, end), hits, strict=True) if not hit]
             if not todo:
                 continue
             params = [sweep.point(i) for i in todo]
             keys = [point_key(p) for p in params]
             known = self.queue.cached(task_key, keys)
-            for index, p, key, hit in zip(todo, params, keys, known):
-                if hit is not None:
+            for index, p, key, hit in zip(todo, params, keys, known, strict=False):
+                if hit:
                     self.pending.append((index, key, "cached", ""))
                     self.summary["cached"] += 1
                 else:
@@ -184,7 +185,8 @@ class ChunkRun:
         if self.isolated:
             starts = self.queue.mark_inflight(self.ref.sweep_id, index)
             if starts > CRASH_LIMIT:
-                outcome = Outcome("error", error=f"the worker died {starts - 1} times while running this point")
+                why = f"the worker died {starts - 1} times while running this point"
+                outcome = Outcome("error", error=why)
                 self._add(index, key, outcome, attempt=starts - 1)
                 return
         attempt = 1
@@ -281,10 +283,10 @@ class ChunkWorker(SimpleWorker):
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_requested_by_signal = True
-        super().request_stop(signum, frame)
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()  # includes reaping abandoned chunks
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # reaps abandoned chunks
         lock = self.connection.set("swarmrun:maintenance", self.name, nx=True,
                                    ex=max(1, self.context.settings.maintenance_interval - 1))
         if lock:

@@ -29,7 +29,7 @@ from swarmrun.backends import Placement, Replicas
 from swarmrun.distribute import registry_has
 from swarmrun.errors import DockerUnavailable, ImageMissing, RedisUnavailable, SwarmrunError
 from swarmrun.settings import with_password
-from swarmrun.stack import NAMESPACE_LABEL, SECRET, StackConfig, service_plans
+from swarmrun.stack import NAMESPACE_LABEL, ROLE_LABEL, SECRET, StackConfig, service_plans
 
 
 def _sdk_kwargs(plan_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -108,10 +108,23 @@ class SwarmBackend:
             return bool(self.client.services.list(filters={"label": f"{NAMESPACE_LABEL}={self.config.name}"}))
 
     # --- deploy --------------------------------------------------------------------------------
+    def _check_port_free(self) -> None:
+        """Another stack's Redis on our port would answer in place of ours (with its own password)."""
+        for service in self.client.services.list(filters={"label": f"{ROLE_LABEL}=redis"}):
+            spec = service.attrs["Spec"]
+            if spec.get("Labels", {}).get(NAMESPACE_LABEL) == self.config.name:
+                continue
+            ports = spec.get("EndpointSpec", {}).get("Ports", [])
+            if any(str(p.get("PublishedPort")) == str(self.config.redis_port) for p in ports):
+                owner = spec.get("Labels", {}).get(NAMESPACE_LABEL, service.name)
+                raise DockerUnavailable(f"port {self.config.redis_port} is already published by the Redis of "
+                                        f"stack {owner!r}: choose another --redis-port")
+
     def deploy(self, replicas: int | None = None, *, wait: bool = True) -> Replicas:
         """Create or update the stack; `replicas` None keeps the running worker count."""
         config = self.config
         with engine.translated(f"deploying stack {config.name!r}"):
+            self._check_port_free()
             try:
                 self.client.images.get(config.image)
             except docker.errors.ImageNotFound:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -27,13 +30,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 class State:
     """Per-invocation state: settings, and a queue opened on first use and closed at exit.
 
-    Redis is, in this order: `--redis-url`; the Redis of stack `--stack` (SWARMRUN_STACK);
-    the embedded server.
+    Redis is, in this order: `--redis-url` (SWARMRUN_REDIS_URL); the Redis of stack `--stack`
+    (SWARMRUN_STACK); the Redis of the stack `swarmrun up` last deployed on this Docker engine
+    (until `swarmrun down`); the embedded server.
     """
 
     settings: Settings
     debug: bool = False
     stack: str | None = None
+    stack_remembered: bool = False
     _queue: SweepQueue | None = field(default=None, repr=False)
     _url: str | None = field(default=None, repr=False)
     _swarm: SwarmBackend | None = field(default=None, repr=False)
@@ -55,6 +60,17 @@ class State:
             self._swarm = SwarmBackend(engine.connect(), config, home=self.settings.home, extra_labels=labels)
         return self._swarm
 
+    def remember_stack(self) -> None:
+        """Make the other commands use this stack when they name none (`up`, `run --backend swarm`)."""
+        if self.stack:
+            _write_current(self.settings.home, {**_read_current(self.settings.home), _engine_key(): self.stack})
+
+    def forget_stack(self) -> None:
+        current = _read_current(self.settings.home)
+        if current.get(_engine_key()) == self.stack:
+            del current[_engine_key()]
+            _write_current(self.settings.home, current)
+
     def queue(self) -> SweepQueue:
         if self._queue is None:
             self._queue = SweepQueue(connect(self.url(), resilient=True), self.settings.queue)
@@ -62,6 +78,31 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+
+def _engine_key() -> str:
+    return os.environ.get("DOCKER_HOST") or "local"
+
+
+def _current_file(home: Path) -> Path:
+    return home / "stacks" / "current.json"
+
+
+def _read_current(home: Path) -> dict[str, str]:
+    """{Docker engine: the stack `up` last deployed there}; unreadable counts as empty."""
+    try:
+        data = json.loads(_current_file(home).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _write_current(home: Path, current: dict[str, str]) -> None:
+    path = _current_file(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def redis_options(func: F) -> F:
@@ -82,6 +123,9 @@ def redis_options(func: F) -> F:
             settings = replace(settings, queue=queue_name)
         state.settings = settings
         state.stack = stack
+        if stack is None and settings.url is None:
+            state.stack = _read_current(settings.home).get(_engine_key())
+            state.stack_remembered = state.stack is not None
         return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

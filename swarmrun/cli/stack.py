@@ -86,6 +86,7 @@ def up(state: State, replicas: int | None, no_wait: bool, stack_config: StackCon
     labels = dict(stack_config.labels)
     backend = state.swarm(stack_config, labels)
     current = backend.deploy(replicas, wait=not no_wait)
+    state.remember_stack()
     url = backend.redis_url()
     if not no_wait:
         state.url()
@@ -100,6 +101,7 @@ def down(state: State, volumes: bool) -> None:
     """Remove the stack's services, network and secret (and its data with --volumes)."""
     name = _stack_name(state)
     state.swarm().remove(volumes=volumes)
+    state.forget_stack()
     click.echo(f"stack {name} removed" + (" with its data" if volumes else " (data volume kept)"))
 
 

@@ -264,3 +264,28 @@ def test_missing_worker_image_is_one_line(stack: Stack, tmp_path: Path) -> None:
     assert r.stderr.count("\n") == 1 and "is not on this Docker engine" in r.stderr
     assert f"swarmrun image build --tag swarmrun-worker:absent-{SESSION}" in r.stderr
     assert not stack.backend().exists()  # nothing half-deployed
+
+
+def test_other_commands_use_the_stack_up_deployed_until_down(stack: Stack, tmp_path: Path) -> None:
+    env = {k: v for k, v in stack.env.items() if k != "SWARMRUN_STACK"}
+    up = cli(stack, "up", "-r", "1", "--stack", stack.name, *stack.options(), cwd=tmp_path, env=env)
+    assert up.returncode == 0, up.stderr
+    path = write_sweep(tmp_path, NAP.format(seconds=0, points=20))
+    run = cli(stack, "run", str(path), "-q", cwd=tmp_path, env=env)  # no --stack, no --backend
+    assert run.returncode == 0, run.stderr
+    assert f"stack {stack.name}" in run.stderr
+    sid = run.stderr.split()[1]
+    assert queue_of(stack).progress(sid).done == 20  # on the stack's Redis, not the embedded one
+    status = cli(stack, "status", cwd=tmp_path, env=env)
+    assert status.returncode == 0 and "1/1 running (" in status.stdout, status.stderr
+
+    # a second stack cannot take the first one's Redis port
+    other = Stack(stack.client, stack.image, tmp_path / "other-home", "")
+    options = [o if o != str(other.port) else str(stack.port) for o in other.options()]
+    clash = cli(other, "up", *options, cwd=tmp_path)
+    assert clash.returncode == 5 and f"port {stack.port} is already published" in clash.stderr, clash.stderr
+    assert not other.backend().exists()
+
+    assert cli(stack, "down", cwd=tmp_path, env=env).returncode == 0
+    after = cli(stack, "status", cwd=tmp_path, env=env)  # back to the embedded Redis: no sweeps there
+    assert after.returncode == 6 and "no sweeps yet" in after.stderr, after.stderr

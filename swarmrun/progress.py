@@ -60,8 +60,14 @@ def progress_line(p: Progress, rate: float | None, replicas: Replicas | None = N
     parts.append(f"{rate:.1f} points/s" if rate is not None else "-- points/s")
     parts.append(f"ETA {duration(eta(p, rate))}")
     if replicas is not None:
-        parts.append(f"workers {replicas.running}/{replicas.desired}")
+        parts.append(f"workers {replicas_text(replicas)}")
     return " | ".join(parts)
+
+
+def replicas_text(r: Replicas) -> str:
+    """`4/4 running (node1: 2, node2: 2)`: running/desired workers, and where they run when known."""
+    per_node = ", ".join(f"{p.node}: {p.running}" for p in r.placements)
+    return f"{r.running}/{r.desired} running" + (f" ({per_node})" if per_node else "")
 
 
 def status_lines(p: Progress, rate: float | None = None, replicas: Replicas | None = None,
@@ -69,7 +75,7 @@ def status_lines(p: Progress, rate: float | None = None, replicas: Replicas | No
     """The block `swarmrun status` prints for one sweep."""
     spp = p.seconds_per_point
     lines = [
-        f"sweep {p.sweep_id}  {p.name}  [{p.state}{', complete' if p.complete else ''}]",
+        f"sweep {p.sweep_id}  {p.name}  [{'complete' if p.complete and p.state == 'active' else p.state}]",
         f"  points     {p.size} total, {p.done} done ({p.ok} ok, {p.error} error, {p.timeout} timeout,"
         f" {p.cached} cached), {p.size - p.done} pending",
         f"  executions {p.executions} ({p.duplicates} duplicate)"
@@ -80,6 +86,5 @@ def status_lines(p: Progress, rate: float | None = None, replicas: Replicas | No
     if chunks is not None:
         lines.append(f"  chunks     {chunks[0]} running, {chunks[1]} queued")
     if replicas is not None:
-        per_node = ", ".join(f"{pl.node}: {pl.running}" for pl in replicas.placements)
-        lines.append(f"  workers    {replicas.running}/{replicas.desired} running" + (f" ({per_node})" if per_node else ""))
+        lines.append(f"  workers    {replicas_text(replicas)}")
     return lines

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
-from swarmrun.backends import Replicas
 from swarmrun.cli.common import DEFAULT_STACK, State, pass_state, redis_options
+from swarmrun.progress import replicas_text
 from swarmrun.settings import redact
 from swarmrun.stack import StackConfig
 
@@ -62,11 +62,6 @@ def stack_options(func: F) -> F:
         return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
-
-
-def replicas_text(r: Replicas) -> str:
-    nodes = ", ".join(f"{p.node}: {p.running}" for p in r.placements)
-    return f"{r.running}/{r.desired} running" + (f" ({nodes})" if nodes else "")
 
 
 def _stack_name(state: State) -> str:

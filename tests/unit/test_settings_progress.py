@@ -56,9 +56,10 @@ def test_rate_meter_and_eta() -> None:
 
 
 def test_progress_line_and_status() -> None:
-    line = progress_line(progress(25, error=2), 12.5, Replicas(3, 4))
+    line = progress_line(progress(25, error=2), 12.5, Replicas(3, 4, (Placement("n1", 2), Placement("n2", 1))))
     assert line.startswith("[#######---------------------] 25/100 (25%)")
-    assert "failed 2" in line and "12.5 points/s" in line and "ETA 0:06" in line and "workers 3/4" in line
+    assert "failed 2" in line and "12.5 points/s" in line and "ETA 0:06" in line
+    assert line.endswith("workers 3/4 running (n1: 2, n2: 1)")
     lines = status_lines(progress(25), 1.0, Replicas(2, 2, (Placement("n1", 1), Placement("n2", 1))), (1, 2))
     assert "25 done (25 ok" in lines[1]
     assert lines[-1] == "  workers    2/2 running (n1: 1, n2: 1)"

@@ -118,8 +118,8 @@ def time_parallel(argv: Sequence[str], points: int, workers: int) -> float:
 
 
 # --- sections ---------------------------------------------------------------------------------------
-def call_points(server: RedisServer, *, quick: bool, workers: int, nonce: str) -> list[Row]:
-    rows: list[Row] = []
+def call_points(rows: list[Row], server: RedisServer, *, quick: bool, workers: int, nonce: str) -> None:
+    """Call points (no-op, 1 ms and 100 ms of CPU): swarmrun vs raw RQ and multiprocessing.Pool."""
     for workload, (fn, fixed) in CALLS.items():
         sizes = {engine: pair[0 if quick else 1] for engine, pair in SIZES[workload].items()}
         results: dict[str, Row] = {}
@@ -144,11 +144,10 @@ def call_points(server: RedisServer, *, quick: bool, workers: int, nonce: str) -
             ours.target, ours.met = ">= 10,000 points/s", ours.rate >= 10_000
         pool.target, pool.met = ">= 0.5 (within 2x)", (pool.ratio or 0) >= 0.5
         rows.extend(results.values())
-    return rows
 
 
-def command_points(server: RedisServer, *, quick: bool, workers: int, nonce: str) -> list[Row]:
-    rows: list[Row] = []
+def command_points(rows: list[Row], server: RedisServer, *, quick: bool, workers: int, nonce: str) -> None:
+    """Command points (`true`, `sleep 0.001`, `sleep 0.1`): swarmrun vs GNU parallel."""
     if shutil.which("parallel") is None:
         say("GNU parallel is not installed (apt-get install parallel): command baselines skipped")
     for workload, argv in COMMANDS.items():
@@ -165,12 +164,11 @@ def command_points(server: RedisServer, *, quick: bool, workers: int, nonce: str
                      time_parallel(argv, points, workers), note=" ".join(argv))
         theirs.ratio, theirs.baseline = ours.rate / theirs.rate, "swarmrun / this"
         rows.append(theirs)
-    return rows
 
 
-def submit_million(server: RedisServer, *, quick: bool, nonce: str, run_it: bool, workers: int) -> list[Row]:
+def submit_million(rows: list[Row], server: RedisServer, *, quick: bool, nonce: str, run_it: bool,
+                   workers: int) -> None:
     """Submit a 1,000,000-point sweep (library call, and the `swarmrun submit` command) vs raw RQ."""
-    rows: list[Row] = []
     size = 1_000_000
     sweep = make_sweep("bench-million", {"call": "benchmarks.tasks:noop"}, size, {}, nonce)
     connection = server.fresh()
@@ -179,7 +177,7 @@ def submit_million(server: RedisServer, *, quick: bool, nonce: str, run_it: bool
     SweepQueue(connection, "swarmrun").submit(sweep)
     library = time.perf_counter() - t0
     memory = server.used_memory() - before
-    say(f"submit 1e6 (library): {library:.3f} s, {memory / 1e6:.2f} MB")
+    say(f"submit 1e6 (library): {library:.3f} s, {memory / 1e3:.1f} kB")
 
     connection = server.fresh()
     path = Path("/tmp") / f"swarmrun-bench-million-{nonce}.yaml"
@@ -196,8 +194,8 @@ def submit_million(server: RedisServer, *, quick: bool, nonce: str, run_it: bool
         raise RuntimeError(f"swarmrun submit failed: {done.stderr.strip()}")
     rows.append(Row("submit 1e6", "1,000,000 points", "swarmrun submit (CLI)", 0, size, command,
                     target="< 5 s, < 50 MB", met=command < 5 and cli_memory < 50e6,
-                    note=f"Redis +{cli_memory / 1e6:.2f} MB; library call {library * 1000:.1f} ms, "
-                         f"+{memory / 1e6:.2f} MB",
+                    note=f"Redis +{cli_memory / 1e3:.1f} kB (INFO used_memory); library call "
+                         f"{library * 1000:.1f} ms, +{memory / 1e3:.1f} kB",
                     extra={"redis_mb": cli_memory / 1e6, "library_s": library}))
 
     jobs = 100_000 if quick else size
@@ -223,4 +221,3 @@ def submit_million(server: RedisServer, *, quick: bool, nonce: str, run_it: bool
         seconds = time_swarmrun(server, sweep, workers)
         rows.append(Row("submit 1e6", "1,000,000 no-op points, run", "swarmrun", workers, size, seconds,
                         note=f"Redis holding 1e6 results: +{(server.used_memory() - before) / 1e6:.0f} MB"))
-    return rows

@@ -48,18 +48,18 @@ def main(argv: list[str] | None = None) -> None:
 
             with redis_server() as server:
                 if "call" in sections:
-                    rows += local.call_points(server, quick=args.quick, workers=args.workers, nonce=nonce)
+                    local.call_points(rows, server, quick=args.quick, workers=args.workers, nonce=nonce)
                 if "command" in sections:
-                    rows += local.command_points(server, quick=args.quick, workers=args.workers, nonce=nonce)
+                    local.command_points(rows, server, quick=args.quick, workers=args.workers, nonce=nonce)
                 if "submit" in sections:
-                    rows += local.submit_million(server, quick=args.quick, nonce=nonce, run_it=not args.quick,
-                                                 workers=args.workers)
+                    local.submit_million(rows, server, quick=args.quick, nonce=nonce, run_it=not args.quick,
+                                         workers=args.workers)
         if "swarm" in sections:
             from benchmarks import swarm
 
             replicas = args.replicas or ([1, 2, 4, 8] if args.quick else [1, 2, 4, 8, 16, 32])
-            rows += swarm.run(quick=args.quick, replicas=replicas, scale_to=args.scale_to,
-                              base_image=args.base_image, redis_image=args.redis_image, nonce=nonce)
+            swarm.run(rows, quick=args.quick, replicas=replicas, scale_to=args.scale_to,
+                      base_image=args.base_image, redis_image=args.redis_image, nonce=nonce)
     except KeyboardInterrupt:
         say("interrupted: reporting what was measured")
     finally:

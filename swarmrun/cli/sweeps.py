@@ -1,4 +1,4 @@
-"""Sweep commands: run, submit, worker, status, results, retry, cancel, ls, purge."""
+"""Sweep commands: run, submit, worker, status, results, retry, cancel, ls, purge (and `autoscale`)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,32 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
+from swarmrun import engine
 from swarmrun import progress as fmt
+from swarmrun.autoscale import Autoscaler, Policy
 from swarmrun.backends import Replicas
 from swarmrun.backends.local import LocalBackend
-from swarmrun import engine
+from swarmrun.cli.autoscale import (
+    autoscale,
+    event_line,
+    make_autoscaler,
+    make_policy,
+    parse_bounds,
+    tuning_options,
+)
 from swarmrun.cli.common import State, pass_state, redis_options
 from swarmrun.cli.stack import stack_options
 from swarmrun.errors import DockerUnavailable, ExitCode
 from swarmrun.queue import Progress, SweepQueue
 from swarmrun.results import export
+from swarmrun.run import ProgressCallback, default_output, watch
 from swarmrun.stack import StackConfig
-from swarmrun.run import default_output, watch
 from swarmrun.sweep import Sweep, load_sweep
 from swarmrun.task import preflight
 from swarmrun.worker import serve
@@ -58,6 +69,33 @@ class Printer:
         if self.tty and not self.quiet:
             click.echo("", err=True)
 
+    def note(self, line: str) -> None:
+        """A line of its own (an autoscaling change), above the live progress line."""
+        click.echo(("\r" + line.ljust(110)) if self.tty else line, err=True)
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """`run --autoscale MIN:MAX` and its tuning options."""
+
+    policy: Policy
+    tuning: dict[str, float]
+
+    def start(self, state: State, backend: Any, printer: Printer) -> Autoscaler:
+        return make_autoscaler(state, backend, self.policy, self.tuning,
+                               lambda e: printer.note(f"autoscale: {event_line(e)}"))
+
+
+def _with_autoscaler(printer: Printer, scaler: Autoscaler | None) -> ProgressCallback:
+    """The progress callback, also giving the autoscaler its turn (it keeps its own interval)."""
+
+    def report(p: Progress, rate: float | None, replicas: Replicas | None) -> None:
+        printer(p, rate, replicas)
+        if scaler is not None and not p.complete:
+            scaler.tick()
+
+    return report
+
 
 def _load(path: Path, params: tuple[str, ...], *, check: bool = True) -> Sweep:
     """Read and validate a sweep file; check on this machine that its task can start."""
@@ -68,14 +106,16 @@ def _load(path: Path, params: tuple[str, ...], *, check: bool = True) -> Sweep:
 
 
 def _drive(state: State, queue: SweepQueue, sweep: Sweep, sweep_id: str, *, workers: int,
-           cwd: Path | None, quiet: bool) -> Progress:
+           cwd: Path | None, quiet: bool, autoscaling: Autoscaling | None = None) -> Progress:
     """Run local workers until the sweep completes; Ctrl-C stops them warm (a second one, at once)."""
     log_dir = state.settings.home / "logs" / sweep_id[:12]
     backend = LocalBackend(state.settings, state.url(), log_dir=log_dir, cwd=cwd)
-    backend.deploy(workers)
     printer = Printer(quiet)
+    scaler = autoscaling.start(state, backend, printer) if autoscaling else None
+    backend.deploy(autoscaling.policy.min_replicas if autoscaling else workers)
     try:
-        final = watch(queue, sweep_id, on_progress=printer, replicas=backend.replicas, supervise=backend.supervise)
+        final = watch(queue, sweep_id, on_progress=_with_autoscaler(printer, scaler),
+                      replicas=backend.replicas, supervise=backend.supervise)
     except KeyboardInterrupt:
         printer.done()
         click.echo("Stopping workers (they finish their chunks; Ctrl-C again to stop at once)...", err=True)
@@ -102,7 +142,8 @@ def _finish(queue: SweepQueue, sweep: Sweep, sweep_id: str, out: Path | None, fi
                err=True)
     click.echo(f"Results ({rows} rows): {path}", err=True)
     if final.failed:
-        click.echo(f"Some points failed: see the error column, or `swarmrun retry {sweep_id[:12]}`.", err=True)
+        click.echo(f"Some points failed: see the error column, or `swarmrun retry {sweep_id[:12]}`.",
+                   err=True)
         return ExitCode.POINTS_FAILED
     return ExitCode.OK
 
@@ -121,18 +162,29 @@ def _choose_backend(state: State, backend: str) -> str:
 
 
 def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: StackConfig,
-                  quiet: bool) -> tuple[SweepQueue, str, Progress]:
-    """Ensure the stack, submit to its Redis, follow progress with replicas per node."""
+                  quiet: bool, autoscaling: Autoscaling | None = None) -> tuple[SweepQueue, str, Progress]:
+    """Ensure the stack, submit to its Redis, follow progress with replicas per node.
+
+    With autoscaling, a new stack starts at the minimum, and when the sweep is done the workers
+    go back to what is still running on the queue (at least the minimum).
+    """
     state.stack = config.name
     backend = state.swarm(config, dict(config.labels))
-    if workers is not None or not backend.exists():
+    if autoscaling is not None:
+        if not backend.exists():
+            backend.deploy(max(1, autoscaling.policy.min_replicas))
+    elif workers is not None or not backend.exists():
         backend.deploy(workers)
     queue = state.queue()
     sub = queue.submit(sweep)
     click.echo(f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done; "
                f"stack {config.name}", err=True)
     printer = Printer(quiet)
-    final = watch(queue, sub.sweep_id, on_progress=printer, replicas=backend.replicas)
+    scaler = autoscaling.start(state, backend, printer) if autoscaling else None
+    final = watch(queue, sub.sweep_id, on_progress=_with_autoscaler(printer, scaler),
+                  replicas=backend.replicas)
+    if scaler is not None:
+        scaler.settle_down()
     printer.done()
     return queue, sub.sweep_id, final
 
@@ -144,6 +196,9 @@ def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: St
               help="Worker processes (local: default the CPU count) or replicas (swarm: default keep, or 2).")
 @click.option("--backend", type=click.Choice(["local", "swarm", "auto"]),
               help="Where workers run (default: swarm with --stack / SWARMRUN_STACK, else local).")
+@click.option("--autoscale", "autoscale_bounds", metavar="MIN:MAX",
+              help="Scale the workers between MIN and MAX while the sweep runs (see `swarmrun autoscale`).")
+@tuning_options
 @output
 @click.option("-q", "--quiet", is_flag=True, help="No live progress.")
 @no_check
@@ -151,12 +206,21 @@ def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: St
 @stack_options
 @pass_state
 def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int | None, backend: str | None,
-        output: Path | None, quiet: bool, no_check: bool, stack_config: StackConfig) -> int:
+        autoscale_bounds: str | None, tuning: dict[str, float], output: Path | None, quiet: bool,
+        no_check: bool, stack_config: StackConfig) -> int:
     """Submit SWEEP, run it on workers until every point has a result, export the results."""
+    autoscaling = None
+    if autoscale_bounds is not None:
+        if workers is not None:
+            raise click.BadParameter("give either a worker count or --autoscale MIN:MAX, not both",
+                                     param_hint="-w/--workers")
+        policy = make_policy(parse_bounds(autoscale_bounds), tuning, "--autoscale")
+        autoscaling = Autoscaling(policy, tuning)
     sweep = _load(sweep_file, params, check=not no_check)
     chosen = _choose_backend(state, backend or ("swarm" if state.stack else "local"))
     if chosen == "swarm":
-        queue, sid, final = _run_on_swarm(state, sweep, workers=workers, config=stack_config, quiet=quiet)
+        queue, sid, final = _run_on_swarm(state, sweep, workers=workers, config=stack_config, quiet=quiet,
+                                          autoscaling=autoscaling)
         return _finish(queue, sweep, sid, output, final)
     origin = sweep_file.resolve().parent
     queue = state.queue()
@@ -167,7 +231,7 @@ def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int | 
         final = queue.progress(sub.sweep_id)
     else:
         final = _drive(state, queue, sweep, sub.sweep_id, workers=workers or os.cpu_count() or 1, cwd=origin,
-                       quiet=quiet)
+                       quiet=quiet, autoscaling=autoscaling)
     return _finish(queue, sweep, sub.sweep_id, output, final)
 
 
@@ -300,6 +364,6 @@ def ls(state: State) -> None:
 
 
 def register(group: click.Group) -> None:
-    for command in (run, submit, worker, status, results, retry, cancel, purge, ls):
+    for command in (run, submit, worker, status, results, retry, cancel, purge, ls, autoscale):
         group.add_command(command)
 

@@ -269,9 +269,18 @@ class SwarmBackend:
         name = self.config.name
         label = f"{NAMESPACE_LABEL}={name}"
         with engine.translated(f"removing stack {name!r}"):
-            for service in self.client.services.list(filters={"label": label}):
-                service.remove()
             deadline = time.monotonic() + timeout
+            # Workers first, while Redis still answers: a worker whose Redis has gone retries for
+            # minutes, so its warm stop would end only with the kill after the grace period.
+            services = self.client.services.list(filters={"label": label})
+            workers = {s.id for s in services if s.name == self.worker_service}
+            for service in sorted(services, key=lambda s: s.id not in workers):
+                service.remove()
+                if service.id in workers:
+                    while time.monotonic() < deadline and any(
+                            t["ServiceID"] == service.id and t["Status"]["State"] == "running"
+                            for t in self.client.api.tasks()):
+                        time.sleep(0.5)
             while self.client.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
                 time.sleep(0.5)
             for network in self.client.networks.list(filters={"label": label}):

@@ -57,6 +57,7 @@ def write_png(rows: Sequence[Row], path: Path, title: str) -> str:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "matplotlib is not installed (pip install -e '.[bench]'): no PNG written"
     scaling = [r for r in rows if r.section == "swarm scaling"]
@@ -83,6 +84,7 @@ def write_png(rows: Sequence[Row], path: Path, title: str) -> str:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xticks(n, [str(k) for k in n])
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("worker replicas (Swarm service)")
         ax.set_ylabel("points / s (100 ms sleep points)")
         ax.set_title("Scaling on one Swarm node (labels: efficiency vs linear)")

@@ -8,6 +8,7 @@ Nothing else on the engine is touched (another engineer's cluster may share it).
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -224,6 +225,7 @@ def _scale_latency(stack: BenchStack, queue: SweepQueue, target: int, sid: str) 
         raise RuntimeError(f"swarmrun scale failed: {err.strip()}")
     births = _births(connection)
     starts = _first_starts(connection, sid)
+    containers = sorted(t - t0_wall for t in _task_starts(stack) if t >= t0_wall - 1)
     registered = sorted(t - t0_wall for t in births.values() if t >= t0_wall - 1)
     started = sorted(t - t0_wall for name, t in starts.items() if t >= t0_wall - 1)
     polled = sorted(first_busy.values())
@@ -233,14 +235,32 @@ def _scale_latency(stack: BenchStack, queue: SweepQueue, target: int, sid: str) 
     if consuming is None:
         consuming = polled[target - 1] if len(polled) >= target else float("nan")
     last = f", the last after {registered[-1]:.1f}s" if registered else ""
-    note = f"{len(registered)} new workers registered{last}"
+    note = (f"{len(containers)} containers running, the last after {containers[-1]:.1f}s; "
+            if containers else "")
+    note += f"{len(registered)} workers registered{last}"
     note += f"; `swarmrun scale` returned after {cli_done or float('nan'):.1f}s; {others_busy()}"
     row = Row("scale latency", f"1 -> {target} replicas consuming", "swarmrun scale", target, 0, consuming,
               target="< 10 s", met=consuming < 10, note=note,
               extra={"cli_seconds": cli_done or float("nan"),
+                     "containers_last": containers[-1] if containers else float("nan"),
                      "registered_last": registered[-1] if registered else float("nan"),
                      "polled_last": polled[target - 1] if len(polled) >= target else float("nan")})
     return [row]
+
+
+def _task_starts(stack: BenchStack) -> list[float]:
+    """When the engine saw each running worker task start (its status timestamp), epoch seconds."""
+    assert stack.backend is not None
+    service = stack.client.services.get(stack.backend.worker_service)
+    out = []
+    for task in service.tasks(filters={"desired-state": "running"}):
+        status = task.get("Status", {})
+        if status.get("State") == "running":
+            stamp = re.sub(r"(\.\d{6})\d*", r"\1", status.get("Timestamp", ""))
+            when = _epoch(stamp)
+            if when is not None:
+                out.append(when)
+    return out
 
 
 def _births(connection: redis.Redis) -> dict[str, float]:

@@ -14,6 +14,7 @@ the worker image (and the Redis image, which only the manager needs) there:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -370,6 +371,7 @@ def push(client: docker.DockerClient, images: Sequence[str], registry: str, *,
         repository, _, tag = target.rpartition(":")
         digest, error = None, None
         with engine.translated(f"pushing {target}"):
+            tagged_before = image_id(client, target) is not None
             client.images.get(ref).tag(repository, tag)
             for line in client.api.push(repository, tag=tag, stream=True, decode=True):
                 if "error" in line:
@@ -379,6 +381,9 @@ def push(client: docker.DockerClient, images: Sequence[str], registry: str, *,
                 if status and "id" not in line:
                     say(f"{target}: {status}")
         if error is not None:
+            if not tagged_before:  # leave no tag behind for a push that did not happen
+                with contextlib.suppress(docker.errors.DockerException):
+                    client.images.remove(target)
             raise ImageBuildError(f"pushing {target} failed: {error.strip()}{_push_hint(error, registry)}")
         pushed.append(Pushed(target, digest))
     return pushed

@@ -194,6 +194,11 @@ def test_image_distribute_loads_into_each_node_once(cstack: ClusterStack, tmp_pa
     assert everywhere.stdout.strip() == f"{image}: loaded on 1, already on 2 of 3 nodes"
     assert _ids(cluster, image) == {"manager": wanted, "worker1": wanted, "worker2": wanted}
 
+    # from the manager DOCKER_HOST names (the default source), which has it now too
+    from_manager = cstack.cli("image", "distribute", image, cwd=tmp_path)
+    assert from_manager.returncode == 0, from_manager.stderr
+    assert from_manager.stdout.strip() == f"{image}: loaded on 0, already on 3 of 3 nodes"
+
     explicit = cstack.cli("image", "distribute", image, *source, "--node", cluster.node("worker2").url,
                           cwd=tmp_path)
     assert explicit.returncode == 0, explicit.stderr
@@ -268,6 +273,8 @@ def test_image_push_to_a_registry_service_that_the_nodes_pull_from(cstack: Clust
                              cwd=tmp_path)
         assert nowhere.returncode == 10 and nowhere.stderr.splitlines()[-1].startswith("Error: pushing ")
         assert "connection refused; is a registry listening at" in nowhere.stderr
+        with closing(cluster.manager_client()) as m:
+            assert not any(":5001/" in tag for image in m.images.list() for tag in image.tags)
         absent = cstack.cli("up", "--image", f"{registry}/s{SESSION}/absent:1", *cstack.options()[2:],
                             cwd=tmp_path)
         assert absent.returncode == 6 and absent.stderr.count("\n") == 1, absent.stderr

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -387,6 +388,28 @@ def push(client: docker.DockerClient, images: Sequence[str], registry: str, *,
             raise ImageBuildError(f"pushing {target} failed: {error.strip()}{_push_hint(error, registry)}")
         pushed.append(Pushed(target, digest))
     return pushed
+
+
+def engine_time(stamp: str) -> float:
+    """An engine timestamp (RFC 3339, nanoseconds, `Z`) as seconds since the epoch."""
+    trimmed = re.sub(r"(\.\d{6})\d+", r"\1", stamp.strip()).replace("Z", "+00:00")
+    return datetime.fromisoformat(trimmed).timestamp()
+
+
+def nodes_without_image(client: docker.DockerClient, service: str, *, within: float) -> list[str]:
+    """Nodes that rejected a task of `service` for lack of its image ("No such image") in the last
+    `within` seconds (by the engine's clock). The swarm places such tasks on other nodes, so a stack
+    can converge with no worker at all on a node that lacks the image."""
+    with engine.translated(f"reading the tasks of {service}"):
+        try:
+            tasks = client.services.get(service).tasks()
+        except docker.errors.NotFound:
+            return []
+        now = engine_time(str(client.info()["SystemTime"]))
+        names = {n.id: str(n.attrs["Description"]["Hostname"]) for n in client.nodes.list()}
+    return sorted({names.get(t.get("NodeID", ""), "?") for t in tasks
+                   if t["Status"]["State"] == "rejected" and "No such image" in t["Status"].get("Err", "")
+                   and engine_time(t["Status"]["Timestamp"]) >= now - within})
 
 
 def registry_has(client: docker.DockerClient, reference: str) -> bool:

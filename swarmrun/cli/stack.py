@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from swarmrun.cli.common import DEFAULT_STACK, State, pass_state, redis_options
+from swarmrun.distribute import nodes_without_image
 from swarmrun.progress import replicas_text
 from swarmrun.settings import redact
 from swarmrun.stack import StackConfig
@@ -80,12 +82,19 @@ def up(state: State, replicas: int | None, no_wait: bool, stack_config: StackCon
     name = _stack_name(state)
     labels = dict(stack_config.labels)
     backend = state.swarm(stack_config, labels)
+    started = time.monotonic()
     current = backend.deploy(replicas, wait=not no_wait)
     state.remember_stack()
     url = backend.redis_url()
     if not no_wait:
         state.url()
     click.echo(f"stack {name}: Redis at {redact(url)}; workers {replicas_text(current)}")
+    image = stack_config.image
+    elapsed = time.monotonic() - started
+    lacking = nodes_without_image(backend.client, backend.worker_service, within=elapsed + 5)
+    if lacking:
+        click.echo(f"Warning: {', '.join(lacking)} lack image {image}; their workers run elsewhere. "
+                   f"Copy it there: swarmrun image distribute {image}", err=True)
 
 
 @click.command()

@@ -219,6 +219,18 @@ def test_image_distribute_loads_into_each_node_once(cstack: ClusterStack, tmp_pa
         assert bad.returncode == 2 and "Invalid value for" in bad.stderr, bad.stderr
 
 
+def test_up_warns_about_nodes_that_lack_the_worker_image(cstack: ClusterStack, tmp_path: Path) -> None:
+    only_here = f"swarmrun-worker:manager-only-{SESSION}"
+    with closing(cstack.cluster.manager_client()) as m:
+        m.images.get(cstack.image).tag("swarmrun-worker", f"manager-only-{SESSION}")
+    up = cstack.cli("up", "-r", "3", *cstack.options(only_here), cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    # the swarm places the rejected tasks on the one node that has the image
+    assert per_node(up.stdout) == {"manager": 3}
+    assert (f"Warning: worker1, worker2 lack image {only_here}; their workers run elsewhere. "
+            f"Copy it there: swarmrun image distribute {only_here}") in up.stderr
+
+
 REGISTRY_SCRIPT = (
     'printf "version: 0.1\\nstorage:\\n  filesystem:\\n    rootdirectory: /var/lib/docker-registry\\n'
     'http:\\n  addr: :5000\\n" > /tmp/registry.yml && exec docker-registry serve /tmp/registry.yml'

@@ -224,6 +224,7 @@ class Delivery:
 
 
 def image_id(client: docker.DockerClient, reference: str) -> str | None:
+    """The id of `reference` on the engine, None when it has no such image."""
     try:
         return str(client.images.get(reference).id)
     except docker.errors.ImageNotFound:
@@ -239,7 +240,7 @@ def source_ids(client: docker.DockerClient, images: Sequence[str]) -> dict[str, 
     missing = [ref for ref, i in found.items() if i is None]
     if missing:
         raise ImageMissing(f"image {', '.join(missing)} is not on this Docker engine: build it with "
-                              "`swarmrun image build` (or pull it) first, or name the engine with --source")
+                           "`swarmrun image build` (or pull it) first, or name the engine with --source")
     return {ref: str(i) for ref, i in found.items()}
 
 

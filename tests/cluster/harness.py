@@ -117,8 +117,11 @@ class Cluster:
         return self.manager.client(timeout)
 
     # --- up ------------------------------------------------------------------------------------
-    def up(self, timeout: float = 120) -> Cluster:
-        """Start the node containers, make the swarm, wait until every node is ready."""
+    def up(self, timeout: float = 120, *, swarm: bool = True) -> Cluster:
+        """Start the node containers, make the swarm, wait until every node is ready.
+
+        `swarm=False` leaves the engines standalone (no `swarm init`), as a machine that never
+        joined a swarm."""
         started = time.monotonic()
         network = self.host.networks.create(self.network, driver="bridge", labels=self._labels())
         network.reload()
@@ -130,6 +133,8 @@ class Cluster:
             self._run(node)
         for node in self.nodes:
             self._wait_engine(node, timeout)
+        if not swarm:
+            return self
         manager = self.manager
         with closing(manager.client()) as m:
             m.swarm.init(advertise_addr=manager.ip, listen_addr=f"{manager.ip}:2377")

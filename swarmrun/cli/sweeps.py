@@ -170,11 +170,12 @@ def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: St
     """
     state.stack = config.name
     backend = state.swarm(config, dict(config.labels))
-    if autoscaling is not None:
-        if not backend.exists():
-            backend.deploy(max(1, autoscaling.policy.min_replicas))
-    elif workers is not None or not backend.exists():
-        backend.deploy(workers)
+    # A deployed stack keeps its image and options (`swarmrun up` changes those); `-w` only scales it.
+    if not backend.exists():
+        backend.deploy(max(1, autoscaling.policy.min_replicas) if autoscaling is not None else workers)
+    elif workers is not None and autoscaling is None:
+        backend.scale(workers)
+    state.remember_stack()
     queue = state.queue()
     sub = queue.submit(sweep)
     click.echo(f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done; "
@@ -195,7 +196,8 @@ def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: St
 @click.option("-w", "--workers", "--replicas", "workers", type=click.IntRange(min=1),
               help="Worker processes (local: default the CPU count) or replicas (swarm: default keep, or 2).")
 @click.option("--backend", type=click.Choice(["local", "swarm", "auto"]),
-              help="Where workers run (default: swarm with --stack / SWARMRUN_STACK, else local).")
+              help="Where workers run (default: the swarm stack named by --stack / SWARMRUN_STACK or "
+                   "last deployed by `swarmrun up`, else local).")
 @click.option("--autoscale", "autoscale_bounds", metavar="MIN:MAX",
               help="Scale the workers between MIN and MAX while the sweep runs (see `swarmrun autoscale`).")
 @tuning_options
@@ -218,6 +220,8 @@ def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int | 
         autoscaling = Autoscaling(policy, tuning)
     sweep = _load(sweep_file, params, check=not no_check)
     chosen = _choose_backend(state, backend or ("swarm" if state.stack else "local"))
+    if chosen == "local" and state.stack_remembered:
+        state.stack = None  # `--backend local` with no stack named: the embedded Redis, not up's
     if chosen == "swarm":
         queue, sid, final = _run_on_swarm(state, sweep, workers=workers, config=stack_config, quiet=quiet,
                                           autoscaling=autoscaling)

@@ -278,6 +278,13 @@ def test_other_commands_use_the_stack_up_deployed_until_down(stack: Stack, tmp_p
     assert queue_of(stack).progress(sid).done == 20  # on the stack's Redis, not the embedded one
     status = cli(stack, "status", cwd=tmp_path, env=env)
     assert status.returncode == 0 and "1/1 running (" in status.stdout, status.stderr
+    [worker] = [c.id for c in stack.worker_containers()]
+    scaled = cli(stack, "run", str(path), "-w", "2", "-q", cwd=tmp_path, env=env)  # -w scales, no redeploy
+    assert scaled.returncode == 0 and f"stack {stack.name}" in scaled.stderr, scaled.stderr
+    assert stack.backend().replicas().desired == 2 and worker in {c.id for c in stack.worker_containers()}
+    local = cli(stack, "run", str(path), "--backend", "local", "-w", "1", "-q", cwd=tmp_path, env=env)
+    assert local.returncode == 0 and "stack" not in local.stderr, local.stderr
+    assert "20 points, 0 already done" in local.stderr  # the embedded Redis had none of them
 
     # a second stack cannot take the first one's Redis port
     other = Stack(stack.client, stack.image, tmp_path / "other-home", "")
@@ -287,5 +294,5 @@ def test_other_commands_use_the_stack_up_deployed_until_down(stack: Stack, tmp_p
     assert not other.backend().exists()
 
     assert cli(stack, "down", cwd=tmp_path, env=env).returncode == 0
-    after = cli(stack, "status", cwd=tmp_path, env=env)  # back to the embedded Redis: no sweeps there
-    assert after.returncode == 6 and "no sweeps yet" in after.stderr, after.stderr
+    after = cli(stack, "status", cwd=tmp_path, env=env)  # back to the embedded Redis: the local run's copy
+    assert after.returncode == 0 and "running (" not in after.stdout, after.stdout + after.stderr

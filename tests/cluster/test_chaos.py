@@ -18,7 +18,7 @@ import docker
 import pytest
 
 from swarmrun.queue import Progress, SweepQueue
-from swarmrun.sweep import load_sweep
+from swarmrun.sweepfile import load_sweep
 from tests.cluster.chaos import Recovery
 from tests.cluster.conftest import SESSION, ClusterStack, report
 from tests.cluster.harness import Cluster

@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 
 from swarmrun.queue import SweepQueue
-from swarmrun.sweep import load_sweep
+from swarmrun.sweepfile import load_sweep
 from tests.conftest import Processes, write_sweep
 
 CHANGE = re.compile(r"autoscale: \S+ workers (\d+) -> (\d+): (.*)")

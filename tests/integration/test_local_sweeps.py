@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from swarmrun.queue import SweepQueue
-from swarmrun.sweep import load_sweep
+from swarmrun.sweepfile import load_sweep
 from tests.conftest import Processes, wait_until, write_sweep
 
 

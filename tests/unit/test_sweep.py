@@ -19,18 +19,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from swarmrun.axes import repeat_seed
 from swarmrun.errors import SweepFileError
-from swarmrun.sweep import (
-    Options,
-    Sweep,
-    TaskSpec,
-    canonical_json,
-    command_placeholders,
-    load_sweep,
-    parse_sweep,
-    point_key,
-    repeat_seed,
-)
+from swarmrun.sweep import Options, Sweep, TaskSpec, canonical_json, command_placeholders, point_key
+from swarmrun.sweepfile import load_sweep, parse_sweep, sweep_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 CALL = {"call": "pkg.mod:func"}
@@ -209,7 +201,7 @@ def test_rows_parse_cells_and_are_embedded(tmp_path: Path) -> None:
     assert points(subset) == [{"b": 2.5, "a": 1}, {"b": 1000.0, "a": -3}]
     spec = json.loads(json.dumps(s.to_dict()))
     (tmp_path / "pts.csv").unlink()
-    assert points(Sweep.from_dict(spec)) == points(s)
+    assert points(sweep_from_dict(spec)) == points(s)
 
 
 SAMPLES: dict[str, Any] = {
@@ -233,7 +225,7 @@ def test_samples_within_bounds_and_reproducible() -> None:
     assert {p["layers"] for p in got} <= set(range(1, 9)) and {p["act"] for p in got} == {"relu", "tanh"}
     assert len({p["layers"] for p in got}) > 4 and any(p["width"] < 0 for p in got)
     assert got == points(sweep(samples=SAMPLES))
-    assert got == points(Sweep.from_dict(json.loads(json.dumps(s.to_dict()))))
+    assert got == points(sweep_from_dict(json.loads(json.dumps(s.to_dict()))))
     assert got != points(sweep(samples={**SAMPLES, "seed": 8}))
     # Adding a sampled param leaves the others' draws unchanged.
     more = sweep(samples={**SAMPLES, "params": {**SAMPLES["params"], "extra": {"uniform": [0, 1]}}})
@@ -243,8 +235,8 @@ def test_samples_within_bounds_and_reproducible() -> None:
 def test_samples_and_repeat_seeds_same_in_a_fresh_process_with_another_hash_seed() -> None:
     s = sweep(samples=SAMPLES, repeat={"n": 3, "seed": 42}, params={"x": ["a", "b"]})
     script = (
-        "import json, sys; from swarmrun.sweep import Sweep; "
-        "s = Sweep.from_dict(json.loads(sys.stdin.read())); "
+        "import json, sys; from swarmrun.sweepfile import sweep_from_dict; "
+        "s = sweep_from_dict(json.loads(sys.stdin.read())); "
         "print(json.dumps([s.point(i) for i in range(s.size)]))"
     )
     for hash_seed in ("0", "12345"):
@@ -345,7 +337,7 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     }
     s = parse_sweep(data, base_dir=tmp_path)
     for d in (s.to_dict(), json.loads(json.dumps(s.to_dict()))):
-        t = Sweep.from_dict(d)
+        t = sweep_from_dict(d)
         assert t == s and t.id == s.id and hash(t) == hash(s) and t.options == s.options
         assert [t.point(i) for i in range(0, s.size, 97)] == [s.point(i) for i in range(0, s.size, 97)]
     assert s.to_dict()["format"] == 1 and s.task.command == (
@@ -802,7 +794,7 @@ def test_from_dict_rejects_malformed_specs() -> None:
         [1],
     ):
         with pytest.raises(SweepFileError, match="sweep spec"):
-            Sweep.from_dict(bad)  # type: ignore[arg-type]
+            sweep_from_dict(bad)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- files

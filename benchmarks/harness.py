@@ -67,8 +67,10 @@ def machine() -> str:
     except OSError:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os_name}, {os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}, "
-            f"{platform.processor() or platform.machine()}")
+    return (
+        f"{os_name}, {os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}, "
+        f"{platform.processor() or platform.machine()}"
+    )
 
 
 def others_busy() -> str:
@@ -76,8 +78,9 @@ def others_busy() -> str:
     if shutil.which("docker") is None:
         return "no docker"
     every = subprocess.run(["docker", "ps", "-q"], capture_output=True, text=True)
-    ours = subprocess.run(["docker", "ps", "-q", "--filter", "label=swarmrun.bench"],
-                          capture_output=True, text=True)
+    ours = subprocess.run(
+        ["docker", "ps", "-q", "--filter", "label=swarmrun.bench"], capture_output=True, text=True
+    )
     if every.returncode != 0:
         return "docker not answering"
     return f"{len(every.stdout.split()) - len(ours.stdout.split())} other containers running"
@@ -95,9 +98,23 @@ class RedisServer:
 
             binary = find_executable()
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 15
         while True:
@@ -147,9 +164,17 @@ class Processes:
 
     def start(self, argv: Sequence[str], env: dict[str, str], count: int) -> None:
         for _ in range(count):
-            self.procs.append(subprocess.Popen(list(argv), env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                               start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    list(argv),
+                    env=env,
+                    cwd=ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -9,8 +9,20 @@ from pathlib import Path
 
 from benchmarks.harness import Row
 
-COLUMNS = ["section", "case", "engine", "workers", "points", "seconds", "points_per_s", "ratio", "ratio_of",
-           "target", "met", "note"]
+COLUMNS = [
+    "section",
+    "case",
+    "engine",
+    "workers",
+    "points",
+    "seconds",
+    "points_per_s",
+    "ratio",
+    "ratio_of",
+    "target",
+    "met",
+    "note",
+]
 
 
 def _num(x: float) -> str:
@@ -23,17 +35,40 @@ def _num(x: float) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     """A fixed-width text table (also valid Markdown)."""
-    header = ["section", "case", "engine", "workers", "points", "seconds", "points/s", "ratio", "target",
-              "note"]
+    header = [
+        "section",
+        "case",
+        "engine",
+        "workers",
+        "points",
+        "seconds",
+        "points/s",
+        "ratio",
+        "target",
+        "note",
+    ]
     body = []
     for r in rows:
         met = "" if r.met is None else (" MET" if r.met else " MISSED")
-        body.append([r.section, r.case, r.engine, str(r.workers) if r.workers else "", f"{r.points:,}",
-                     f"{r.seconds:.3f}", _num(r.rate), "" if r.ratio is None else f"{r.ratio:.3g}x",
-                     (r.target + met).strip(), r.note])
+        body.append(
+            [
+                r.section,
+                r.case,
+                r.engine,
+                str(r.workers) if r.workers else "",
+                f"{r.points:,}",
+                f"{r.seconds:.3f}",
+                _num(r.rate),
+                "" if r.ratio is None else f"{r.ratio:.3g}x",
+                (r.target + met).strip(),
+                r.note,
+            ]
+        )
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + " |" for row in body]
     return "\n".join(lines)
 
@@ -43,11 +78,23 @@ def write_csv(rows: Sequence[Row], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow([*COLUMNS, "extra"])
         for r in rows:
-            writer.writerow([r.section, r.case, r.engine, r.workers, r.points, f"{r.seconds:.4f}",
-                             f"{r.rate:.3f}",
-                             "" if r.ratio is None else f"{r.ratio:.4f}", r.baseline, r.target,
-                             "" if r.met is None else str(r.met).lower(), r.note,
-                             json.dumps(r.extra) if r.extra else ""])
+            writer.writerow(
+                [
+                    r.section,
+                    r.case,
+                    r.engine,
+                    r.workers,
+                    r.points,
+                    f"{r.seconds:.4f}",
+                    f"{r.rate:.3f}",
+                    "" if r.ratio is None else f"{r.ratio:.4f}",
+                    r.baseline,
+                    r.target,
+                    "" if r.met is None else str(r.met).lower(),
+                    r.note,
+                    json.dumps(r.extra) if r.extra else "",
+                ]
+            )
 
 
 def write_png(rows: Sequence[Row], path: Path, title: str) -> str:
@@ -79,8 +126,9 @@ def write_png(rows: Sequence[Row], path: Path, title: str) -> str:
             ax.plot(n, steady, "s:", color="tab:green", label="measured (steady, 10-90%)")
         for k, r in zip(n, scaling, strict=False):
             if r.ratio is not None:
-                ax.annotate(f"{r.ratio:.0%}", (k, r.rate), textcoords="offset points", xytext=(4, -12),
-                            fontsize=8)
+                ax.annotate(
+                    f"{r.ratio:.0%}", (k, r.rate), textcoords="offset points", xytext=(4, -12), fontsize=8
+                )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set_xticks(n, [str(k) for k in n])
@@ -96,8 +144,9 @@ def write_png(rows: Sequence[Row], path: Path, title: str) -> str:
         engines = list(dict.fromkeys(r.engine for r in local))
         width = 0.8 / len(engines)
         for j, engine in enumerate(engines):
-            values = [next((r.rate for r in local if r.case == w and r.engine == engine), 0.0)
-                      for w in workloads]
+            values = [
+                next((r.rate for r in local if r.case == w and r.engine == engine), 0.0) for w in workloads
+            ]
             ax.bar([i + j * width for i in range(len(workloads))], values, width, label=engine)
         ax.set_xticks([i + width * (len(engines) - 1) / 2 for i in range(len(workloads))], workloads)
         ax.set_yscale("log")

@@ -20,8 +20,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="Run only these sections.")
     parser.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="Leave these sections out.")
     parser.add_argument("-w", "--workers", type=int, default=2, help="Local workers for every engine.")
-    parser.add_argument("--replicas", type=lambda s: [int(x) for x in s.split(",")],
-                        help="Replica counts of the scaling curve (default 1,2,4,8,16,32; quick 1,2,4,8).")
+    parser.add_argument(
+        "--replicas",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="Replica counts of the scaling curve (default 1,2,4,8,16,32; quick 1,2,4,8).",
+    )
     parser.add_argument("--scale-to", type=int, default=20, help="Replicas of the scale-latency test.")
     parser.add_argument("--base-image", default="swarmrun-base:bookworm", help="Base of the worker image.")
     parser.add_argument("--redis-image", default="swarmrun-redis:bookworm", help="Redis image of the stack.")
@@ -52,14 +55,27 @@ def main(argv: list[str] | None = None) -> None:
                 if "command" in sections:
                     local.command_points(rows, server, quick=args.quick, workers=args.workers, nonce=nonce)
                 if "submit" in sections:
-                    local.submit_million(rows, server, quick=args.quick, nonce=nonce, run_it=not args.quick,
-                                         workers=args.workers)
+                    local.submit_million(
+                        rows,
+                        server,
+                        quick=args.quick,
+                        nonce=nonce,
+                        run_it=not args.quick,
+                        workers=args.workers,
+                    )
         if "swarm" in sections:
             from benchmarks import swarm
 
             replicas = args.replicas or ([1, 2, 4, 8] if args.quick else [1, 2, 4, 8, 16, 32])
-            swarm.run(rows, quick=args.quick, replicas=replicas, scale_to=args.scale_to,
-                      base_image=args.base_image, redis_image=args.redis_image, nonce=nonce)
+            swarm.run(
+                rows,
+                quick=args.quick,
+                replicas=replicas,
+                scale_to=args.scale_to,
+                base_image=args.base_image,
+                redis_image=args.redis_image,
+                nonce=nonce,
+            )
     except KeyboardInterrupt:
         say("interrupted: reporting what was measured")
     finally:

@@ -76,8 +76,15 @@ class BenchStack:
         lines: list[str] = []
         t0 = time.perf_counter()
         before = self._stage_ids()
-        build_image(self.client, context=context, tag=self.tag, base_image=self.base_image,
-                    labels={LABEL: self.nonce}, home=Settings.from_env().home, log=lines.append)
+        build_image(
+            self.client,
+            context=context,
+            tag=self.tag,
+            base_image=self.base_image,
+            labels={LABEL: self.nonce},
+            home=Settings.from_env().home,
+            log=lines.append,
+        )
         # Only stage images this build made (a cache hit reuses someone else's: that one stays).
         self.stages = {i for i in self._stage_ids() - before if i[:12] in stage_images(lines)}
         say(f"worker image {self.tag} built in {time.perf_counter() - t0:.0f}s")
@@ -87,10 +94,17 @@ class BenchStack:
         return {str(image.id).split(":", 1)[-1] for image in images}
 
     def deploy(self, replicas: int) -> SwarmBackend:
-        config = StackConfig(name=self.name, image=self.tag, redis_image=self.redis_image,
-                             redis_port=free_port(), stop_grace_period=60, labels=((LABEL, self.nonce),))
-        self.backend = SwarmBackend(self.client, config, home=self.home, environ=self.env(),
-                                    extra_labels={LABEL: self.nonce})
+        config = StackConfig(
+            name=self.name,
+            image=self.tag,
+            redis_image=self.redis_image,
+            redis_port=free_port(),
+            stop_grace_period=60,
+            labels=((LABEL, self.nonce),),
+        )
+        self.backend = SwarmBackend(
+            self.client, config, home=self.home, environ=self.env(), extra_labels={LABEL: self.nonce}
+        )
         self.backend.deploy(replicas)
         return self.backend
 
@@ -135,8 +149,9 @@ def _pings(connection: redis.Redis) -> bool:
 def _converge(backend: SwarmBackend, queue: SweepQueue, replicas: int, timeout: float = 300) -> None:
     """Scale, and wait until exactly `replicas` workers are registered (the stopped ones gone)."""
     backend.scale(replicas, wait=True)
-    wait_for(lambda: queue.live_workers() == replicas, timeout, f"{replicas} registered workers",
-             interval=0.2)
+    wait_for(
+        lambda: queue.live_workers() == replicas, timeout, f"{replicas} registered workers", interval=0.2
+    )
 
 
 def scaling_curve(stack: BenchStack, queue: SweepQueue, counts: list[int], per_replica: int) -> list[Row]:
@@ -146,8 +161,13 @@ def scaling_curve(stack: BenchStack, queue: SweepQueue, counts: list[int], per_r
     for n in counts:
         _converge(stack.backend, queue, n)
         points = per_replica * n
-        sweep = make_sweep(f"bench-scale-{n}", {"call": "benchmarks.tasks:sleep"}, points, {"ms": SLEEP_MS},
-                           f"{stack.nonce}-{n}")
+        sweep = make_sweep(
+            f"bench-scale-{n}",
+            {"call": "benchmarks.tasks:sleep"},
+            points,
+            {"ms": SLEEP_MS},
+            f"{stack.nonce}-{n}",
+        )
         say(f"scaling: {n} replicas, {points} points of {SLEEP_MS:g} ms (load {load_average():.2f})")
         marks: dict[float, float] = {}
         t0 = time.perf_counter()
@@ -166,10 +186,18 @@ def scaling_curve(stack: BenchStack, queue: SweepQueue, counts: list[int], per_r
         seconds = now - t0
         p = queue.progress(sid)
         steady = 0.8 * points / (marks[0.9] - marks[0.1]) if marks[0.9] > marks[0.1] else 0.0
-        rows.append(Row("swarm scaling", f"{n} replicas", "swarmrun (swarm)", n, points, seconds,
-                        note=f"steady {steady:.1f} points/s; {p.duplicates} duplicates; "
-                             f"load {load_average():.1f}",
-                        extra={"steady_rate": steady}))
+        rows.append(
+            Row(
+                "swarm scaling",
+                f"{n} replicas",
+                "swarmrun (swarm)",
+                n,
+                points,
+                seconds,
+                note=f"steady {steady:.1f} points/s; {p.duplicates} duplicates; load {load_average():.1f}",
+                extra={"steady_rate": steady},
+            )
+        )
     one = rows[0]
     for row in rows:
         ideal = one.rate / one.workers * row.workers
@@ -188,8 +216,13 @@ def scale_latency(stack: BenchStack, queue: SweepQueue, target: int) -> list[Row
     assert stack.backend is not None
     _converge(stack.backend, queue, 1)
     points = target * 10 * 120  # two minutes of work for `target` replicas: never runs dry
-    sweep = make_sweep("bench-latency", {"call": "benchmarks.tasks:sleep"}, points, {"ms": SLEEP_MS},
-                       f"{stack.nonce}-latency")
+    sweep = make_sweep(
+        "bench-latency",
+        {"call": "benchmarks.tasks:sleep"},
+        points,
+        {"ms": SLEEP_MS},
+        f"{stack.nonce}-latency",
+    )
     sid = queue.submit(sweep).sweep_id
     try:
         return _scale_latency(stack, queue, target, sid)
@@ -203,8 +236,14 @@ def _scale_latency(stack: BenchStack, queue: SweepQueue, target: int, sid: str) 
     connection = queue.connection
     first_busy: dict[str, float] = {}
     t0_wall, t0 = time.time(), time.perf_counter()
-    cli = subprocess.Popen([sys.executable, "-m", "swarmrun", "scale", str(target)], env=stack.env(),
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "swarmrun", "scale", str(target)],
+        env=stack.env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     cli_done: float | None = None
     while time.perf_counter() - t0 < 300:
         now = time.perf_counter()
@@ -235,16 +274,28 @@ def _scale_latency(stack: BenchStack, queue: SweepQueue, target: int, sid: str) 
     if consuming is None:
         consuming = polled[target - 1] if len(polled) >= target else float("nan")
     last = f", the last after {registered[-1]:.1f}s" if registered else ""
-    note = (f"{len(containers)} containers running, the last after {containers[-1]:.1f}s; "
-            if containers else "")
+    note = (
+        f"{len(containers)} containers running, the last after {containers[-1]:.1f}s; " if containers else ""
+    )
     note += f"{len(registered)} workers registered{last}"
     note += f"; `swarmrun scale` returned after {cli_done or float('nan'):.1f}s; {others_busy()}"
-    row = Row("scale latency", f"1 -> {target} replicas consuming", "swarmrun scale", target, 0, consuming,
-              target="< 10 s", met=consuming < 10, note=note,
-              extra={"cli_seconds": cli_done or float("nan"),
-                     "containers_last": containers[-1] if containers else float("nan"),
-                     "registered_last": registered[-1] if registered else float("nan"),
-                     "polled_last": polled[target - 1] if len(polled) >= target else float("nan")})
+    row = Row(
+        "scale latency",
+        f"1 -> {target} replicas consuming",
+        "swarmrun scale",
+        target,
+        0,
+        consuming,
+        target="< 10 s",
+        met=consuming < 10,
+        note=note,
+        extra={
+            "cli_seconds": cli_done or float("nan"),
+            "containers_last": containers[-1] if containers else float("nan"),
+            "registered_last": registered[-1] if registered else float("nan"),
+            "polled_last": polled[target - 1] if len(polled) >= target else float("nan"),
+        },
+    )
     return [row]
 
 
@@ -286,8 +337,16 @@ def _first_starts(connection: redis.Redis, sweep_id: str) -> dict[str, float]:
     return first
 
 
-def run(rows: list[Row], *, quick: bool, replicas: list[int], scale_to: int, base_image: str,
-        redis_image: str, nonce: str) -> None:
+def run(
+    rows: list[Row],
+    *,
+    quick: bool,
+    replicas: list[int],
+    scale_to: int,
+    base_image: str,
+    redis_image: str,
+    nonce: str,
+) -> None:
     """Append the swarm rows to `rows` as they are measured (an interrupted run keeps them)."""
     with tempfile.TemporaryDirectory(prefix="swarmrun-bench-home-") as home:
         stack = BenchStack(nonce, base_image, redis_image, Path(home))
@@ -306,8 +365,18 @@ def run(rows: list[Row], *, quick: bool, replicas: list[int], scale_to: int, bas
                     rows += step()
                 except Exception as e:  # a failed part is reported as such; the others still run
                     say(f"{name} failed: {type(e).__name__}: {e}")
-                    rows.append(Row(name, "failed", "swarmrun (swarm)", 0, 0, 0.0, met=False,
-                                    note=f"{type(e).__name__}: {e}"[:200]))
+                    rows.append(
+                        Row(
+                            name,
+                            "failed",
+                            "swarmrun (swarm)",
+                            0,
+                            0,
+                            0.0,
+                            met=False,
+                            note=f"{type(e).__name__}: {e}"[:200],
+                        )
+                    )
         finally:
             say(f"removing stack {stack.name} and image {stack.tag}")
             stack.remove()

@@ -48,8 +48,10 @@ class Policy:
         if self.min_replicas < 0:
             raise ValueError(f"the minimum must be 0 or more, got {self.min_replicas}")
         if self.max_replicas < max(1, self.min_replicas):
-            raise ValueError(f"the maximum ({self.max_replicas}) must be at least 1 and at least the "
-                             f"minimum ({self.min_replicas})")
+            raise ValueError(
+                f"the maximum ({self.max_replicas}) must be at least 1 and at least the "
+                f"minimum ({self.min_replicas})"
+            )
         if self.up_cooldown < 0 or self.down_cooldown < 0:
             raise ValueError("cooldowns cannot be negative")
         if self.step <= 1:
@@ -110,12 +112,16 @@ def knee(measurements: Sequence[Measurement], policy: Policy) -> tuple[int, str]
         per_replica = base.rate / base.replicas
         marginal = (m.rate - base.rate) / (m.replicas - base.replicas) / per_replica
         if total_gain < policy.flat_gain:
-            return base.replicas, (f"{m.replicas} replicas gave {m.rate:.3g} points/s, "
-                                   f"{base.replicas} gave {base.rate:.3g}: no gain")
+            return base.replicas, (
+                f"{m.replicas} replicas gave {m.rate:.3g} points/s, "
+                f"{base.replicas} gave {base.rate:.3g}: no gain"
+            )
         if marginal < policy.knee_gain:
             enough = max(base.replicas, min(m.replicas, round(base.replicas * m.rate / base.rate)))
-            return enough, (f"past the knee: {base.replicas} -> {m.replicas} replicas raised throughput only "
-                            f"{total_gain:.0%} ({base.rate:.3g} -> {m.rate:.3g} points/s), {enough} will do")
+            return enough, (
+                f"past the knee: {base.replicas} -> {m.replicas} replicas raised throughput only "
+                f"{total_gain:.0%} ({base.rate:.3g} -> {m.rate:.3g} points/s), {enough} will do"
+            )
         base = m
     return None
 
@@ -149,15 +155,23 @@ def decide(obs: Observation, policy: Policy) -> Decision:
     if obs.idle_for >= policy.down_cooldown and obs.queued == 0:
         target = policy.clamp(max(obs.busy, useful if obs.pending else 0))
         if target < n:
-            return Decision(target, f"backlog drained: {n - obs.busy} of {n} replicas idle for "
-                                    f"{obs.idle_for:.0f}s, {obs.busy} chunks running")
+            return Decision(
+                target,
+                f"backlog drained: {n - obs.busy} of {n} replicas idle for "
+                f"{obs.idle_for:.0f}s, {obs.busy} chunks running",
+            )
 
     # Up: chunks wait and every replica works.
     if obs.queued > 0 and obs.busy >= n and obs.since_change >= policy.up_cooldown:
         limit = min(policy.max_replicas, ceiling, max(useful, policy.min_replicas))
         if n >= limit:
-            why = ("at the maximum" if n >= policy.max_replicas else found[1] if found and n >= ceiling
-                   else f"the {obs.pending} points left keep only {useful} replicas busy")
+            why = (
+                "at the maximum"
+                if n >= policy.max_replicas
+                else found[1]
+                if found and n >= ceiling
+                else f"the {obs.pending} points left keep only {useful} replicas busy"
+            )
             return Decision(n, f"holding at {n}: {why}")
         measured = {m.replicas for m in obs.measurements}
         from_the_floor = not measured and n <= max(1, policy.min_replicas)  # the first step is free
@@ -165,8 +179,9 @@ def decide(obs: Observation, policy: Policy) -> Decision:
             target = min(limit, max(n + 1, math.ceil(n * policy.step)))
             rate = next((m.rate for m in reversed(obs.measurements) if m.replicas == n), None)
             at = f", {rate:.3g} points/s at {n}" if rate is not None else ""
-            return Decision(target, f"{obs.queued} chunks queued ({obs.pending} points left), "
-                                    f"all {n} replicas busy{at}")
+            return Decision(
+                target, f"{obs.queued} chunks queued ({obs.pending} points left), all {n} replicas busy{at}"
+            )
         return Decision(n, f"holding at {n}: measuring throughput before the next step")
     return Decision(n, "steady")
 
@@ -198,8 +213,17 @@ class Meter:
         self._taken.clear()
         self._count = -1
 
-    def add(self, t: float, executions: int, *, desired: int, running: int, busy: int, queued: int,
-            since_change: float) -> None:
+    def add(
+        self,
+        t: float,
+        executions: int,
+        *,
+        desired: int,
+        running: int,
+        busy: int,
+        queued: int,
+        since_change: float,
+    ) -> None:
         steady = running == desired and busy >= desired and queued > 0 and since_change >= self.settle
         if not steady or desired != self._count:
             self._open.clear()
@@ -248,13 +272,19 @@ def read_state(queue: SweepQueue) -> QueueState:
     pending = executions = processed = 0
     seconds = 0.0
     for i in range(len(sweeps)):
-        size, done, (ex, secs, proc) = rest[3 * i: 3 * i + 3]
+        size, done, (ex, secs, proc) = rest[3 * i : 3 * i + 3]
         pending += max(0, int(size or 0) - int(done))
         executions += int(ex or 0)
         seconds += float(secs or 0)
         processed += int(proc or 0)
-    return QueueState(int(queued) + int(handing), int(busy), pending, executions,
-                      seconds / processed if processed else None, sweeps)
+    return QueueState(
+        int(queued) + int(handing),
+        int(busy),
+        pending,
+        executions,
+        seconds / processed if processed else None,
+        sweeps,
+    )
 
 
 @dataclass(frozen=True)
@@ -270,9 +300,17 @@ class Event:
 class Autoscaler:
     """Applies `decide` to a backend every `interval` seconds (call `tick` often, or `run`)."""
 
-    def __init__(self, queue: SweepQueue, backend: Backend, policy: Policy, *, interval: float = 2.0,
-                 meter: Meter | None = None, on_event: Callable[[Event], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        queue: SweepQueue,
+        backend: Backend,
+        policy: Policy,
+        *,
+        interval: float = 2.0,
+        meter: Meter | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.queue = queue
         self.backend = backend
         self.policy = policy
@@ -304,11 +342,22 @@ class Autoscaler:
         elif self._idle_since is None:
             self._idle_since = now
         since_change = now - self._changed
-        self.meter.add(now, state.executions, desired=replicas.desired, running=replicas.running,
-                       busy=state.busy, queued=state.queued, since_change=since_change)
+        self.meter.add(
+            now,
+            state.executions,
+            desired=replicas.desired,
+            running=replicas.running,
+            busy=state.busy,
+            queued=state.queued,
+            since_change=since_change,
+        )
         obs = Observation(
-            replicas=replicas.desired, busy=state.busy, queued=state.queued, pending=state.pending,
-            seconds_per_point=state.seconds_per_point, since_change=since_change,
+            replicas=replicas.desired,
+            busy=state.busy,
+            queued=state.queued,
+            pending=state.pending,
+            seconds_per_point=state.seconds_per_point,
+            since_change=since_change,
             idle_for=0.0 if self._idle_since is None else now - self._idle_since,
             measurements=self.meter.measurements(now),
         )
@@ -338,8 +387,13 @@ class Autoscaler:
                 self.on_event(event)
         return decision
 
-    def run(self, *, stop: Callable[[], bool], maintain_every: float = 5.0,
-            sleep: Callable[[float], None] = time.sleep) -> None:
+    def run(
+        self,
+        *,
+        stop: Callable[[], bool],
+        maintain_every: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         """Tick until `stop()` is true; also hand abandoned chunks back every few seconds."""
         last_maintain = -math.inf
         while not stop():

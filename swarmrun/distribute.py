@@ -46,6 +46,7 @@ _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(?::\d+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)
 
 # --- references (pure) -----------------------------------------------------------------------------
 
+
 def split_reference(reference: str) -> tuple[str | None, str, str]:
     """`[registry/]path[:tag]` -> (registry or None, path, tag); the tag defaults to `latest`.
 
@@ -110,6 +111,7 @@ def check_engine_url(url: str) -> str:
 
 # --- nodes ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class NodeEngine:
     """A swarm node's Docker engine, as this machine reaches it."""
@@ -132,8 +134,14 @@ def node_address(node: Mapping[str, Any]) -> str | None:
     return addr.strip("[]") or None
 
 
-def nodes_of_swarm(nodes: Iterable[Mapping[str, Any]], *, self_id: str, self_url: str,
-                   engine_port: int = DEFAULT_ENGINE_PORT, role: str | None = None) -> list[NodeEngine]:
+def nodes_of_swarm(
+    nodes: Iterable[Mapping[str, Any]],
+    *,
+    self_id: str,
+    self_url: str,
+    engine_port: int = DEFAULT_ENGINE_PORT,
+    role: str | None = None,
+) -> list[NodeEngine]:
     """Engines of the ready nodes in `docker node inspect` JSON: the one DOCKER_HOST names is reached
     as DOCKER_HOST says, every other one at `tcp://ADDR:engine_port`."""
     found = []
@@ -156,8 +164,13 @@ def nodes_of_swarm(nodes: Iterable[Mapping[str, Any]], *, self_id: str, self_url
     return sorted(found, key=lambda n: (n.role != "manager", n.name))
 
 
-def swarm_nodes(client: docker.DockerClient, environ: Mapping[str, str] = os.environ, *,
-                engine_port: int = DEFAULT_ENGINE_PORT, role: str | None = None) -> list[NodeEngine]:
+def swarm_nodes(
+    client: docker.DockerClient,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    engine_port: int = DEFAULT_ENGINE_PORT,
+    role: str | None = None,
+) -> list[NodeEngine]:
     """The engines of the swarm `client` (a manager) runs, reached from this machine."""
     try:
         engine.require_manager(client)
@@ -167,12 +180,18 @@ def swarm_nodes(client: docker.DockerClient, environ: Mapping[str, str] = os.env
         info = client.info()
         nodes = [n.attrs for n in client.nodes.list()]
     self_url = environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    return nodes_of_swarm(nodes, self_id=str((info.get("Swarm") or {}).get("NodeID", "")), self_url=self_url,
-                          engine_port=engine_port, role=role)
+    return nodes_of_swarm(
+        nodes,
+        self_id=str((info.get("Swarm") or {}).get("NodeID", "")),
+        self_url=self_url,
+        engine_port=engine_port,
+        role=role,
+    )
 
 
-def connect_engine(url: str, environ: Mapping[str, str] = os.environ, *,
-                   timeout: int = LOAD_TIMEOUT) -> docker.DockerClient:
+def connect_engine(
+    url: str, environ: Mapping[str, str] = os.environ, *, timeout: int = LOAD_TIMEOUT
+) -> docker.DockerClient:
     """A client for the engine at `url`, with the TLS settings of `environ` (DOCKER_TLS_VERIFY, ...).
 
     Reachability is checked with a short timeout; the client itself waits long, for big loads.
@@ -194,14 +213,21 @@ def connect_engine(url: str, environ: Mapping[str, str] = os.environ, *,
 def _reason(e: BaseException) -> str:
     """The gist of a connection failure (requests nests it in several layers of text)."""
     text = str(e)
-    for gist in ("Connection refused", "No route to host", "Name or service not known", "timed out",
-                 "Temporary failure in name resolution", "Connection reset"):
+    for gist in (
+        "Connection refused",
+        "No route to host",
+        "Name or service not known",
+        "timed out",
+        "Temporary failure in name resolution",
+        "Connection reset",
+    ):
         if gist in text:
             return gist.lower()
     return (text.strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 # --- distribute ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -239,8 +265,10 @@ def source_ids(client: docker.DockerClient, images: Sequence[str]) -> dict[str, 
             found[ref] = image_id(client, ref)
     missing = [ref for ref, i in found.items() if i is None]
     if missing:
-        raise ImageMissing(f"image {', '.join(missing)} is not on this Docker engine: build it with "
-                           "`swarmrun image build` (or pull it) first, or name the engine with --source")
+        raise ImageMissing(
+            f"image {', '.join(missing)} is not on this Docker engine: build it with "
+            "`swarmrun image build` (or pull it) first, or name the engine with --source"
+        )
     return {ref: str(i) for ref, i in found.items()}
 
 
@@ -263,14 +291,26 @@ def _load(client: docker.DockerClient, node: NodeEngine, reference: str, wanted:
         text = getattr(e, "explanation", None) or str(e)
         return Delivery(node, reference, "failed", time.monotonic() - start, text.splitlines()[0][:300])
     if got != wanted:
-        return Delivery(node, reference, "failed", time.monotonic() - start,
-                        f"after loading, {reference} is {got} there, not {wanted}")
+        return Delivery(
+            node,
+            reference,
+            "failed",
+            time.monotonic() - start,
+            f"after loading, {reference} is {got} there, not {wanted}",
+        )
     return Delivery(node, reference, "loaded", time.monotonic() - start)
 
 
-def distribute(source: docker.DockerClient, images: Sequence[str], nodes: Sequence[NodeEngine], *,
-               environ: Mapping[str, str] = os.environ, jobs: int = 4, log: Log | None = None,
-               connect: Callable[[str], docker.DockerClient] | None = None) -> list[Delivery]:
+def distribute(
+    source: docker.DockerClient,
+    images: Sequence[str],
+    nodes: Sequence[NodeEngine],
+    *,
+    environ: Mapping[str, str] = os.environ,
+    jobs: int = 4,
+    log: Log | None = None,
+    connect: Callable[[str], docker.DockerClient] | None = None,
+) -> list[Delivery]:
     """Load each of `images` from `source` into every node's engine that lacks that exact image.
 
     Each image is saved once (to a temporary file) and only if some node needs it; loads run
@@ -293,8 +333,11 @@ def distribute(source: docker.DockerClient, images: Sequence[str], nodes: Sequen
         clients = {n: c for n, c in zip(nodes, reached, strict=True) if not isinstance(c, str)}
         try:
             for ref in refs:
-                checked = [Delivery(n, ref, "failed", detail=c, unreachable=True)
-                           for n, c in zip(nodes, reached, strict=True) if isinstance(c, str)]
+                checked = [
+                    Delivery(n, ref, "failed", detail=c, unreachable=True)
+                    for n, c in zip(nodes, reached, strict=True)
+                    if isinstance(c, str)
+                ]
                 todo = []
                 for node, client in clients.items():
                     if image_id(client, ref) == wanted[ref]:
@@ -312,15 +355,23 @@ def distribute(source: docker.DockerClient, images: Sequence[str], nodes: Sequen
     return deliveries
 
 
-def _load_everywhere(pool: ThreadPoolExecutor, source: docker.DockerClient, ref: str, wanted: str,
-                     clients: Mapping[NodeEngine, docker.DockerClient], todo: Sequence[NodeEngine],
-                     say: Log) -> list[Delivery]:
+def _load_everywhere(
+    pool: ThreadPoolExecutor,
+    source: docker.DockerClient,
+    ref: str,
+    wanted: str,
+    clients: Mapping[NodeEngine, docker.DockerClient],
+    todo: Sequence[NodeEngine],
+    say: Log,
+) -> list[Delivery]:
     tmp = Path(tempfile.mkdtemp(prefix="swarmrun-image-"))
     try:
         started = time.monotonic()
         path = save(source, ref, tmp)
-        say(f"{ref}: saved {path.stat().st_size / 1e6:.0f} MB in {time.monotonic() - started:.1f}s, "
-            f"loading it into {len(todo)} node(s)")
+        say(
+            f"{ref}: saved {path.stat().st_size / 1e6:.0f} MB in {time.monotonic() - started:.1f}s, "
+            f"loading it into {len(todo)} node(s)"
+        )
         done = []
         for d in pool.map(lambda n: _load(clients[n], n, ref, wanted, path), todo):
             say(d.describe())
@@ -343,6 +394,7 @@ def check_deliveries(deliveries: Sequence[Delivery]) -> None:
 
 # --- push ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Pushed:
     reference: str
@@ -352,16 +404,19 @@ class Pushed:
 def _push_hint(message: str, registry: str) -> str:
     lowered = message.lower()
     if "http response to https client" in lowered or "certificate" in lowered:
-        return (f"; the engine does not trust the plain-HTTP registry {registry}: add it to "
-                "\"insecure-registries\" in that engine's daemon.json, serve the registry with TLS, "
-                "or push through an SSH tunnel to localhost (docs/cluster.md)")
+        return (
+            f"; the engine does not trust the plain-HTTP registry {registry}: add it to "
+            '"insecure-registries" in that engine\'s daemon.json, serve the registry with TLS, '
+            "or push through an SSH tunnel to localhost (docs/cluster.md)"
+        )
     if "connection refused" in lowered or "no such host" in lowered or "timeout" in lowered:
         return f"; is a registry listening at {registry}, reachable from the engine that pushes?"
     return ""
 
 
-def push(client: docker.DockerClient, images: Sequence[str], registry: str, *,
-         log: Log | None = None) -> list[Pushed]:
+def push(
+    client: docker.DockerClient, images: Sequence[str], registry: str, *, log: Log | None = None
+) -> list[Pushed]:
     """Tag each image as `registry/path:tag` on `client`'s engine and push it there."""
     say = log or (lambda _: None)
     registry = check_registry(registry)
@@ -408,9 +463,15 @@ def nodes_without_image(client: docker.DockerClient, service: str, *, within: fl
             return []
         now = engine_time(str(client.info()["SystemTime"]))
         names = {n.id: str(n.attrs["Description"]["Hostname"]) for n in client.nodes.list()}
-    return sorted({names.get(t.get("NodeID", ""), "?") for t in tasks
-                   if t["Status"]["State"] == "rejected" and "No such image" in t["Status"].get("Err", "")
-                   and engine_time(t["Status"]["Timestamp"]) >= now - within})
+    return sorted(
+        {
+            names.get(t.get("NodeID", ""), "?")
+            for t in tasks
+            if t["Status"]["State"] == "rejected"
+            and "No such image" in t["Status"].get("Err", "")
+            and engine_time(t["Status"]["Timestamp"]) >= now - within
+        }
+    )
 
 
 def registry_has(client: docker.DockerClient, reference: str) -> bool:

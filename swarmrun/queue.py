@@ -127,8 +127,11 @@ def connect(url: str, *, resilient: bool = False) -> redis.Redis:
         if resilient:
             connection.close()
             connection = redis.Redis.from_url(
-                url, **options, retry=RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), retries=60),
-                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+                url,
+                **options,
+                retry=RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), retries=60),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            )
             connection.ping()
     except redis.AuthenticationError as e:
         raise RedisAuthFailed(f"Redis at {redact(url)} refused the password: {e}") from e
@@ -247,15 +250,18 @@ class SweepQueue:
         with self._lock(sid):
             pipe = self.connection.pipeline()
             pipe.hsetnx(keys.meta, "created", time.time())
-            pipe.hset(keys.meta, mapping={
-                "spec": canonical_json(spec),
-                "options": canonical_json(spec["options"]),
-                "name": sweep.name,
-                "size": sweep.size,
-                "task": sweep.task.key,
-                "origin": str(origin) if origin else "",
-                "state": "active",
-            })
+            pipe.hset(
+                keys.meta,
+                mapping={
+                    "spec": canonical_json(spec),
+                    "options": canonical_json(spec["options"]),
+                    "name": sweep.name,
+                    "size": sweep.size,
+                    "task": sweep.task.key,
+                    "origin": str(origin) if origin else "",
+                    "state": "active",
+                },
+            )
             pipe.zadd(SWEEPS, {sid: time.time()}, nx=True)
             pipe.bitcount(keys.done)
             done = pipe.execute()[-1]
@@ -331,11 +337,20 @@ class SweepQueue:
             raise SweepNotFound(f"no sweep with id {sweep_id!r}")
         c = {k.decode(): v for k, v in counts.items()}
         return Progress(
-            sweep_id=sweep_id, name=name.decode(), size=int(size), done=int(done),
-            ok=_int(c.get("ok")), error=_int(c.get("error")), timeout=_int(c.get("timeout")),
-            cached=_int(c.get("cached")), executions=_int(c.get("executions")),
-            duplicates=_int(c.get("duplicates")), seconds=float(c.get("seconds", 0)),
-            processed=_int(c.get("processed")), state=state.decode(), created=float(created),
+            sweep_id=sweep_id,
+            name=name.decode(),
+            size=int(size),
+            done=int(done),
+            ok=_int(c.get("ok")),
+            error=_int(c.get("error")),
+            timeout=_int(c.get("timeout")),
+            cached=_int(c.get("cached")),
+            executions=_int(c.get("executions")),
+            duplicates=_int(c.get("duplicates")),
+            seconds=float(c.get("seconds", 0)),
+            processed=_int(c.get("processed")),
+            state=state.decode(),
+            created=float(created),
         )
 
     # --- what workers call ------------------------------------------------------------------
@@ -383,8 +398,13 @@ class SweepQueue:
         return known
 
     def record(
-        self, sweep_id: str, task_key: str, entries: Sequence[tuple[int, str, str, str]],
-        *, seconds: float, isolated: bool = False,
+        self,
+        sweep_id: str,
+        task_key: str,
+        entries: Sequence[tuple[int, str, str, str]],
+        *,
+        seconds: float,
+        isolated: bool = False,
     ) -> tuple[int, str]:
         """Store results `(index, point key, status, record JSON)`; returns (new results, state)."""
         keys = Keys(sweep_id)
@@ -469,8 +489,9 @@ class SweepQueue:
             end = min(stop, block + 4096)
             mask = self.done_mask(sweep_id, block, end)
             hits = bits(mask, block, block, end)
-            entries = [(i, "", "error", record)
-                       for i, hit in zip(range(block, end), hits, strict=True) if not hit]
+            entries = [
+                (i, "", "error", record) for i, hit in zip(range(block, end), hits, strict=True) if not hit
+            ]
             if entries:
                 total += self.record(sweep_id, _text(task_key), entries, seconds=0.0)[0]
         return total
@@ -537,8 +558,9 @@ class SweepQueue:
         self.connection.delete(keys.meta, keys.done, keys.errors, keys.counts, keys.inflight)
         self.connection.zrem(SWEEPS, sweep_id)
 
-    def records(self, sweep_id: str, task_key: str, indices: Sequence[int],
-                point_keys: Sequence[str]) -> list[bytes | None]:
+    def records(
+        self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: Sequence[str]
+    ) -> list[bytes | None]:
         """The stored record of each point: this sweep's failure, else the task's ok result."""
         pipe = self.connection.pipeline()
         pipe.hmget(Keys(sweep_id).errors, [str(i) for i in indices])

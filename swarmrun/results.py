@@ -41,11 +41,19 @@ def encode_record(outcome: Outcome, *, attempt: int, worker: str, sweep_id: str)
             pass  # the general path below records why
         else:
             tail = "}" if outcome.exit_code is None else f',"x":{int(outcome.exit_code)}}}'
-            return "ok", (f'{{"s":"ok","d":{round(outcome.duration, 6)!r},"w":{_json_str(worker)},'
-                          f'"a":{int(attempt)},"sw":{_json_str(sweep_id)},"t":{round(time.time(), 3)!r},'
-                          f'"v":{encoded}{tail}')
-    record: dict[str, Any] = {"s": outcome.status, "d": round(outcome.duration, 6), "w": worker,
-                              "a": attempt, "sw": sweep_id, "t": round(time.time(), 3)}
+            return "ok", (
+                f'{{"s":"ok","d":{round(outcome.duration, 6)!r},"w":{_json_str(worker)},'
+                f'"a":{int(attempt)},"sw":{_json_str(sweep_id)},"t":{round(time.time(), 3)!r},'
+                f'"v":{encoded}{tail}'
+            )
+    record: dict[str, Any] = {
+        "s": outcome.status,
+        "d": round(outcome.duration, 6),
+        "w": worker,
+        "a": attempt,
+        "sw": sweep_id,
+        "t": round(time.time(), 3),
+    }
     if outcome.status == "ok":
         record["v"] = outcome.value
     else:
@@ -89,10 +97,21 @@ class Result:
     @classmethod
     def decode(cls, index: int, params: dict[str, Any], raw: bytes | str, sweep_id: str) -> Result:
         r = json.loads(raw)
-        return cls(index=index, params=params, status=r.get("s", "error"), value=r.get("v"), error=r.get("e"),
-                   duration=r.get("d"), worker=r.get("w"), attempt=r.get("a"),
-                   cached=r.get("s") == "ok" and r.get("sw") not in (None, sweep_id),
-                   exit_code=r.get("x"), traceback=r.get("tb"), stdout=r.get("o"), stderr=r.get("r"))
+        return cls(
+            index=index,
+            params=params,
+            status=r.get("s", "error"),
+            value=r.get("v"),
+            error=r.get("e"),
+            duration=r.get("d"),
+            worker=r.get("w"),
+            attempt=r.get("a"),
+            cached=r.get("s") == "ok" and r.get("sw") not in (None, sweep_id),
+            exit_code=r.get("x"),
+            traceback=r.get("tb"),
+            stdout=r.get("o"),
+            stderr=r.get("r"),
+        )
 
 
 def iter_results(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> Iterator[Result]:
@@ -147,7 +166,8 @@ def _cell(value: Any) -> Any:
 def export(queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, fmt: str | None = None) -> int:
     """Write a sweep's results to `path` (format from `fmt` or the suffix); returns rows written."""
     fmt = fmt or {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(
-        path.suffix.lower(), "")
+        path.suffix.lower(), ""
+    )
     if fmt not in FORMATS:
         raise SwarmrunError(f"cannot tell the format of {path}: use a .csv, .jsonl or .parquet name")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,9 +175,17 @@ def export(queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, fmt: str 
     if fmt == "jsonl":
         with path.open("w") as f:
             for r in iter_results(queue, sweep, sweep_id):
-                line = {"index": r.index, "params": r.params, "status": r.status, "value": r.value,
-                        "error": r.error, "duration": r.duration, "worker": r.worker, "attempt": r.attempt,
-                        "cached": r.cached}
+                line = {
+                    "index": r.index,
+                    "params": r.params,
+                    "status": r.status,
+                    "value": r.value,
+                    "error": r.error,
+                    "duration": r.duration,
+                    "worker": r.worker,
+                    "attempt": r.attempt,
+                    "cached": r.cached,
+                }
                 if r.exit_code is not None:
                     line["exit_code"] = r.exit_code
                 for key in ("traceback", "stdout", "stderr"):
@@ -168,8 +196,17 @@ def export(queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, fmt: str 
         return written
     # Two passes, so memory stays bounded: the first finds the columns of dict values.
     value_columns = _value_columns(iter_results(queue, sweep, sweep_id), sweep.param_names)
-    header = ["index", *sweep.param_names, "status", *(n for n, _ in value_columns),
-              "error", "duration", "worker", "attempt", "cached"]
+    header = [
+        "index",
+        *sweep.param_names,
+        "status",
+        *(n for n, _ in value_columns),
+        "error",
+        "duration",
+        "worker",
+        "attempt",
+        "cached",
+    ]
     if fmt == "parquet":
         try:
             import pyarrow as pa

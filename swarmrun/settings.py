@@ -48,9 +48,7 @@ def redact(url: str) -> str:
         host = parts.netloc.rsplit("@", 1)[1]
         return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
     if "password=" in parts.query:
-        query = "&".join(
-            "password=***" if q.startswith("password=") else q for q in parts.query.split("&")
-        )
+        query = "&".join("password=***" if q.startswith("password=") else q for q in parts.query.split("&"))
         return url.split("?", 1)[0] + "?" + query
     return url
 
@@ -101,7 +99,11 @@ class Settings:
     @property
     def url(self) -> str | None:
         """The Redis URL to use, with the password file's password unless the URL carries one."""
-        if self.redis_url and self.redis_password and not urlsplit(self.redis_url).password \
-                and "password=" not in self.redis_url:
+        if (
+            self.redis_url
+            and self.redis_password
+            and not urlsplit(self.redis_url).password
+            and "password=" not in self.redis_url
+        ):
             return with_password(self.redis_url, self.redis_password)
         return self.redis_url

@@ -27,7 +27,7 @@ SECRET = "redis_password"
 SECRET_PATH = f"/run/secrets/{SECRET}"
 REDIS_PORT = 6379
 REDIS_SCRIPT = (
-    "printf 'requirepass %s\\n' \"$(cat " + SECRET_PATH + ")\" > /tmp/redis.conf"
+    "printf 'requirepass %s\\n' \"$(cat " + SECRET_PATH + ')" > /tmp/redis.conf'
     " && exec redis-server /tmp/redis.conf --appendonly yes --appendfsync everysec --dir /data --save ''"
 )
 
@@ -57,11 +57,13 @@ class StackConfig:
 
 def template_config() -> StackConfig:
     """The configuration the committed stacks/swarmrun.yml is rendered from."""
-    return StackConfig(image="${SWARMRUN_IMAGE:-swarmrun-worker:latest}",
-                       redis_image="${SWARMRUN_REDIS_IMAGE:-redis:7}",
-                       redis_port="${SWARMRUN_REDIS_PORT:-6379}",
-                       heartbeat_ttl="${SWARMRUN_HEARTBEAT_TTL:-30}",
-                       password_file="${SWARMRUN_REDIS_PASSWORD_FILE:-./redis_password}")
+    return StackConfig(
+        image="${SWARMRUN_IMAGE:-swarmrun-worker:latest}",
+        redis_image="${SWARMRUN_REDIS_IMAGE:-redis:7}",
+        redis_port="${SWARMRUN_REDIS_PORT:-6379}",
+        heartbeat_ttl="${SWARMRUN_HEARTBEAT_TTL:-30}",
+        password_file="${SWARMRUN_REDIS_PASSWORD_FILE:-./redis_password}",
+    )
 
 
 def _resources(cpus: float | None, memory: str | None) -> dict[str, Any]:
@@ -95,7 +97,9 @@ def definition(config: StackConfig) -> dict[str, Any]:
     limits = _resources(config.cpus, config.memory)
     reservations = _resources(config.reserve_cpus, config.reserve_memory)
     if limits or reservations:
-        worker_deploy["resources"] = {k: v for k, v in (("limits", limits), ("reservations", reservations)) if v}
+        worker_deploy["resources"] = {
+            k: v for k, v in (("limits", limits), ("reservations", reservations)) if v
+        }
     if config.constraints or config.max_replicas_per_node:
         placement: dict[str, Any] = {}
         if config.constraints:
@@ -111,8 +115,9 @@ def definition(config: StackConfig) -> dict[str, Any]:
                 "command": ["sh", "-c", REDIS_SCRIPT],
                 "volumes": ["redis-data:/data"],
                 "secrets": [SECRET],
-                "ports": [{"target": REDIS_PORT, "published": config.redis_port, "protocol": "tcp",
-                           "mode": "host"}],
+                "ports": [
+                    {"target": REDIS_PORT, "published": config.redis_port, "protocol": "tcp", "mode": "host"}
+                ],
                 "networks": ["net"],
                 "stop_grace_period": "30s",
                 "labels": {ROLE_LABEL: "redis", **labels},
@@ -207,8 +212,14 @@ class ServicePlan:
     spec_hash: str
 
 
-def service_plans(config: StackConfig, *, network: str, secret_id: str, secret_name: str,
-                  extra_labels: dict[str, str] | None = None) -> list[ServicePlan]:
+def service_plans(
+    config: StackConfig,
+    *,
+    network: str,
+    secret_id: str,
+    secret_name: str,
+    extra_labels: dict[str, str] | None = None,
+) -> list[ServicePlan]:
     """docker SDK `services.create` keyword arguments for each service of the definition.
 
     Plain data (dicts and lists); `backends.swarm` turns them into `docker.types` objects.
@@ -226,15 +237,27 @@ def service_plans(config: StackConfig, *, network: str, secret_id: str, secret_n
             "container_labels": labels,
             "env": [f"{k}={v}" for k, v in svc.get("environment", {}).items()],
             "networks": [{"target": network, "aliases": [key]}],
-            "secrets": [{"secret_id": secret_id, "secret_name": secret_name, "filename": s}
-                        for s in svc.get("secrets", [])],
+            "secrets": [
+                {"secret_id": secret_id, "secret_name": secret_name, "filename": s}
+                for s in svc.get("secrets", [])
+            ],
             "mode": {"mode": "replicated", "replicas": deploy.get("replicas", 1)},
-            "endpoint_spec": {"mode": deploy.get("endpoint_mode", "vip"),
-                              "ports": [{"target": p["target"], "published": int(p["published"]),
-                                         "protocol": p["protocol"], "mode": p["mode"]}
-                                        for p in svc.get("ports", [])]},
-            "restart_policy": {"condition": deploy["restart_policy"]["condition"],
-                               "delay": nanoseconds(deploy["restart_policy"]["delay"])},
+            "endpoint_spec": {
+                "mode": deploy.get("endpoint_mode", "vip"),
+                "ports": [
+                    {
+                        "target": p["target"],
+                        "published": int(p["published"]),
+                        "protocol": p["protocol"],
+                        "mode": p["mode"],
+                    }
+                    for p in svc.get("ports", [])
+                ],
+            },
+            "restart_policy": {
+                "condition": deploy["restart_policy"]["condition"],
+                "delay": nanoseconds(deploy["restart_policy"]["delay"]),
+            },
             "stop_grace_period": nanoseconds(svc["stop_grace_period"]),
             "init": bool(svc.get("init", False)),
         }
@@ -243,8 +266,14 @@ def service_plans(config: StackConfig, *, network: str, secret_id: str, secret_n
         mounts = []
         for volume in svc.get("volumes", []):
             source, target = volume.split(":", 1)
-            mounts.append({"type": "volume", "source": f"{config.name}_{source}", "target": target,
-                           "labels": {NAMESPACE_LABEL: config.name, **(extra_labels or {})}})
+            mounts.append(
+                {
+                    "type": "volume",
+                    "source": f"{config.name}_{source}",
+                    "target": target,
+                    "labels": {NAMESPACE_LABEL: config.name, **(extra_labels or {})},
+                }
+            )
         if mounts:
             kwargs["mounts"] = mounts
         placement = deploy.get("placement", {})
@@ -256,12 +285,17 @@ def service_plans(config: StackConfig, *, network: str, secret_id: str, secret_n
         if resources:
             limits, reservations = resources.get("limits", {}), resources.get("reservations", {})
             kwargs["resources"] = {
-                k: v for k, v in (
+                k: v
+                for k, v in (
                     ("cpu_limit", nano_cpus(limits["cpus"]) if "cpus" in limits else None),
                     ("mem_limit", memory_bytes(limits["memory"]) if "memory" in limits else None),
                     ("cpu_reservation", nano_cpus(reservations["cpus"]) if "cpus" in reservations else None),
-                    ("mem_reservation", memory_bytes(reservations["memory"]) if "memory" in reservations else None),
-                ) if v is not None
+                    (
+                        "mem_reservation",
+                        memory_bytes(reservations["memory"]) if "memory" in reservations else None,
+                    ),
+                )
+                if v is not None
             }
         if "update_config" in deploy:
             kwargs["update_config"] = dict(deploy["update_config"])

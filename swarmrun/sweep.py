@@ -174,7 +174,6 @@ class Sweep:
             "options": self.options.to_dict(),
         }
 
-
     @property
     def id(self) -> str:
         """16 hex chars of the task and axes only: renaming or changing options resumes the same sweep."""

@@ -91,7 +91,8 @@ def resolve_call(path: str, search_path: Path | None = None) -> Callable[..., An
             obj = getattr(obj, part)
         except AttributeError:
             raise TaskImportError(
-                f"task.call {path!r}: module {module_name!r} has no {attr_path!r}") from None
+                f"task.call {path!r}: module {module_name!r} has no {attr_path!r}"
+            ) from None
     if not callable(obj):
         raise TaskImportError(f"task.call {path!r}: {attr_path!r} is not callable")
     return obj  # type: ignore[no-any-return]
@@ -135,8 +136,9 @@ class CallTask:
                 with _Alarm(timeout):
                     value = self.function(**params)
         except PointTimeout:
-            return Outcome("timeout", error=f"timed out after {timeout:g} s",
-                           duration=time.perf_counter() - start)
+            return Outcome(
+                "timeout", error=f"timed out after {timeout:g} s", duration=time.perf_counter() - start
+            )
         except Exception as e:
             duration = time.perf_counter() - start
             return Outcome(
@@ -172,8 +174,9 @@ def _last_line_value(stdout: str) -> Any:
 class CommandTask:
     """Runs an argv template with `{param}` placeholders filled in; never through a shell."""
 
-    def __init__(self, argv: tuple[str, ...], *, env: Mapping[str, str], cwd: Path | None,
-                 sweep_id: str) -> None:
+    def __init__(
+        self, argv: tuple[str, ...], *, env: Mapping[str, str], cwd: Path | None, sweep_id: str
+    ) -> None:
         self.argv = argv
         self.env = {**os.environ, **env}
         self.cwd = cwd
@@ -189,12 +192,20 @@ class CommandTask:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                    cwd=self.cwd, env=self.env, process_group=0,
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    cwd=self.cwd,
+                    env=self.env,
+                    process_group=0,
                 )
             except OSError as e:
-                return Outcome("error", error=f"cannot start {argv[0]!r}: {e.strerror or e}",
-                               duration=time.perf_counter() - start)
+                return Outcome(
+                    "error",
+                    error=f"cannot start {argv[0]!r}: {e.strerror or e}",
+                    duration=time.perf_counter() - start,
+                )
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -208,14 +219,25 @@ class CommandTask:
             duration = time.perf_counter() - start
             stdout, stderr = _tail(out), _tail(err)
         if code is None:
-            return Outcome("timeout", error=f"timed out after {timeout:g} s", duration=duration,
-                           stdout=stdout, stderr=stderr)
+            return Outcome(
+                "timeout",
+                error=f"timed out after {timeout:g} s",
+                duration=duration,
+                stdout=stdout,
+                stderr=stderr,
+            )
         if code != 0:
             reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             last_err = next((line for line in reversed(stderr.splitlines()) if line.strip()), "")
             message = f"{reason}: {last_err.strip()}" if last_err else reason
-            return Outcome("error", error=_clip(message, ERROR_CHARS), duration=duration, exit_code=code,
-                           stdout=stdout, stderr=stderr)
+            return Outcome(
+                "error",
+                error=_clip(message, ERROR_CHARS),
+                duration=duration,
+                exit_code=code,
+                stdout=stdout,
+                stderr=stderr,
+            )
         return Outcome("ok", value=_last_line_value(stdout), duration=duration, exit_code=0)
 
 

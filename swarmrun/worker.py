@@ -118,7 +118,7 @@ class ChunkRun:
         self.queue = context.queue
         self.job = job
         self.ref = ref
-        self.isolated = (job.retries_left is not None and job.retries_left < CHUNK_RETRIES)
+        self.isolated = job.retries_left is not None and job.retries_left < CHUNK_RETRIES
         self.pending: list[tuple[int, str, str, str]] = []
         self.pending_since = time.perf_counter()
         self.summary = {"executed": 0, "cached": 0, "recorded": 0, "failed": 0}
@@ -133,8 +133,10 @@ class ChunkRun:
             return {"skipped": "cancelled"}
         loaded = self.context.load(ref.sweep_id)
         opts = Options(
-            timeout=options.get("timeout"), retries=int(options.get("retries", 0)),
-            backoff=float(options.get("backoff", 1.0)), chunk=options.get("chunk"),
+            timeout=options.get("timeout"),
+            retries=int(options.get("retries", 0)),
+            backoff=float(options.get("backoff", 1.0)),
+            chunk=options.get("chunk"),
         )
         split = self.job.meta.get("split")
         first = self.queue.first_missing(ref.sweep_id, ref.start, ref.stop)
@@ -142,8 +144,13 @@ class ChunkRun:
             if first is None:
                 split = ref.stop
             else:
-                size = plan_size(ref.stop - first, seconds_per_point=per_point, workers=workers,
-                                 target=self.context.settings.chunk_seconds, fixed=opts.chunk)
+                size = plan_size(
+                    ref.stop - first,
+                    seconds_per_point=per_point,
+                    workers=workers,
+                    target=self.context.settings.chunk_seconds,
+                    fixed=opts.chunk,
+                )
                 split = first + size
             self.job.meta["split"] = split
             self.job.save_meta()  # type: ignore[no-untyped-call]
@@ -154,9 +161,17 @@ class ChunkRun:
             self._run_range(loaded, opts, first, split)
         self._flush()
         elapsed = time.perf_counter() - began
-        log.info("chunk %s [%d, %d): %d executed, %d cached, %d failed in %.2fs%s",
-                 ref.sweep_id[:12], ref.start, split, self.summary["executed"], self.summary["cached"],
-                 self.summary["failed"], elapsed, " (cancelled)" if self.cancelled else "")
+        log.info(
+            "chunk %s [%d, %d): %d executed, %d cached, %d failed in %.2fs%s",
+            ref.sweep_id[:12],
+            ref.start,
+            split,
+            self.summary["executed"],
+            self.summary["cached"],
+            self.summary["failed"],
+            elapsed,
+            " (cancelled)" if self.cancelled else "",
+        )
         return {"split": split, **self.summary, "seconds": round(elapsed, 3)}
 
     def _run_range(self, loaded: LoadedSweep, opts: Options, start: int, stop: int) -> None:
@@ -202,8 +217,9 @@ class ChunkRun:
             self._flush()
 
     def _add(self, index: int, key: str, outcome: Outcome, attempt: int) -> None:
-        status, record = encode_record(outcome, attempt=attempt, worker=self.context.name,
-                                       sweep_id=self.ref.sweep_id)
+        status, record = encode_record(
+            outcome, attempt=attempt, worker=self.context.name, sweep_id=self.ref.sweep_id
+        )
         if status != "ok":
             self.summary["failed"] += 1
         self.pending.append((index, key, status, record))
@@ -217,8 +233,11 @@ class ChunkRun:
         if self.pending:
             loaded = self.context.load(self.ref.sweep_id)
             fresh, state = self.queue.record(
-                self.ref.sweep_id, loaded.sweep.task.key, self.pending,
-                seconds=now - self.pending_since, isolated=self.isolated,
+                self.ref.sweep_id,
+                loaded.sweep.task.key,
+                self.pending,
+                seconds=now - self.pending_since,
+                isolated=self.isolated,
             )
             self.summary["recorded"] += fresh
             self.pending = []
@@ -261,9 +280,13 @@ class ChunkWorker(SimpleWorker):
         self.context = context
         settings = context.settings
         super().__init__(
-            [context.queue.queue], connection=context.queue.connection, serializer=JSONSerializer,
-            name=context.name, maintenance_interval=settings.maintenance_interval,
-            worker_ttl=max(20, settings.maintenance_interval + 15), **kwargs,
+            [context.queue.queue],
+            connection=context.queue.connection,
+            serializer=JSONSerializer,
+            name=context.name,
+            maintenance_interval=settings.maintenance_interval,
+            worker_ttl=max(20, settings.maintenance_interval + 15),
+            **kwargs,
         )
         self.stop_requested_by_signal = False
 
@@ -287,8 +310,12 @@ class ChunkWorker(SimpleWorker):
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # reaps abandoned chunks
-        lock = self.connection.set("swarmrun:maintenance", self.name, nx=True,
-                                   ex=max(1, self.context.settings.maintenance_interval - 1))
+        lock = self.connection.set(
+            "swarmrun:maintenance",
+            self.name,
+            nx=True,
+            ex=max(1, self.context.settings.maintenance_interval - 1),
+        )
         if lock:
             self.context.queue.settle()
             for sid in self.context.queue.active_sweeps():
@@ -318,8 +345,15 @@ def wait_for_redis(url: str, *, timeout: float) -> redis.Redis:
             time.sleep(2)
 
 
-def serve(settings: Settings, url: str, *, burst: bool = False, name: str | None = None,
-          wait: float = 120.0, max_idle: int | None = None) -> int:
+def serve(
+    settings: Settings,
+    url: str,
+    *,
+    burst: bool = False,
+    name: str | None = None,
+    wait: float = 120.0,
+    max_idle: int | None = None,
+) -> int:
     """Run a worker until stopped (or until the queue is empty with `burst`); returns an exit code."""
     logging.getLogger("swarmrun").setLevel(logging.INFO)
     # Until RQ installs its own handlers, a stop request ends the wait at once. As PID 1 in a

@@ -58,9 +58,24 @@ class RedisServer:
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--save", "", "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         client = redis.Redis.from_url(self.url)
 
@@ -106,8 +121,13 @@ def rconn(redis_url: str) -> redis.Redis:
 
 def swarmrun_env(redis_url: str | None, home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARMRUN_")}
-    env.update(SWARMRUN_HOME=str(home), PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-               SWARMRUN_HEARTBEAT_TTL="3", SWARMRUN_MAINTENANCE_INTERVAL="2", PYTHONUNBUFFERED="1")
+    env.update(
+        SWARMRUN_HOME=str(home),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        SWARMRUN_HEARTBEAT_TTL="3",
+        SWARMRUN_MAINTENANCE_INTERVAL="2",
+        PYTHONUNBUFFERED="1",
+    )
     if redis_url:
         env["SWARMRUN_REDIS_URL"] = redis_url
     env.update(extra)
@@ -122,15 +142,28 @@ class Processes:
         self.cwd = cwd
         self.started: list[subprocess.Popen[str]] = []
 
-    def cli(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "swarmrun", *args], capture_output=True, text=True,
-                              timeout=timeout, env=env or self.env, cwd=cwd or self.cwd)
+    def cli(
+        self, *args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "swarmrun", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env,
+            cwd=cwd or self.cwd,
+        )
 
     def spawn(self, args: Sequence[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-m", "swarmrun", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env or self.env, cwd=self.cwd,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swarmrun", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env or self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
         self.started.append(proc)
         return proc
 

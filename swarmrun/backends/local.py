@@ -21,8 +21,15 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, settings: Settings, redis_url: str, *, log_dir: Path, cwd: Path | None = None,
-                 grace: float = 60.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str,
+        *,
+        log_dir: Path,
+        cwd: Path | None = None,
+        grace: float = 60.0,
+    ) -> None:
         self.settings = settings
         self.redis_url = redis_url
         self.log_dir = log_dir
@@ -36,17 +43,29 @@ class LocalBackend:
 
     def _env(self) -> dict[str, str]:
         s = self.settings
-        return {**os.environ, "SWARMRUN_REDIS_URL": self.redis_url, "SWARMRUN_QUEUE": s.queue,
-                "SWARMRUN_HEARTBEAT_TTL": str(s.heartbeat_ttl), "SWARMRUN_CHUNK_SECONDS": str(s.chunk_seconds),
-                "SWARMRUN_MAINTENANCE_INTERVAL": str(s.maintenance_interval), "PYTHONUNBUFFERED": "1"}
+        return {
+            **os.environ,
+            "SWARMRUN_REDIS_URL": self.redis_url,
+            "SWARMRUN_QUEUE": s.queue,
+            "SWARMRUN_HEARTBEAT_TTL": str(s.heartbeat_ttl),
+            "SWARMRUN_CHUNK_SECONDS": str(s.chunk_seconds),
+            "SWARMRUN_MAINTENANCE_INTERVAL": str(s.maintenance_interval),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def _spawn(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._spawned += 1
-        log = open(self.log_dir / f"worker-{self._spawned}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "swarmrun", "worker"], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd, env=self._env(),
-                                start_new_session=True)
+        log = open(self.log_dir / f"worker-{self._spawned}.log", "ab")  # noqa: SIM115 - closed after Popen
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "swarmrun", "worker"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+            env=self._env(),
+            start_new_session=True,
+        )
         self._logs[proc.pid] = log
         self._live.append(proc)
 

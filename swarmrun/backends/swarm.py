@@ -21,8 +21,16 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.types import (EndpointSpec, Mount, NetworkAttachmentConfig, Resources, RestartPolicy,
-                          SecretReference, ServiceMode, UpdateConfig)
+from docker.types import (
+    EndpointSpec,
+    Mount,
+    NetworkAttachmentConfig,
+    Resources,
+    RestartPolicy,
+    SecretReference,
+    ServiceMode,
+    UpdateConfig,
+)
 
 from swarmrun import engine
 from swarmrun.backends import Placement, Replicas
@@ -36,15 +44,25 @@ def _sdk_kwargs(plan_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Turn a plain-data service plan into docker.types objects for `services.create/update`."""
     kw = dict(plan_kwargs)
     kw["networks"] = [NetworkAttachmentConfig(n["target"], aliases=n["aliases"]) for n in kw["networks"]]
-    kw["secrets"] = [SecretReference(s["secret_id"], s["secret_name"], filename=s["filename"])
-                     for s in kw["secrets"]]
+    kw["secrets"] = [
+        SecretReference(s["secret_id"], s["secret_name"], filename=s["filename"]) for s in kw["secrets"]
+    ]
     kw["mode"] = ServiceMode("replicated", replicas=kw["mode"]["replicas"])
-    ports = [{"Protocol": p["protocol"], "TargetPort": p["target"], "PublishedPort": p["published"],
-              "PublishMode": p["mode"]} for p in kw["endpoint_spec"]["ports"]]
+    ports = [
+        {
+            "Protocol": p["protocol"],
+            "TargetPort": p["target"],
+            "PublishedPort": p["published"],
+            "PublishMode": p["mode"],
+        }
+        for p in kw["endpoint_spec"]["ports"]
+    ]
     kw["endpoint_spec"] = EndpointSpec(mode=kw["endpoint_spec"]["mode"], ports=ports or None)
     kw["restart_policy"] = RestartPolicy(**kw["restart_policy"])
     if "mounts" in kw:
-        kw["mounts"] = [Mount(m["target"], m["source"], type=m["type"], labels=m["labels"]) for m in kw["mounts"]]
+        kw["mounts"] = [
+            Mount(m["target"], m["source"], type=m["type"], labels=m["labels"]) for m in kw["mounts"]
+        ]
     if "resources" in kw:
         kw["resources"] = Resources(**kw["resources"])
     if "update_config" in kw:
@@ -57,8 +75,15 @@ class SwarmBackend:
 
     name = "swarm"
 
-    def __init__(self, client: docker.DockerClient, config: StackConfig, *, home: Path,
-                 environ: Mapping[str, str] = os.environ, extra_labels: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        config: StackConfig,
+        *,
+        home: Path,
+        environ: Mapping[str, str] = os.environ,
+        extra_labels: Mapping[str, str] | None = None,
+    ) -> None:
         self.client = client
         self.config = config
         self.home = home
@@ -92,7 +117,8 @@ class SwarmBackend:
         if not create:
             raise RedisUnavailable(
                 f"the Redis password of stack {self.config.name!r} is not known on this machine: "
-                "pass --redis-password-file (or set SWARMRUN_REDIS_PASSWORD_FILE)")
+                "pass --redis-password-file (or set SWARMRUN_REDIS_PASSWORD_FILE)"
+            )
         password = pysecrets.token_hex(16)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -117,8 +143,10 @@ class SwarmBackend:
             ports = spec.get("EndpointSpec", {}).get("Ports", [])
             if any(str(p.get("PublishedPort")) == str(self.config.redis_port) for p in ports):
                 owner = spec.get("Labels", {}).get(NAMESPACE_LABEL, service.name)
-                raise DockerUnavailable(f"port {self.config.redis_port} is already published by the Redis of "
-                                        f"stack {owner!r}: choose another --redis-port")
+                raise DockerUnavailable(
+                    f"port {self.config.redis_port} is already published by the Redis of "
+                    f"stack {owner!r}: choose another --redis-port"
+                )
 
     def deploy(self, replicas: int | None = None, *, wait: bool = True) -> Replicas:
         """Create or update the stack; `replicas` None keeps the running worker count."""
@@ -132,23 +160,38 @@ class SwarmBackend:
                     raise ImageMissing(
                         f"worker image {config.image!r} is not on this Docker engine, nor in a registry it "
                         f"can reach: build it with `swarmrun image build --tag {config.image}` (for several "
-                        "nodes, then `swarmrun image distribute` or `swarmrun image push`)") from None
+                        "nodes, then `swarmrun image distribute` or `swarmrun image push`)"
+                    ) from None
             secret_name = f"{config.name}_{SECRET}"
             existing = self.client.secrets.list(filters={"name": secret_name})
             secret = next((s for s in existing if s.name == secret_name), None)
             if secret is None:
                 password = self._password(create=True)
-                secret = self.client.secrets.create(name=secret_name, data=password.encode(), labels=self._labels())
+                secret = self.client.secrets.create(
+                    name=secret_name, data=password.encode(), labels=self._labels()
+                )
             else:
                 self._password(create=False)
             network_name = f"{config.name}_net"
             networks = [n for n in self.client.networks.list(names=[network_name]) if n.name == network_name]
-            network = networks[0] if networks else self.client.networks.create(
-                network_name, driver="overlay", labels=self._labels(), scope="swarm")
+            network = (
+                networks[0]
+                if networks
+                else self.client.networks.create(
+                    network_name, driver="overlay", labels=self._labels(), scope="swarm"
+                )
+            )
             current = self._current_replicas()
-            wanted = replicas if replicas is not None else (current if current is not None else config.replicas)
-            plans = service_plans(replace(config, replicas=wanted), network=network.id, secret_id=secret.id,
-                                  secret_name=secret_name, extra_labels=self.extra_labels)
+            wanted = (
+                replicas if replicas is not None else (current if current is not None else config.replicas)
+            )
+            plans = service_plans(
+                replace(config, replicas=wanted),
+                network=network.id,
+                secret_id=secret.id,
+                secret_name=secret_name,
+                extra_labels=self.extra_labels,
+            )
             for plan in plans:
                 self._apply(plan.name, plan.kwargs, plan.spec_hash)
         return self.wait() if wait else self.replicas()
@@ -184,7 +227,9 @@ class SwarmBackend:
         try:
             return self.client.services.get(self.worker_service)
         except docker.errors.NotFound:
-            raise DockerUnavailable(f"stack {self.config.name!r} is not deployed (run `swarmrun up`)") from None
+            raise DockerUnavailable(
+                f"stack {self.config.name!r} is not deployed (run `swarmrun up`)"
+            ) from None
 
     def replicas(self) -> Replicas:
         with engine.translated("reading worker tasks"):
@@ -210,8 +255,9 @@ class SwarmBackend:
             if current.running == current.desired:
                 return current
             if time.monotonic() > deadline:
-                raise DockerUnavailable(f"workers did not converge in {timeout:.0f}s: "
-                                        f"{current.running}/{current.desired} running")
+                raise DockerUnavailable(
+                    f"workers did not converge in {timeout:.0f}s: {current.running}/{current.desired} running"
+                )
             time.sleep(0.5)
 
     def scale(self, replicas: int, *, wait: bool = True) -> Replicas:
@@ -223,18 +269,26 @@ class SwarmBackend:
             current = self.client.api.inspect_service(service.id)
             spec = current["Spec"]
             self.client.api.update_service(
-                service.id, current["Version"]["Index"], task_template=spec["TaskTemplate"],
-                name=spec["Name"], labels=spec.get("Labels"), mode={"Replicated": {"Replicas": replicas}},
-                update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
-                endpoint_spec=spec.get("EndpointSpec"))
+                service.id,
+                current["Version"]["Index"],
+                task_template=spec["TaskTemplate"],
+                name=spec["Name"],
+                labels=spec.get("Labels"),
+                mode={"Replicated": {"Replicas": replicas}},
+                update_config=spec.get("UpdateConfig"),
+                rollback_config=spec.get("RollbackConfig"),
+                endpoint_spec=spec.get("EndpointSpec"),
+            )
         return self.wait() if wait else self.replicas()
 
     # --- logs, redis, removal -----------------------------------------------------------------
     def _task_names(self) -> dict[str, str]:
         """Task id -> `worker.<slot>@<node>`, as `docker service logs` names them."""
         nodes = {n.id: n.attrs["Description"]["Hostname"] for n in self.client.nodes.list()}
-        return {t["ID"]: f"worker.{t.get('Slot', '?')}@{nodes.get(t.get('NodeID', ''), '?')}"
-                for t in self._service().tasks()}
+        return {
+            t["ID"]: f"worker.{t.get('Slot', '?')}@{nodes.get(t.get('NodeID', ''), '?')}"
+            for t in self._service().tasks()
+        }
 
     def logs(self, *, follow: bool = False, tail: int = 100) -> Iterator[str]:
         with engine.translated("reading worker logs"):
@@ -257,7 +311,9 @@ class SwarmBackend:
             try:
                 service = self.client.services.get(self.redis_service)
             except docker.errors.NotFound:
-                raise RedisUnavailable(f"stack {self.config.name!r} is not deployed (run `swarmrun up`)") from None
+                raise RedisUnavailable(
+                    f"stack {self.config.name!r} is not deployed (run `swarmrun up`)"
+                ) from None
             ports = service.attrs["Spec"].get("EndpointSpec", {}).get("Ports", [])
         if not ports:
             raise RedisUnavailable(f"the Redis service of stack {self.config.name!r} publishes no port")
@@ -278,10 +334,14 @@ class SwarmBackend:
                 service.remove()
                 if service.id in workers:
                     while time.monotonic() < deadline and any(
-                            t["ServiceID"] == service.id and t["Status"]["State"] == "running"
-                            for t in self.client.api.tasks()):
+                        t["ServiceID"] == service.id and t["Status"]["State"] == "running"
+                        for t in self.client.api.tasks()
+                    ):
                         time.sleep(0.5)
-            while self.client.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
+            while (
+                self.client.containers.list(all=True, filters={"label": label})
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.5)
             for network in self.client.networks.list(filters={"label": label}):
                 _retry_remove(network, deadline)

@@ -63,7 +63,9 @@ class State:
     def remember_stack(self) -> None:
         """Make the other commands use this stack when they name none (`up`, `run --backend swarm`)."""
         if self.stack:
-            _write_current(self.settings.home, {**_read_current(self.settings.home), _engine_key(): self.stack})
+            _write_current(
+                self.settings.home, {**_read_current(self.settings.home), _engine_key(): self.stack}
+            )
 
     def forget_stack(self) -> None:
         current = _read_current(self.settings.home)
@@ -108,14 +110,23 @@ def _write_current(home: Path, current: dict[str, str]) -> None:
 def redis_options(func: F) -> F:
     """`--redis-url` (SWARMRUN_REDIS_URL) and `--queue` on a command."""
 
-    @click.option("--redis-url", envvar="SWARMRUN_REDIS_URL", metavar="URL",
-                  help="Redis to use (default: the embedded server). Env: SWARMRUN_REDIS_URL.")
+    @click.option(
+        "--redis-url",
+        envvar="SWARMRUN_REDIS_URL",
+        metavar="URL",
+        help="Redis to use (default: the embedded server). Env: SWARMRUN_REDIS_URL.",
+    )
     @click.option("--queue", "queue_name", envvar="SWARMRUN_QUEUE", metavar="NAME", help="RQ queue name.")
-    @click.option("--stack", envvar="SWARMRUN_STACK", metavar="NAME",
-                  help="Use the Redis (and workers) of this deployed stack. Env: SWARMRUN_STACK.")
+    @click.option(
+        "--stack",
+        envvar="SWARMRUN_STACK",
+        metavar="NAME",
+        help="Use the Redis (and workers) of this deployed stack. Env: SWARMRUN_STACK.",
+    )
     @functools.wraps(func)
-    def wrapper(*args: Any, redis_url: str | None, queue_name: str | None, stack: str | None,
-                **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, redis_url: str | None, queue_name: str | None, stack: str | None, **kwargs: Any
+    ) -> Any:
         state = click.get_current_context().find_object(State)
         assert state is not None
         settings = state.settings.with_redis(redis_url)
@@ -137,6 +148,8 @@ def redis_options(func: F) -> F:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Run parameter sweeps on local worker processes or a Docker Swarm, through a Redis queue."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     ctx.obj = State(Settings.from_env(), debug=debug)

@@ -33,33 +33,75 @@ def stack_options(func: F) -> F:
 
     @click.option("--image", default="swarmrun-worker:latest", show_default=True, help="Worker image.")
     @click.option("--redis-image", default="redis:7", show_default=True, help="Redis image.")
-    @click.option("--redis-port", type=int, default=6379, show_default=True,
-                  help="Port Redis is published on (host mode, on the manager).")
-    @click.option("--grace-period", type=click.IntRange(min=1), default=120, show_default=True,
-                  help="Seconds a stopping worker gets to finish its chunk.")
+    @click.option(
+        "--redis-port",
+        type=int,
+        default=6379,
+        show_default=True,
+        help="Port Redis is published on (host mode, on the manager).",
+    )
+    @click.option(
+        "--grace-period",
+        type=click.IntRange(min=1),
+        default=120,
+        show_default=True,
+        help="Seconds a stopping worker gets to finish its chunk.",
+    )
     @click.option("--cpus", type=float, help="CPU limit per worker.")
     @click.option("--memory", help="Memory limit per worker, e.g. 2g.")
     @click.option("--reserve-cpus", type=float, help="CPUs reserved per worker.")
     @click.option("--reserve-memory", help="Memory reserved per worker.")
-    @click.option("--constraint", "constraints", multiple=True, metavar="EXPR",
-                  help="Placement constraint, e.g. node.labels.gpu==true (repeatable).")
+    @click.option(
+        "--constraint",
+        "constraints",
+        multiple=True,
+        metavar="EXPR",
+        help="Placement constraint, e.g. node.labels.gpu==true (repeatable).",
+    )
     @click.option("--max-per-node", type=click.IntRange(min=1), help="At most this many workers per node.")
     @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Worker environment (repeatable).")
-    @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
-                  help="Label on every resource the stack creates (repeatable).")
+    @click.option(
+        "--label",
+        "labels",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Label on every resource the stack creates (repeatable).",
+    )
     @functools.wraps(func)
-    def wrapper(*args: Any, image: str, redis_image: str, redis_port: int, grace_period: int,
-                cpus: float | None, memory: str | None, reserve_cpus: float | None, reserve_memory: str | None,
-                constraints: tuple[str, ...], max_per_node: int | None, env: tuple[str, ...],
-                labels: tuple[str, ...], **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any,
+        image: str,
+        redis_image: str,
+        redis_port: int,
+        grace_period: int,
+        cpus: float | None,
+        memory: str | None,
+        reserve_cpus: float | None,
+        reserve_memory: str | None,
+        constraints: tuple[str, ...],
+        max_per_node: int | None,
+        env: tuple[str, ...],
+        labels: tuple[str, ...],
+        **kwargs: Any,
+    ) -> Any:
         state = click.get_current_context().find_object(State)
         assert state is not None
         kwargs["stack_config"] = StackConfig(
-            name=state.stack or DEFAULT_STACK, image=image, redis_image=redis_image, redis_port=redis_port,
-            queue=state.settings.queue, stop_grace_period=grace_period,
-            heartbeat_ttl=state.settings.heartbeat_ttl, cpus=cpus, memory=memory, reserve_cpus=reserve_cpus,
-            reserve_memory=reserve_memory, constraints=constraints, max_replicas_per_node=max_per_node,
-            env=_pairs(env, "--env"), labels=_pairs(labels, "--label"),
+            name=state.stack or DEFAULT_STACK,
+            image=image,
+            redis_image=redis_image,
+            redis_port=redis_port,
+            queue=state.settings.queue,
+            stop_grace_period=grace_period,
+            heartbeat_ttl=state.settings.heartbeat_ttl,
+            cpus=cpus,
+            memory=memory,
+            reserve_cpus=reserve_cpus,
+            reserve_memory=reserve_memory,
+            constraints=constraints,
+            max_replicas_per_node=max_per_node,
+            env=_pairs(env, "--env"),
+            labels=_pairs(labels, "--label"),
         )
         return func(*args, **kwargs)
 
@@ -93,8 +135,11 @@ def up(state: State, replicas: int | None, no_wait: bool, stack_config: StackCon
     elapsed = time.monotonic() - started
     lacking = nodes_without_image(backend.client, backend.worker_service, within=elapsed + 5)
     if lacking:
-        click.echo(f"Warning: {', '.join(lacking)} lack image {image}; their workers run elsewhere. "
-                   f"Copy it there: swarmrun image distribute {image}", err=True)
+        click.echo(
+            f"Warning: {', '.join(lacking)} lack image {image}; their workers run elsewhere. "
+            f"Copy it there: swarmrun image distribute {image}",
+            err=True,
+        )
 
 
 @click.command()
@@ -120,7 +165,10 @@ def scale(state: State, replicas: int, no_wait: bool) -> None:
     backend = state.swarm()
     current = backend.scale(replicas, wait=not no_wait)
     stopping = backend.stopping()
-    click.echo(f"workers {replicas_text(current)}" + (f"; {stopping} stopping (finishing chunks)" if stopping else ""))
+    click.echo(
+        f"workers {replicas_text(current)}"
+        + (f"; {stopping} stopping (finishing chunks)" if stopping else "")
+    )
 
 
 @click.command()

@@ -38,13 +38,26 @@ from swarmrun.task import preflight
 from swarmrun.worker import serve
 
 sweep_file = click.argument("sweep_file", metavar="SWEEP", type=click.Path(dir_okay=False, path_type=Path))
-overrides = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUES",
-                         help="Override an axis: alpha=0.1,0.2 | n=range(1,10) | x=linspace(0,1,5).")
-no_check = click.option("--no-check", is_flag=True,
-                        help="Skip checking that the task imports / the program exists here "
-                             "(for code that only exists in the worker image).")
-output = click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                      help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv")
+overrides = click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUES",
+    help="Override an axis: alpha=0.1,0.2 | n=range(1,10) | x=linspace(0,1,5).",
+)
+no_check = click.option(
+    "--no-check",
+    is_flag=True,
+    help="Skip checking that the task imports / the program exists here "
+    "(for code that only exists in the worker image).",
+)
+output = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv",
+)
 
 
 class Printer:
@@ -83,8 +96,9 @@ class Autoscaling:
     tuning: dict[str, float]
 
     def start(self, state: State, backend: Any, printer: Printer) -> Autoscaler:
-        return make_autoscaler(state, backend, self.policy, self.tuning,
-                               lambda e: printer.note(f"autoscale: {event_line(e)}"))
+        return make_autoscaler(
+            state, backend, self.policy, self.tuning, lambda e: printer.note(f"autoscale: {event_line(e)}")
+        )
 
 
 def _with_autoscaler(printer: Printer, scaler: Autoscaler | None) -> ProgressCallback:
@@ -106,8 +120,17 @@ def _load(path: Path, params: tuple[str, ...], *, check: bool = True) -> Sweep:
     return sweep
 
 
-def _drive(state: State, queue: SweepQueue, sweep: Sweep, sweep_id: str, *, workers: int,
-           cwd: Path | None, quiet: bool, autoscaling: Autoscaling | None = None) -> Progress:
+def _drive(
+    state: State,
+    queue: SweepQueue,
+    sweep: Sweep,
+    sweep_id: str,
+    *,
+    workers: int,
+    cwd: Path | None,
+    quiet: bool,
+    autoscaling: Autoscaling | None = None,
+) -> Progress:
     """Run local workers until the sweep completes; Ctrl-C stops them warm (a second one, at once)."""
     log_dir = state.settings.home / "logs" / sweep_id[:12]
     backend = LocalBackend(state.settings, state.url(), log_dir=log_dir, cwd=cwd)
@@ -115,8 +138,13 @@ def _drive(state: State, queue: SweepQueue, sweep: Sweep, sweep_id: str, *, work
     scaler = autoscaling.start(state, backend, printer) if autoscaling else None
     backend.deploy(autoscaling.policy.min_replicas if autoscaling else workers)
     try:
-        final = watch(queue, sweep_id, on_progress=_with_autoscaler(printer, scaler),
-                      replicas=backend.replicas, supervise=backend.supervise)
+        final = watch(
+            queue,
+            sweep_id,
+            on_progress=_with_autoscaler(printer, scaler),
+            replicas=backend.replicas,
+            supervise=backend.supervise,
+        )
     except KeyboardInterrupt:
         printer.done()
         click.echo("Stopping workers (they finish their chunks; Ctrl-C again to stop at once)...", err=True)
@@ -126,8 +154,9 @@ def _drive(state: State, queue: SweepQueue, sweep: Sweep, sweep_id: str, *, work
         except KeyboardInterrupt:
             backend.stop(grace=0)
         p = queue.progress(sweep_id)
-        click.echo(f"Stopped with {p.done}/{p.size} points done; run the same command again to resume.",
-                   err=True)
+        click.echo(
+            f"Stopped with {p.done}/{p.size} points done; run the same command again to resume.", err=True
+        )
         raise
     finally:
         backend.stop()
@@ -138,13 +167,16 @@ def _drive(state: State, queue: SweepQueue, sweep: Sweep, sweep_id: str, *, work
 def _finish(queue: SweepQueue, sweep: Sweep, sweep_id: str, out: Path | None, final: Progress) -> int:
     path = out or default_output(sweep.name, sweep_id)
     rows = export(queue, sweep, sweep_id, path)
-    click.echo(f"{final.done}/{final.size} points done: {final.ok} ok ({final.cached} cached), "
-               f"{final.error} error, {final.timeout} timeout; {final.duplicates} duplicate executions.",
-               err=True)
+    click.echo(
+        f"{final.done}/{final.size} points done: {final.ok} ok ({final.cached} cached), "
+        f"{final.error} error, {final.timeout} timeout; {final.duplicates} duplicate executions.",
+        err=True,
+    )
     click.echo(f"Results ({rows} rows): {path}", err=True)
     if final.failed:
-        click.echo(f"Some points failed: see the error column, or `swarmrun retry {sweep_id[:12]}`.",
-                   err=True)
+        click.echo(
+            f"Some points failed: see the error column, or `swarmrun retry {sweep_id[:12]}`.", err=True
+        )
         return ExitCode.POINTS_FAILED
     return ExitCode.OK
 
@@ -162,8 +194,15 @@ def _choose_backend(state: State, backend: str) -> str:
     return chosen
 
 
-def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: StackConfig,
-                  quiet: bool, autoscaling: Autoscaling | None = None) -> tuple[SweepQueue, str, Progress]:
+def _run_on_swarm(
+    state: State,
+    sweep: Sweep,
+    *,
+    workers: int | None,
+    config: StackConfig,
+    quiet: bool,
+    autoscaling: Autoscaling | None = None,
+) -> tuple[SweepQueue, str, Progress]:
     """Ensure the stack, submit to its Redis, follow progress with replicas per node.
 
     With autoscaling, a new stack starts at the minimum, and when the sweep is done the workers
@@ -179,12 +218,16 @@ def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: St
     state.remember_stack()
     queue = state.queue()
     sub = queue.submit(sweep)
-    click.echo(f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done; "
-               f"stack {config.name}", err=True)
+    click.echo(
+        f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done; "
+        f"stack {config.name}",
+        err=True,
+    )
     printer = Printer(quiet)
     scaler = autoscaling.start(state, backend, printer) if autoscaling else None
-    final = watch(queue, sub.sweep_id, on_progress=_with_autoscaler(printer, scaler),
-                  replicas=backend.replicas)
+    final = watch(
+        queue, sub.sweep_id, on_progress=_with_autoscaler(printer, scaler), replicas=backend.replicas
+    )
     if scaler is not None:
         scaler.settle_down()
     printer.done()
@@ -194,13 +237,26 @@ def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: St
 @click.command()
 @sweep_file
 @overrides
-@click.option("-w", "--workers", "--replicas", "workers", type=click.IntRange(min=1),
-              help="Worker processes (local: default the CPU count) or replicas (swarm: default keep, or 2).")
-@click.option("--backend", type=click.Choice(["local", "swarm", "auto"]),
-              help="Where workers run (default: the swarm stack named by --stack / SWARMRUN_STACK or "
-                   "last deployed by `swarmrun up`, else local).")
-@click.option("--autoscale", "autoscale_bounds", metavar="MIN:MAX",
-              help="Scale the workers between MIN and MAX while the sweep runs (see `swarmrun autoscale`).")
+@click.option(
+    "-w",
+    "--workers",
+    "--replicas",
+    "workers",
+    type=click.IntRange(min=1),
+    help="Worker processes (local: default the CPU count) or replicas (swarm: default keep, or 2).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "swarm", "auto"]),
+    help="Where workers run (default: the swarm stack named by --stack / SWARMRUN_STACK or "
+    "last deployed by `swarmrun up`, else local).",
+)
+@click.option(
+    "--autoscale",
+    "autoscale_bounds",
+    metavar="MIN:MAX",
+    help="Scale the workers between MIN and MAX while the sweep runs (see `swarmrun autoscale`).",
+)
 @tuning_options
 @output
 @click.option("-q", "--quiet", is_flag=True, help="No live progress.")
@@ -208,15 +264,26 @@ def _run_on_swarm(state: State, sweep: Sweep, *, workers: int | None, config: St
 @redis_options
 @stack_options
 @pass_state
-def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int | None, backend: str | None,
-        autoscale_bounds: str | None, tuning: dict[str, float], output: Path | None, quiet: bool,
-        no_check: bool, stack_config: StackConfig) -> int:
+def run(
+    state: State,
+    sweep_file: Path,
+    params: tuple[str, ...],
+    workers: int | None,
+    backend: str | None,
+    autoscale_bounds: str | None,
+    tuning: dict[str, float],
+    output: Path | None,
+    quiet: bool,
+    no_check: bool,
+    stack_config: StackConfig,
+) -> int:
     """Submit SWEEP, run it on workers until every point has a result, export the results."""
     autoscaling = None
     if autoscale_bounds is not None:
         if workers is not None:
-            raise click.BadParameter("give either a worker count or --autoscale MIN:MAX, not both",
-                                     param_hint="-w/--workers")
+            raise click.BadParameter(
+                "give either a worker count or --autoscale MIN:MAX, not both", param_hint="-w/--workers"
+            )
         policy = make_policy(parse_bounds(autoscale_bounds), tuning, "--autoscale")
         autoscaling = Autoscaling(policy, tuning)
     sweep = _load(sweep_file, params, check=not no_check)
@@ -224,8 +291,9 @@ def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int | 
     if chosen == "local" and state.stack_remembered:
         state.stack = None  # `--backend local` with no stack named: the embedded Redis, not up's
     if chosen == "swarm":
-        queue, sid, final = _run_on_swarm(state, sweep, workers=workers, config=stack_config, quiet=quiet,
-                                          autoscaling=autoscaling)
+        queue, sid, final = _run_on_swarm(
+            state, sweep, workers=workers, config=stack_config, quiet=quiet, autoscaling=autoscaling
+        )
         return _finish(queue, sweep, sid, output, final)
     origin = sweep_file.resolve().parent
     queue = state.queue()
@@ -235,8 +303,16 @@ def run(state: State, sweep_file: Path, params: tuple[str, ...], workers: int | 
         click.echo("Every point is already done; nothing to run.", err=True)
         final = queue.progress(sub.sweep_id)
     else:
-        final = _drive(state, queue, sweep, sub.sweep_id, workers=workers or os.cpu_count() or 1, cwd=origin,
-                       quiet=quiet, autoscaling=autoscaling)
+        final = _drive(
+            state,
+            queue,
+            sweep,
+            sub.sweep_id,
+            workers=workers or os.cpu_count() or 1,
+            cwd=origin,
+            quiet=quiet,
+            autoscaling=autoscaling,
+        )
     return _finish(queue, sweep, sub.sweep_id, output, final)
 
 
@@ -305,8 +381,14 @@ def results(state: State, sweep_id: str | None, output: Path | None) -> None:
 
 @click.command()
 @click.argument("sweep_id", required=False)
-@click.option("-w", "--workers", type=click.IntRange(min=1), default=lambda: os.cpu_count() or 1,
-              show_default="CPU count", help="Local workers to start when no worker is running.")
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=lambda: os.cpu_count() or 1,
+    show_default="CPU count",
+    help="Local workers to start when no worker is running.",
+)
 @click.option("--detach", is_flag=True, help="Only queue the points again; do not start workers.")
 @output
 @redis_options
@@ -364,11 +446,12 @@ def ls(state: State) -> None:
     click.echo(f"{'ID':<16}  {'NAME':<24} {'STATE':<10} {'DONE':>15} {'FAILED':>7}  SUBMITTED")
     for p in rows:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.created))
-        click.echo(f"{p.sweep_id:<16}  {p.name[:24]:<24} {p.state:<10} {f'{p.done}/{p.size}':>15} "
-                   f"{p.failed:>7}  {when}")
+        click.echo(
+            f"{p.sweep_id:<16}  {p.name[:24]:<24} {p.state:<10} {f'{p.done}/{p.size}':>15} "
+            f"{p.failed:>7}  {when}"
+        )
 
 
 def register(group: click.Group) -> None:
     for command in (run, submit, worker, status, results, retry, cancel, purge, ls, autoscale):
         group.add_command(command)
-

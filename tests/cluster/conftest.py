@@ -92,8 +92,9 @@ def cluster_image(host_engine: docker.DockerClient, tmp_path_factory: pytest.Tem
         (context / "fixtures" / name).write_text((ROOT / "tests" / "fixtures" / name).read_text())
     tag = f"swarmrun-worker:cluster-{SESSION}"
     home = Path(os.environ.get("SWARMRUN_TEST_CACHE", tmp_path_factory.mktemp("home")))
-    build_image(host_engine, context=context, tag=tag, base_image=BASE_IMAGE, labels={TEST_LABEL: SESSION},
-                home=home)
+    build_image(
+        host_engine, context=context, tag=tag, base_image=BASE_IMAGE, labels={TEST_LABEL: SESSION}, home=home
+    )
     return tag
 
 
@@ -118,28 +119,61 @@ class ClusterStack:
         self.image = image
         self.home = home
         self.port = next(_ports)
-        self.env = swarmrun_env(None, home, DOCKER_HOST=cluster.manager.url, SWARMRUN_STACK=self.name,
-                                SWARMRUN_HEARTBEAT_TTL="5")
-        self.config = StackConfig(name=self.name, image=image, redis_image=REDIS_IMAGE, redis_port=self.port,
-                                  heartbeat_ttl=5, labels=((TEST_LABEL, SESSION),))
+        self.env = swarmrun_env(
+            None, home, DOCKER_HOST=cluster.manager.url, SWARMRUN_STACK=self.name, SWARMRUN_HEARTBEAT_TTL="5"
+        )
+        self.config = StackConfig(
+            name=self.name,
+            image=image,
+            redis_image=REDIS_IMAGE,
+            redis_port=self.port,
+            heartbeat_ttl=5,
+            labels=((TEST_LABEL, SESSION),),
+        )
 
     def options(self, image: str | None = None) -> list[str]:
         """The CLI options that shape this stack (for `up` and `run`)."""
-        return ["--image", image or self.image, "--redis-image", REDIS_IMAGE, "--redis-port", str(self.port),
-                "--label", f"{TEST_LABEL}={SESSION}"]
+        return [
+            "--image",
+            image or self.image,
+            "--redis-image",
+            REDIS_IMAGE,
+            "--redis-port",
+            str(self.port),
+            "--label",
+            f"{TEST_LABEL}={SESSION}",
+        ]
 
-    def cli(self, *args: str, cwd: Path, timeout: float = 240,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "swarmrun", *args], capture_output=True, text=True,
-                              timeout=timeout, env=env or self.env, cwd=cwd)
+    def cli(
+        self, *args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "swarmrun", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or self.env,
+            cwd=cwd,
+        )
 
     def spawn(self, *args: str, cwd: Path) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "swarmrun", *args], env=self.env, cwd=cwd,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "swarmrun", *args],
+            env=self.env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def backend(self) -> SwarmBackend:
-        return SwarmBackend(self.cluster.manager_client(), self.config, home=self.home, environ=self.env,
-                            extra_labels={TEST_LABEL: SESSION})
+        return SwarmBackend(
+            self.cluster.manager_client(),
+            self.config,
+            home=self.home,
+            environ=self.env,
+            extra_labels={TEST_LABEL: SESSION},
+        )
 
     def queue(self, *, resilient: bool = True) -> SweepQueue:
         return SweepQueue(connect(self.backend().redis_url(), resilient=resilient), "swarmrun")

@@ -54,8 +54,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         except (docker.errors.DockerException, OSError) as e:
             last_error = e
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}"
-                       + (f" (last error: {last_error})" if last_error else ""))
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 @dataclass
@@ -127,8 +129,9 @@ class Cluster:
         network.reload()
         self.subnet = network.attrs["IPAM"]["Config"][0]["Subnet"]
         self.nodes = [Node("manager", f"{self.name}-manager", "manager")]
-        self.nodes += [Node(f"worker{i}", f"{self.name}-worker{i}", "worker")
-                       for i in range(1, self.workers + 1)]
+        self.nodes += [
+            Node(f"worker{i}", f"{self.name}-worker{i}", "worker") for i in range(1, self.workers + 1)
+        ]
         for node in self.nodes:
             self._run(node)
         for node in self.nodes:
@@ -141,30 +144,55 @@ class Cluster:
             token = m.swarm.attrs["JoinTokens"]["Worker"]
         for node in self.worker_nodes:
             with closing(node.client()) as w:
-                w.swarm.join(remote_addrs=[f"{manager.ip}:2377"], join_token=token,
-                             advertise_addr=node.ip, listen_addr=f"{node.ip}:2377")
+                w.swarm.join(
+                    remote_addrs=[f"{manager.ip}:2377"],
+                    join_token=token,
+                    advertise_addr=node.ip,
+                    listen_addr=f"{node.ip}:2377",
+                )
         self.wait_ready(timeout)
-        self.log(f"cluster {self.name}: {len(self.nodes)} nodes ready in {time.monotonic() - started:.1f}s, "
-                 f"manager {manager.url}")
+        self.log(
+            f"cluster {self.name}: {len(self.nodes)} nodes ready in {time.monotonic() - started:.1f}s, "
+            f"manager {manager.url}"
+        )
         return self
 
     def _run(self, node: Node) -> None:
-        command = ["dockerd", "--storage-driver", "overlay2", "--cgroup-parent", f"/{node.container}",
-                   "--insecure-registry", self.subnet, "--tls=false",  # --tls=false: no 15 s warning pause
-                   "-H", "unix:///var/run/docker.sock", "-H", f"tcp://0.0.0.0:{ENGINE_PORT}"]
+        command = [
+            "dockerd",
+            "--storage-driver",
+            "overlay2",
+            "--cgroup-parent",
+            f"/{node.container}",
+            "--insecure-registry",
+            self.subnet,
+            "--tls=false",  # --tls=false: no 15 s warning pause
+            "-H",
+            "unix:///var/run/docker.sock",
+            "-H",
+            f"tcp://0.0.0.0:{ENGINE_PORT}",
+        ]
         api = self.host.api
         host_config = api.create_host_config(
-            cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
+            cap_add=["ALL"],
+            cap_drop=["SYS_RESOURCE"],
             security_opt=["seccomp=unconfined", "apparmor=unconfined"],
-            tmpfs={"/run": ""}, binds={str(CGROUP_ROOT): {"bind": str(CGROUP_ROOT), "mode": "rw"}},
+            tmpfs={"/run": ""},
+            binds={str(CGROUP_ROOT): {"bind": str(CGROUP_ROOT), "mode": "rw"}},
             mounts=[Mount("/var/lib/docker", None, type="volume", labels=self._labels())],
             network_mode=self.network,
         )
         # `--security-opt systempaths=unconfined` of the docker CLI: nothing of /proc masked or read-only
         # (the node's engine writes /proc/sys). The SDK has no parameter for it; the API has the fields.
         host_config.update(MaskedPaths=[], ReadonlyPaths=[])
-        created = api.create_container(self.node_image, command, name=node.container, hostname=node.hostname,
-                                       labels=self._labels(node.role), host_config=host_config)
+        created = api.create_container(
+            self.node_image,
+            command,
+            name=node.container,
+            hostname=node.hostname,
+            labels=self._labels(node.role),
+            host_config=host_config,
+        )
         api.start(created["Id"])
         self._refresh_ip(node)
 
@@ -176,6 +204,7 @@ class Cluster:
         def answers() -> bool:
             with closing(node.client(timeout=5)) as c:
                 return bool(c.ping())
+
         wait_for(answers, timeout, f"the engine of {node.hostname} at {node.url}")
 
     def ready_nodes(self) -> dict[str, str]:
@@ -185,17 +214,25 @@ class Cluster:
 
     def wait_ready(self, timeout: float = 120) -> None:
         want = {n.hostname for n in self.nodes}
-        wait_for(lambda: {h for h, s in self.ready_nodes().items() if s == "ready"} >= want, timeout,
-                 f"nodes {sorted(want)} to be ready")
+        wait_for(
+            lambda: {h for h, s in self.ready_nodes().items() if s == "ready"} >= want,
+            timeout,
+            f"nodes {sorted(want)} to be ready",
+        )
 
     # --- images --------------------------------------------------------------------------------
-    def load_images(self, images: Sequence[str], *, role: str | None = None,
-                    source: docker.DockerClient | None = None) -> list[distribute.Delivery]:
+    def load_images(
+        self, images: Sequence[str], *, role: str | None = None, source: docker.DockerClient | None = None
+    ) -> list[distribute.Delivery]:
         """Copy images from the host engine (or `source`) into the nodes' engines (`role` only)."""
-        targets = [distribute.NodeEngine(n.hostname, n.url, n.role) for n in self.nodes
-                   if role is None or n.role == role]
-        deliveries = distribute.distribute(source or self.host, images, targets, jobs=len(targets),
-                                           log=self.log)
+        targets = [
+            distribute.NodeEngine(n.hostname, n.url, n.role)
+            for n in self.nodes
+            if role is None or n.role == role
+        ]
+        deliveries = distribute.distribute(
+            source or self.host, images, targets, jobs=len(targets), log=self.log
+        )
         distribute.check_deliveries(deliveries)
         return deliveries
 
@@ -283,13 +320,19 @@ def remove_cgroups(prefix: str, root: Path = CGROUP_ROOT) -> int:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.harness",
-                                     description="A throwaway multi-node swarm of docker-in-docker nodes.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.cluster.harness",
+        description="A throwaway multi-node swarm of docker-in-docker nodes.",
+    )
     parser.add_argument("action", choices=["up", "down", "env"])
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})")
     parser.add_argument("--workers", type=int, default=2, help="worker nodes besides the manager (up)")
-    parser.add_argument("--image", action="append", default=[],
-                        help="image of this engine to load into every node (up; repeatable)")
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        help="image of this engine to load into every node (up; repeatable)",
+    )
     args = parser.parse_args(argv)
     host = engine.connect()
     if args.action == "down":

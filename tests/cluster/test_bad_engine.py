@@ -43,8 +43,12 @@ def _one_line(r: subprocess.CompletedProcess[str]) -> None:
 def test_a_swarm_worker_is_not_a_manager(command: list[str], cstack: ClusterStack, tmp_path: Path) -> None:
     path = write_sweep(tmp_path, SWEEP)
     env = {**cstack.env, "DOCKER_HOST": cstack.cluster.worker_nodes[0].url}
-    r = cstack.cli(*[str(path) if a == "SWEEP" else a for a in command], *(cstack.options() if command == ["up"]
-                                                                          else []), cwd=tmp_path, env=env)
+    r = cstack.cli(
+        *[str(path) if a == "SWEEP" else a for a in command],
+        *(cstack.options() if command == ["up"] else []),
+        cwd=tmp_path,
+        env=env,
+    )
     assert r.returncode == 5, (r.returncode, r.stderr)
     _one_line(r)
     assert "is a swarm worker, not a manager" in r.stderr

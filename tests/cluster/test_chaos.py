@@ -41,8 +41,9 @@ MAX_KILLS = 10
 
 
 @pytest.fixture(scope="module")
-def chaos_stack(cluster: Cluster, cluster_image: str, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[ClusterStack]:
+def chaos_stack(
+    cluster: Cluster, cluster_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterStack]:
     """One stack for the chaos tests (each scales it as it needs, and runs its own sweep)."""
     home = tmp_path_factory.mktemp("chaos")
     stack = ClusterStack(cluster, cluster_image, home / "home")
@@ -66,8 +67,11 @@ class Sweep:
         return self.queue.progress(self.sweep_id)
 
     def wait_done(self, fraction: float, timeout: float = 120) -> None:
-        wait_until(lambda: self.progress().done >= fraction * self.points, timeout,
-                   message=f"{fraction:.0%} of the points done")
+        wait_until(
+            lambda: self.progress().done >= fraction * self.points,
+            timeout,
+            message=f"{fraction:.0%} of the points done",
+        )
 
     def running(self) -> bool:
         return self.manager.poll() is None and not self.progress().complete
@@ -106,8 +110,9 @@ def finish(sweep: Sweep, recovery: Recovery, what: str, note: str = "") -> Progr
     if len(recovery.disruptions) > 1:
         times = sorted(d.seconds or 0.0 for d in recovery.disruptions)
         note = f"worst of {len(times)}, median {times[len(times) // 2]:.1f}s" + (f"; {note}" if note else "")
-    line = (f"{what}: lost={lost}, duplicates executed={p.duplicates}, time to recover={worst:.1f}s"
-            + (f" ({note})" if note else ""))
+    line = f"{what}: lost={lost}, duplicates executed={p.duplicates}, time to recover={worst:.1f}s" + (
+        f" ({note})" if note else ""
+    )
     print(line)
     report(line)
     return p
@@ -118,8 +123,9 @@ def scale(stack: ClusterStack, replicas: int, cwd: Path) -> None:
     assert r.returncode == 0 and f"workers {replicas}/{replicas} running" in r.stdout, r.stderr + r.stdout
 
 
-def test_killing_a_random_worker_every_few_seconds_loses_nothing(chaos_stack: ClusterStack,
-                                                                  tmp_path: Path) -> None:
+def test_killing_a_random_worker_every_few_seconds_loses_nothing(
+    chaos_stack: ClusterStack, tmp_path: Path
+) -> None:
     scale(chaos_stack, 6, tmp_path)
     sweep = start(chaos_stack, tmp_path, test="kill-random", points=1500, seconds=0.05)
     sweep.wait_done(0.02)
@@ -138,12 +144,16 @@ def test_killing_a_random_worker_every_few_seconds_loses_nothing(chaos_stack: Cl
                 kills += 1
             time.sleep(KILL_EVERY)
         assert kills >= 3, f"only {kills} kills: the sweep ended too soon to mean anything"
-        finish(sweep, recovery, f"killed a random worker container every {KILL_EVERY:g} s "
-               f"({kills} kills, 6 replicas on 3 nodes)")
+        finish(
+            sweep,
+            recovery,
+            f"killed a random worker container every {KILL_EVERY:g} s ({kills} kills, 6 replicas on 3 nodes)",
+        )
 
 
-def test_losing_a_whole_worker_node_mid_sweep_loses_nothing(chaos_stack: ClusterStack,
-                                                             tmp_path: Path) -> None:
+def test_losing_a_whole_worker_node_mid_sweep_loses_nothing(
+    chaos_stack: ClusterStack, tmp_path: Path
+) -> None:
     cluster = chaos_stack.cluster
     scale(chaos_stack, 6, tmp_path)
     backend = chaos_stack.backend()
@@ -165,8 +175,12 @@ def test_losing_a_whole_worker_node_mid_sweep_loses_nothing(chaos_stack: Cluster
             moved = time.monotonic() - lost_at
             states = cluster.ready_nodes()
             assert states["worker2"] == "down", states
-            finish(sweep, recovery, f"killed worker node 2 of 3 ({before['worker2']} of 6 replicas) at 20 %",
-                   note=f"its replicas running elsewhere after {moved:.1f}s")
+            finish(
+                sweep,
+                recovery,
+                f"killed worker node 2 of 3 ({before['worker2']} of 6 replicas) at 20 %",
+                note=f"its replicas running elsewhere after {moved:.1f}s",
+            )
     finally:
         with suppress(docker.errors.APIError):
             cluster.start_node("worker2")
@@ -195,8 +209,12 @@ def test_restarting_the_redis_task_mid_sweep_loses_nothing(chaos_stack: ClusterS
             back = time.monotonic() - restarted_at
             # the append-only file kept what was recorded before the restart
             assert wait_until(lambda: _done_or_none(sweep), 60, message="Redis answering") >= done_before
-            finish(sweep, recovery, "restarted the Redis task at 30 % (append-only file)",
-                   note=f"new Redis task running after {back:.1f}s")
+            finish(
+                sweep,
+                recovery,
+                "restarted the Redis task at 30 % (append-only file)",
+                note=f"new Redis task running after {back:.1f}s",
+            )
 
 
 def _done_or_none(sweep: Sweep) -> int | None:
@@ -206,8 +224,9 @@ def _done_or_none(sweep: Sweep) -> int | None:
         return None
 
 
-def test_scaling_down_from_nine_replicas_to_one_mid_sweep_loses_nothing(chaos_stack: ClusterStack,
-                                                                        tmp_path: Path) -> None:
+def test_scaling_down_from_nine_replicas_to_one_mid_sweep_loses_nothing(
+    chaos_stack: ClusterStack, tmp_path: Path
+) -> None:
     scale(chaos_stack, 9, tmp_path)
     sweep = start(chaos_stack, tmp_path, test="scale-down", points=600, seconds=0.05)
     with Recovery(sweep.queue, sweep.sweep_id) as recovery:

@@ -99,8 +99,14 @@ def _label_nodes(cluster: Cluster, hostnames: set[str], key: str, value: str | N
 
 def _cgroup_limits(container: docker.models.containers.Container) -> tuple[int, int, int]:
     """(memory limit bytes, CFS quota, CFS period) as the kernel applies them to the container."""
-    result = container.exec_run(["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
-                                 "/sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us"])
+    result = container.exec_run(
+        [
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us",
+        ]
+    )
     assert result.exit_code == 0, result.output
     memory, quota, period = (int(v) for v in result.output.split())
     return memory, quota, period
@@ -114,8 +120,18 @@ def test_placement_and_resources_take_effect_on_the_nodes(cstack: ClusterStack, 
         out = tmp_path / "out.csv"
         placement = ["--constraint", "node.labels.swarmrun.pool==sweep", "--max-per-node", "2"]
         resources = ["--cpus", "0.5", "--memory", "256m"]
-        r = cstack.cli("run", str(path), "-w", "4", "-o", str(out), *placement, *resources, *cstack.options(),
-                       cwd=tmp_path)
+        r = cstack.cli(
+            "run",
+            str(path),
+            "-w",
+            "4",
+            "-o",
+            str(out),
+            *placement,
+            *resources,
+            *cstack.options(),
+            cwd=tmp_path,
+        )
         assert r.returncode == 0, r.stderr
         rows = read_csv(out)
         assert len(rows) == 120 and {row["status"] for row in rows} == {"ok"}
@@ -156,8 +172,10 @@ def _probe_image(cluster: Cluster) -> str:
     tag = f"swarmrun-probe:{SESSION}"
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data in (("Dockerfile", f"FROM scratch\nCOPY probe.txt /\nLABEL {TEST_LABEL}={SESSION}\n"),
-                           ("probe.txt", f"distribute {SESSION}\n")):
+        for name, data in (
+            ("Dockerfile", f"FROM scratch\nCOPY probe.txt /\nLABEL {TEST_LABEL}={SESSION}\n"),
+            ("probe.txt", f"distribute {SESSION}\n"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data.encode())
             tar.addfile(info, io.BytesIO(data.encode()))
@@ -199,8 +217,9 @@ def test_image_distribute_loads_into_each_node_once(cstack: ClusterStack, tmp_pa
     assert from_manager.returncode == 0, from_manager.stderr
     assert from_manager.stdout.strip() == f"{image}: loaded on 0, already on 3 of 3 nodes"
 
-    explicit = cstack.cli("image", "distribute", image, *source, "--node", cluster.node("worker2").url,
-                          cwd=tmp_path)
+    explicit = cstack.cli(
+        "image", "distribute", image, *source, "--node", cluster.node("worker2").url, cwd=tmp_path
+    )
     assert explicit.returncode == 0, explicit.stderr
     assert explicit.stdout.strip() == f"{image}: loaded on 0, already on 1 of 1 nodes"
 
@@ -210,7 +229,8 @@ def test_image_distribute_loads_into_each_node_once(cstack: ClusterStack, tmp_pa
     assert unreachable.returncode == 5
     assert unreachable.stderr.splitlines()[-1] == (
         f"Error: could not reach every node: {image} on {closed}: "
-        f"cannot reach the Docker engine at {closed}: connection refused")
+        f"cannot reach the Docker engine at {closed}: connection refused"
+    )
     missing = cstack.cli("image", "distribute", f"swarmrun-absent:{SESSION}", cwd=tmp_path)
     assert missing.returncode == 6 and missing.stderr.count("\n") == 1, missing.stderr
     assert f"image swarmrun-absent:{SESSION} is not on this Docker engine" in missing.stderr
@@ -227,8 +247,10 @@ def test_up_warns_about_nodes_that_lack_the_worker_image(cstack: ClusterStack, t
     assert up.returncode == 0, up.stderr
     # the swarm places the rejected tasks on the one node that has the image
     assert per_node(up.stdout) == {"manager": 3}
-    assert (f"Warning: worker1, worker2 lack image {only_here}; their workers run elsewhere. "
-            f"Copy it there: swarmrun image distribute {only_here}") in up.stderr
+    assert (
+        f"Warning: worker1, worker2 lack image {only_here}; their workers run elsewhere. "
+        f"Copy it there: swarmrun image distribute {only_here}"
+    ) in up.stderr
 
 
 REGISTRY_SCRIPT = (
@@ -237,8 +259,9 @@ REGISTRY_SCRIPT = (
 )
 
 
-def test_image_push_to_a_registry_service_that_the_nodes_pull_from(cstack: ClusterStack,
-                                                                    tmp_path: Path) -> None:
+def test_image_push_to_a_registry_service_that_the_nodes_pull_from(
+    cstack: ClusterStack, tmp_path: Path
+) -> None:
     cluster = cstack.cluster
     cluster.load_images([REGISTRY_IMAGE], role="manager")
     registry = f"{cluster.manager.ip}:5000"
@@ -246,20 +269,43 @@ def test_image_push_to_a_registry_service_that_the_nodes_pull_from(cstack: Clust
     env = {**os.environ, **cluster.env()}
     # as docs/cluster.md runs it: a swarm service on the manager, its port published in host mode
     create = subprocess.run(
-        ["docker", "service", "create", "--detach", "--name", service, "--label", f"{TEST_LABEL}={SESSION}",
-         "--constraint", "node.role==manager", "--publish", "mode=host,target=5000,published=5000",
-         "--mount", "type=volume,source=registry-data,target=/var/lib/docker-registry",
-         REGISTRY_IMAGE, "sh", "-c", REGISTRY_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+        [
+            "docker",
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            service,
+            "--label",
+            f"{TEST_LABEL}={SESSION}",
+            "--constraint",
+            "node.role==manager",
+            "--publish",
+            "mode=host,target=5000,published=5000",
+            "--mount",
+            "type=volume,source=registry-data,target=/var/lib/docker-registry",
+            REGISTRY_IMAGE,
+            "sh",
+            "-c",
+            REGISTRY_SCRIPT,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert create.returncode == 0, create.stderr
     try:
+
         def answers() -> bool:
             with suppress(OSError), urllib.request.urlopen(f"http://{registry}/v2/", timeout=2) as response:
                 return bool(response.status == 200)
             return False
 
         wait_until(answers, 60, interval=0.5, message=f"the registry at {registry}")
-        pushed = cstack.cli("image", "push", cstack.image, REDIS_IMAGE, "--registry",
-                            f"{registry}/s{SESSION}", cwd=tmp_path)
+        pushed = cstack.cli(
+            "image", "push", cstack.image, REDIS_IMAGE, "--registry", f"{registry}/s{SESSION}", cwd=tmp_path
+        )
         assert pushed.returncode == 0, pushed.stderr
         worker_ref, redis_ref = pushed.stdout.split()
         assert worker_ref == f"{registry}/s{SESSION}/{cstack.image}"
@@ -267,8 +313,16 @@ def test_image_push_to_a_registry_service_that_the_nodes_pull_from(cstack: Clust
         with closing(cluster.manager_client()) as m:
             for ref in (worker_ref, redis_ref):
                 m.images.remove(ref)
-        up = cstack.cli("up", "-r", "3", *cstack.options(worker_ref)[:2], "--redis-image", redis_ref,
-                        *cstack.options()[4:], cwd=tmp_path)
+        up = cstack.cli(
+            "up",
+            "-r",
+            "3",
+            *cstack.options(worker_ref)[:2],
+            "--redis-image",
+            redis_ref,
+            *cstack.options()[4:],
+            cwd=tmp_path,
+        )
         assert up.returncode == 0, up.stderr
         assert per_node(up.stdout) == {"manager": 1, "worker1": 1, "worker2": 1}
         wanted = cluster.host.images.get(cstack.image).id
@@ -281,14 +335,16 @@ def test_image_push_to_a_registry_service_that_the_nodes_pull_from(cstack: Clust
         assert sorted(int(row["i"]) for row in read_csv(out)) == list(range(60))
 
         # bad input: one line each
-        nowhere = cstack.cli("image", "push", cstack.image, "--registry", f"{cluster.manager.ip}:5001",
-                             cwd=tmp_path)
+        nowhere = cstack.cli(
+            "image", "push", cstack.image, "--registry", f"{cluster.manager.ip}:5001", cwd=tmp_path
+        )
         assert nowhere.returncode == 10 and nowhere.stderr.splitlines()[-1].startswith("Error: pushing ")
         assert "connection refused; is a registry listening at" in nowhere.stderr
         with closing(cluster.manager_client()) as m:
             assert not any(":5001/" in tag for image in m.images.list() for tag in image.tags)
-        absent = cstack.cli("up", "--image", f"{registry}/s{SESSION}/absent:1", *cstack.options()[2:],
-                            cwd=tmp_path)
+        absent = cstack.cli(
+            "up", "--image", f"{registry}/s{SESSION}/absent:1", *cstack.options()[2:], cwd=tmp_path
+        )
         assert absent.returncode == 6 and absent.stderr.count("\n") == 1, absent.stderr
         assert "nor in a registry it can reach" in absent.stderr
         scheme = cstack.cli("image", "push", "--registry", f"http://{registry}", cwd=tmp_path)
@@ -302,18 +358,26 @@ def test_harness_command_line_starts_and_removes_a_cluster(host_engine: docker.D
     harness = [sys.executable, "-m", "tests.cluster.harness"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
-        up = subprocess.run([*harness, "up", "--name", name, "--workers", "1"], capture_output=True,
-                            text=True, env=env, cwd=ROOT, timeout=180)
+        up = subprocess.run(
+            [*harness, "up", "--name", name, "--workers", "1"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=180,
+        )
         assert up.returncode == 0, up.stderr
         url = up.stdout.strip().removeprefix("export DOCKER_HOST=")
         assert url.startswith("tcp://")
-        again = subprocess.run([*harness, "env", "--name", name], capture_output=True, text=True, env=env,
-                               cwd=ROOT, timeout=60)
+        again = subprocess.run(
+            [*harness, "env", "--name", name], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+        )
         assert again.stdout.strip() == up.stdout.strip()
         with closing(docker.DockerClient(base_url=url)) as manager:
             assert sorted(n.attrs["Status"]["State"] for n in manager.nodes.list()) == ["ready", "ready"]
-        down = subprocess.run([*harness, "down", "--name", name], capture_output=True, text=True, env=env,
-                              cwd=ROOT, timeout=120)
+        down = subprocess.run(
+            [*harness, "down", "--name", name], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+        )
         assert down.returncode == 0, down.stderr
         label = {"label": f"{CLUSTER_LABEL}={name}"}
         host = host_engine

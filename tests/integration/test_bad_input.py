@@ -12,16 +12,31 @@ from tests.conftest import Processes, free_port, swarmrun_env, write_sweep
 CASES = {
     "yaml_syntax": ("task: {call: fixtures.tasks:square\nparams: [", ExitCode.BAD_SWEEP, "sweep.yaml"),
     "unknown_key": ("task: {call: 'fixtures.tasks:square'}\nparms: {x: [1]}\n", ExitCode.BAD_SWEEP, "params"),
-    "bad_linspace": ("task: {call: 'fixtures.tasks:square'}\nparams: {x: {linspace: [0, 1]}}\n",
-                     ExitCode.BAD_SWEEP, "params.x"),
-    "unknown_placeholder": ("task: {command: [echo, '{gama}']}\nparams: {gamma: [1]}\n",
-                            ExitCode.BAD_SWEEP, "unknown placeholder {gama}"),
-    "import_missing": ("task: {call: 'no_such_module.sub:f'}\nparams: {x: [1]}\n",
-                       ExitCode.BAD_SWEEP, "cannot import module 'no_such_module.sub'"),
-    "attr_missing": ("task: {call: 'fixtures.tasks:nope'}\nparams: {x: [1]}\n",
-                     ExitCode.BAD_SWEEP, "has no 'nope'"),
-    "program_missing": ("task: {command: [no-such-program-xyz, '{x}']}\nparams: {x: [1]}\n",
-                        ExitCode.BAD_SWEEP, "not on PATH"),
+    "bad_linspace": (
+        "task: {call: 'fixtures.tasks:square'}\nparams: {x: {linspace: [0, 1]}}\n",
+        ExitCode.BAD_SWEEP,
+        "params.x",
+    ),
+    "unknown_placeholder": (
+        "task: {command: [echo, '{gama}']}\nparams: {gamma: [1]}\n",
+        ExitCode.BAD_SWEEP,
+        "unknown placeholder {gama}",
+    ),
+    "import_missing": (
+        "task: {call: 'no_such_module.sub:f'}\nparams: {x: [1]}\n",
+        ExitCode.BAD_SWEEP,
+        "cannot import module 'no_such_module.sub'",
+    ),
+    "attr_missing": (
+        "task: {call: 'fixtures.tasks:nope'}\nparams: {x: [1]}\n",
+        ExitCode.BAD_SWEEP,
+        "has no 'nope'",
+    ),
+    "program_missing": (
+        "task: {command: [no-such-program-xyz, '{x}']}\nparams: {x: [1]}\n",
+        ExitCode.BAD_SWEEP,
+        "not on PATH",
+    ),
 }
 
 

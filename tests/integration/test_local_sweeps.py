@@ -30,14 +30,19 @@ def progress(rconn: redis.Redis, sid: str):
     return SweepQueue(rconn, "swarmrun").progress(sid)
 
 
-def test_run_records_every_point_once_and_exports(procs: Processes, tmp_path: Path, rconn: redis.Redis) -> None:
-    path = write_sweep(tmp_path, """
+def test_run_records_every_point_once_and_exports(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    path = write_sweep(
+        tmp_path,
+        """
 name: hypot
 task: {call: "fixtures.tasks:hypot"}
 params:
   x: {range: [0, 20]}
   y: {linspace: [0, 1, 5]}
-""")
+""",
+    )
     out = tmp_path / "out.csv"
     r = procs.cli("run", str(path), "-w", "2", "-o", str(out))
     assert r.returncode == 0, r.stderr
@@ -53,12 +58,15 @@ params:
 def test_run_again_runs_nothing_and_a_changed_axis_runs_only_new_points(
     procs: Processes, tmp_path: Path, rconn: redis.Redis
 ) -> None:
-    path = write_sweep(tmp_path, """
+    path = write_sweep(
+        tmp_path,
+        """
 task: {call: "fixtures.tasks:hypot"}
 params:
   x: [1, 2, 3]
   y: {range: [0, 10]}
-""")
+""",
+    )
     assert procs.cli("run", str(path), "-w", "2").returncode == 0
     sid = sweep_id(path)
     assert progress(rconn, sid).executions == 30
@@ -74,21 +82,35 @@ params:
     assert (p.done, p.cached, p.executions) == (30, 20, 10)
 
 
-def test_sigkilled_worker_mid_chunk_loses_no_point(procs: Processes, tmp_path: Path, rconn: redis.Redis) -> None:
-    path = write_sweep(tmp_path, """
+def test_sigkilled_worker_mid_chunk_loses_no_point(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    path = write_sweep(
+        tmp_path,
+        """
 task: {call: "fixtures.tasks:nap"}
 params:
   seconds: [0.04]
   i: {range: [0, 240]}
-""")
+""",
+    )
     sid = procs.cli("submit", str(path)).stdout.strip()
     workers = [procs.worker() for _ in range(3)]
     wait_until(lambda: progress(rconn, sid).done >= 30, 60, message="first results")
     victim = workers[0]
-    key = wait_until(lambda: next((k for k in rconn.smembers("rq:workers:swarmrun")
-                                   if f".{victim.pid}-" in k.decode()
-                                   and rconn.hget(k, "state") == b"busy"), None), 10, 0.01,
-                     message="victim busy with a chunk")
+    key = wait_until(
+        lambda: next(
+            (
+                k
+                for k in rconn.smembers("rq:workers:swarmrun")
+                if f".{victim.pid}-" in k.decode() and rconn.hget(k, "state") == b"busy"
+            ),
+            None,
+        ),
+        10,
+        0.01,
+        message="victim busy with a chunk",
+    )
     assert key
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
@@ -106,13 +128,16 @@ params:
 
 
 def test_sigterm_finishes_the_current_chunk(procs: Processes, tmp_path: Path, rconn: redis.Redis) -> None:
-    path = write_sweep(tmp_path, """
+    path = write_sweep(
+        tmp_path,
+        """
 task: {call: "fixtures.tasks:nap"}
 chunk: 4
 params:
   seconds: [0.4]
   i: {range: [0, 40]}
-""")
+""",
+    )
     sid = procs.cli("submit", str(path)).stdout.strip()
     worker = procs.worker()
     wait_until(lambda: progress(rconn, sid).done >= 1, 30, 0.02, message="first point")
@@ -128,26 +153,34 @@ params:
 def test_retries_and_timeouts(procs: Processes, tmp_path: Path) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    flaky = write_sweep(tmp_path, f"""
+    flaky = write_sweep(
+        tmp_path,
+        f"""
 task: {{call: "fixtures.tasks:flaky"}}
 retries: 1
 backoff: 0.01
 params:
   x: {{range: [0, 6]}}
   marker_dir: ["{markers}"]
-""", "flaky.yaml")
+""",
+        "flaky.yaml",
+    )
     out = tmp_path / "flaky.csv"
     r = procs.cli("run", str(flaky), "-w", "2", "-o", str(out))
     assert r.returncode == 0, r.stderr
     rows = read_csv(out)
     assert {row["status"] for row in rows} == {"ok"} and {row["attempt"] for row in rows} == {"2"}
 
-    slow = write_sweep(tmp_path, """
+    slow = write_sweep(
+        tmp_path,
+        """
 task: {call: "fixtures.tasks:nap"}
 timeout: 0.5
 params:
   seconds: [0.01, 3]
-""", "slow.yaml")
+""",
+        "slow.yaml",
+    )
     out = tmp_path / "slow.csv"
     r = procs.cli("run", str(slow), "-w", "2", "-o", str(out))
     assert r.returncode == 1, r.stderr
@@ -159,14 +192,17 @@ params:
 
 
 def test_command_sweep_never_uses_a_shell(procs: Processes, tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, """
+    path = write_sweep(
+        tmp_path,
+        """
 task:
   command: [python3, -c, "import json, sys; print(json.dumps({{'word': sys.argv[1], 'n': int(sys.argv[2])}}))",
             "{word}", "{n}"]
 params:
   word: ["$(touch pwned)", "a;b", "`id`"]
   n: [1, 2]
-""")
+""",
+    )
     out = tmp_path / "out.jsonl"
     r = procs.cli("run", str(path), "-w", "2", "-o", str(out))
     assert r.returncode == 0, r.stderr
@@ -178,7 +214,9 @@ params:
 
 
 def test_command_failure_and_timeout_keep_output_tails(procs: Processes, tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, """
+    path = write_sweep(
+        tmp_path,
+        """
 task:
   command: [python3, -c, "import sys, time; print('working'); time.sleep(float(sys.argv[1])); sys.exit(int(sys.argv[2]))",
             "{s}", "{code}"]
@@ -186,7 +224,8 @@ timeout: 1
 params:
   s: [0, 5]
   code: [0, 3]
-""")
+""",
+    )
     out = tmp_path / "out.jsonl"
     r = procs.cli("run", str(path), "-w", "2", "-o", str(out))
     assert r.returncode == 1
@@ -198,11 +237,14 @@ params:
 
 
 def test_a_raising_point_is_recorded_and_the_sweep_goes_on(procs: Processes, tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, """
+    path = write_sweep(
+        tmp_path,
+        """
 task: {call: "fixtures.tasks:fail_on"}
 params:
   x: {range: [0, 10]}
-""")
+""",
+    )
     out = tmp_path / "out.csv"
     r = procs.cli("run", str(path), "-w", "2", "-o", str(out))
     assert r.returncode == 1
@@ -213,13 +255,18 @@ params:
     assert all(rows[x]["status"] == "ok" for x in rows if x != 3)
 
 
-def test_cancel_stops_a_sweep_and_submit_resumes_it(procs: Processes, tmp_path: Path, rconn: redis.Redis) -> None:
-    path = write_sweep(tmp_path, """
+def test_cancel_stops_a_sweep_and_submit_resumes_it(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    path = write_sweep(
+        tmp_path,
+        """
 task: {call: "fixtures.tasks:nap"}
 params:
   seconds: [0.1]
   i: {range: [0, 60]}
-""")
+""",
+    )
     sid = procs.cli("submit", str(path)).stdout.strip()
     procs.worker()
     wait_until(lambda: progress(rconn, sid).done >= 3, 30, message="some results")
@@ -236,12 +283,15 @@ params:
 
 
 def test_a_point_that_kills_its_worker_is_isolated(procs: Processes, tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, """
+    path = write_sweep(
+        tmp_path,
+        """
 task: {call: "fixtures.tasks:crash_on"}
 params:
   x: {range: [0, 12]}
   bad: [5]
-""")
+""",
+    )
     out = tmp_path / "out.csv"
     r = procs.cli("run", str(path), "-w", "2", "-o", str(out), timeout=180)
     assert r.returncode == 1, r.stderr
@@ -254,12 +304,15 @@ params:
 def test_retry_runs_failed_points_again(procs: Processes, tmp_path: Path, rconn: redis.Redis) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    path = write_sweep(tmp_path, f"""
+    path = write_sweep(
+        tmp_path,
+        f"""
 task: {{call: "fixtures.tasks:flaky"}}
 params:
   x: {{range: [0, 5]}}
   marker_dir: ["{markers}"]
-""")
+""",
+    )
     assert procs.cli("run", str(path), "-w", "2").returncode == 1
     sid = sweep_id(path)
     assert progress(rconn, sid).error == 5

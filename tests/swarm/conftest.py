@@ -6,6 +6,7 @@ networks, secrets, volumes) and is removed at teardown by that label, whatever a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -51,10 +52,8 @@ def remove_labelled(client: docker.DockerClient, label: str) -> None:
     deadline = time.monotonic() + 60
     while client.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
         for container in client.containers.list(all=True, filters={"label": label}):
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
-            except docker.errors.APIError:
-                pass
         time.sleep(0.5)
     for kind in (client.networks, client.secrets, client.volumes):
         for item in kind.list(filters={"label": label}):
@@ -67,10 +66,8 @@ def remove_labelled(client: docker.DockerClient, label: str) -> None:
                 except docker.errors.APIError:
                     time.sleep(0.5)
     for image in client.images.list(filters={"label": label}):
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             client.images.remove(image.id, force=True)
-        except docker.errors.APIError:
-            pass
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +78,14 @@ def worker_image(docker_client: docker.DockerClient, tmp_path_factory: pytest.Te
     for name in ("__init__.py", "tasks.py"):
         (context / "fixtures" / name).write_text((ROOT / "tests" / "fixtures" / name).read_text())
     tag = f"swarmrun-worker:test-{SESSION}"
-    build_image(docker_client, context=context, tag=tag, base_image=BASE_IMAGE,
-                labels={TEST_LABEL: SESSION}, home=Path(os.environ.get("SWARMRUN_TEST_CACHE",
-                                                                       tmp_path_factory.mktemp("home"))))
+    build_image(
+        docker_client,
+        context=context,
+        tag=tag,
+        base_image=BASE_IMAGE,
+        labels={TEST_LABEL: SESSION},
+        home=Path(os.environ.get("SWARMRUN_TEST_CACHE", tmp_path_factory.mktemp("home"))),
+    )
     return tag
 
 
@@ -97,20 +99,37 @@ class Stack:
         self.home = home
         self.port = free_port()
         self.env = swarmrun_env(None, home, SWARMRUN_STACK=self.name, SWARMRUN_HEARTBEAT_TTL="5")
-        self.config = StackConfig(name=self.name, image=image, redis_image=REDIS_IMAGE, redis_port=self.port,
-                                  heartbeat_ttl=5, labels=((TEST_LABEL, SESSION),))
+        self.config = StackConfig(
+            name=self.name,
+            image=image,
+            redis_image=REDIS_IMAGE,
+            redis_port=self.port,
+            heartbeat_ttl=5,
+            labels=((TEST_LABEL, SESSION),),
+        )
 
     def options(self) -> list[str]:
         """The CLI options that shape this stack (for `up` and `run`)."""
-        return ["--image", self.image, "--redis-image", REDIS_IMAGE, "--redis-port", str(self.port),
-                "--label", f"{TEST_LABEL}={SESSION}"]
+        return [
+            "--image",
+            self.image,
+            "--redis-image",
+            REDIS_IMAGE,
+            "--redis-port",
+            str(self.port),
+            "--label",
+            f"{TEST_LABEL}={SESSION}",
+        ]
 
     def backend(self) -> SwarmBackend:
-        return SwarmBackend(self.client, self.config, home=self.home, environ=self.env,
-                            extra_labels={TEST_LABEL: SESSION})
+        return SwarmBackend(
+            self.client, self.config, home=self.home, environ=self.env, extra_labels={TEST_LABEL: SESSION}
+        )
 
     def worker_containers(self) -> list[docker.models.containers.Container]:
-        return self.client.containers.list(filters={"label": f"com.docker.swarm.service.name={self.name}_worker"})
+        return self.client.containers.list(
+            filters={"label": f"com.docker.swarm.service.name={self.name}_worker"}
+        )
 
 
 @pytest.fixture
@@ -120,9 +139,16 @@ def stack(docker_client: docker.DockerClient, worker_image: str, tmp_path: Path)
     remove_labelled(docker_client, f"{NAMESPACE_LABEL}={s.name}")
 
 
-def cli(stack: Stack, *args: str, cwd: Path, timeout: float = 300,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    stack: Stack, *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     import sys
 
-    return subprocess.run([sys.executable, "-m", "swarmrun", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env or stack.env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "swarmrun", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or stack.env,
+        cwd=cwd,
+    )

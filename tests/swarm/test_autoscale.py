@@ -25,8 +25,18 @@ params:
   seconds: [{seconds}]
   i: {{range: [0, {points}]}}
 """
-FAST = ["--up-cooldown", "3", "--down-cooldown", "5", "--window", "4", "--interval", "1",
-        "--work-per-replica", "5"]
+FAST = [
+    "--up-cooldown",
+    "3",
+    "--down-cooldown",
+    "5",
+    "--window",
+    "4",
+    "--interval",
+    "1",
+    "--work-per-replica",
+    "5",
+]
 CHANGE = re.compile(r"workers (\d+) -> (\d+): (.*)")
 
 
@@ -56,15 +66,20 @@ def test_autoscale_scales_up_during_a_sweep_and_back_down_after(stack: Stack, tm
     sid = cli(stack, "submit", str(path), cwd=tmp_path).stdout.strip()
     queue = SweepQueue(redis.Redis.from_url(stack.backend().redis_url()), "swarmrun")
     argv = [sys.executable, "-m", "swarmrun", "autoscale", "--min", "1", "--max", "4", *FAST]
-    scaler = subprocess.Popen(argv, env=stack.env, cwd=tmp_path, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+    scaler = subprocess.Popen(
+        argv, env=stack.env, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         wait_until(lambda: desired(stack) == 4, 150, interval=0.5, message="scaling up to 4 replicas")
         at_peak = queue.progress(sid).done
         assert at_peak < points, "the sweep ended before the autoscaler reached 4 replicas"
         wait_until(lambda: queue.progress(sid).complete, 300, interval=1, message="the sweep to complete")
-        wait_until(lambda: desired(stack) == 1 and stack.backend().replicas().running == 1, 120, interval=1,
-                   message="scaling back down to 1 replica after the sweep")
+        wait_until(
+            lambda: desired(stack) == 1 and stack.backend().replicas().running == 1,
+            120,
+            interval=1,
+            message="scaling back down to 1 replica after the sweep",
+        )
     finally:
         scaler.send_signal(signal.SIGTERM)
         out, err = scaler.communicate(timeout=60)
@@ -89,8 +104,21 @@ def test_run_with_autoscale_scales_and_ends_at_the_minimum(stack: Stack, tmp_pat
     points = 600
     path = write_sweep(tmp_path, NAP.format(seconds=0.2, points=points))
     out_csv = tmp_path / "out.csv"
-    r = cli(stack, "run", str(path), "--backend", "swarm", "--autoscale", "1:3", *FAST, "-o", str(out_csv),
-            *stack.options(), cwd=tmp_path, timeout=420)
+    r = cli(
+        stack,
+        "run",
+        str(path),
+        "--backend",
+        "swarm",
+        "--autoscale",
+        "1:3",
+        *FAST,
+        "-o",
+        str(out_csv),
+        *stack.options(),
+        cwd=tmp_path,
+        timeout=420,
+    )
     assert r.returncode == 0, r.stderr
     steps = changes(r.stderr)
     assert steps and steps[0][:2] == (1, 2), r.stderr

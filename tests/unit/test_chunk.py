@@ -33,9 +33,13 @@ def test_chunk_ids_round_trip_and_are_valid_rq_ids() -> None:
         (0, 1e-3, 2, None, 0, "nothing left"),
     ],
 )
-def test_plan_size(remaining: int, per_point: float | None, workers: int, fixed: int | None,
-                   expected: int, why: str) -> None:
-    assert plan_size(remaining, seconds_per_point=per_point, workers=workers, target=3.0, fixed=fixed) == expected, why
+def test_plan_size(
+    remaining: int, per_point: float | None, workers: int, fixed: int | None, expected: int, why: str
+) -> None:
+    assert (
+        plan_size(remaining, seconds_per_point=per_point, workers=workers, target=3.0, fixed=fixed)
+        == expected
+    ), why
 
 
 @given(st.integers(1, 10**7), st.floats(1e-7, 100), st.integers(1, 64))

@@ -38,15 +38,18 @@ WORKER: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize(("reference", "expected"), [
-    ("swarmrun-worker", (None, "swarmrun-worker", "latest")),
-    ("swarmrun-worker:2024-06", (None, "swarmrun-worker", "2024-06")),
-    ("team/worker:1", (None, "team/worker", "1")),
-    ("10.0.0.5:5000/team/worker:1", ("10.0.0.5:5000", "team/worker", "1")),
-    ("10.0.0.5:5000/worker", ("10.0.0.5:5000", "worker", "latest")),
-    ("localhost/worker:x", ("localhost", "worker", "x")),
-    ("registry.example/worker", ("registry.example", "worker", "latest")),
-])
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("swarmrun-worker", (None, "swarmrun-worker", "latest")),
+        ("swarmrun-worker:2024-06", (None, "swarmrun-worker", "2024-06")),
+        ("team/worker:1", (None, "team/worker", "1")),
+        ("10.0.0.5:5000/team/worker:1", ("10.0.0.5:5000", "team/worker", "1")),
+        ("10.0.0.5:5000/worker", ("10.0.0.5:5000", "worker", "latest")),
+        ("localhost/worker:x", ("localhost", "worker", "x")),
+        ("registry.example/worker", ("registry.example", "worker", "latest")),
+    ],
+)
 def test_split_reference(reference: str, expected: tuple[str | None, str, str]) -> None:
     assert split_reference(reference) == expected
 
@@ -71,15 +74,23 @@ def test_bad_registry_addresses(bad: str) -> None:
         check_registry(bad)
 
 
-@pytest.mark.parametrize("good", ["tcp://10.0.0.5:2375", "ssh://me@node3", "unix:///var/run/docker.sock",
-                                  "tcp://[fd00::5]:2375"])
+@pytest.mark.parametrize(
+    "good", ["tcp://10.0.0.5:2375", "ssh://me@node3", "unix:///var/run/docker.sock", "tcp://[fd00::5]:2375"]
+)
 def test_engine_urls_docker_accepts(good: str) -> None:
     assert check_engine_url(good) == good
 
 
-@pytest.mark.parametrize(("bad", "why"), [("10.0.0.5:2375", "starts with"), ("ftp://x", "starts with"),
-                                          ("tcp://", "no host"), ("tcp://h:port", "malformed port"),
-                                          ("unix://", "socket path")])
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("10.0.0.5:2375", "starts with"),
+        ("ftp://x", "starts with"),
+        ("tcp://", "no host"),
+        ("tcp://h:port", "malformed port"),
+        ("unix://", "socket path"),
+    ],
+)
 def test_bad_engine_urls(bad: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         check_engine_url(bad)
@@ -94,12 +105,16 @@ def test_node_address_falls_back_to_the_manager_address() -> None:
 
 
 def test_nodes_of_swarm_reaches_the_own_engine_as_docker_host_says() -> None:
-    nodes = nodes_of_swarm([WORKER, MANAGER], self_id=MANAGER["ID"], self_url="ssh://me@manager",
-                           engine_port=2376)
-    assert nodes == [NodeEngine("manager", "ssh://me@manager", "manager"),
-                     NodeEngine("worker1", "tcp://192.168.16.3:2376", "worker")]
+    nodes = nodes_of_swarm(
+        [WORKER, MANAGER], self_id=MANAGER["ID"], self_url="ssh://me@manager", engine_port=2376
+    )
+    assert nodes == [
+        NodeEngine("manager", "ssh://me@manager", "manager"),
+        NodeEngine("worker1", "tcp://192.168.16.3:2376", "worker"),
+    ]
     assert nodes_of_swarm([WORKER, MANAGER], self_id="other", self_url="x", role="manager") == [
-        NodeEngine("manager", "tcp://192.168.16.2:2375", "manager")]
+        NodeEngine("manager", "tcp://192.168.16.2:2375", "manager")
+    ]
 
 
 def test_nodes_that_are_down_are_left_out() -> None:
@@ -115,5 +130,7 @@ def test_failed_deliveries_raise_one_error_naming_each() -> None:
         check_deliveries([Delivery(node, "w:1", "failed", detail="no space left")])
     with pytest.raises(DockerUnavailable, match="could not reach every node"):
         check_deliveries([Delivery(node, "w:1", "failed", detail="refused", unreachable=True)])
-    assert Delivery(NodeEngine("tcp://h:2375", "tcp://h:2375"), "w:1", "present").describe() == \
-        "tcp://h:2375: w:1 already there"
+    assert (
+        Delivery(NodeEngine("tcp://h:2375", "tcp://h:2375"), "w:1", "present").describe()
+        == "tcp://h:2375: w:1 already there"
+    )

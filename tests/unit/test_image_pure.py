@@ -70,16 +70,37 @@ def test_free_threaded_and_unsupported_interpreters() -> None:
         target_from_probe(probe(implementation_name="graalpy"))
 
 
-@pytest.mark.parametrize(("plat", "libc", "has", "lacks"), [
-    ("linux-x86_64", ["glibc", "2.36"],
-     ["manylinux_2_36_x86_64", "manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux2010_x86_64",
-      "manylinux1_x86_64", "manylinux_2_5_x86_64"], ["manylinux_2_37_x86_64", "manylinux_2_4_x86_64"]),
-    ("linux-aarch64", ["glibc", "2.31"], ["manylinux_2_31_aarch64", "manylinux2014_aarch64"],
-     ["manylinux_2_16_aarch64", "manylinux2010_aarch64"]),
-    ("linux-x86_64", ["musl", "1.2.4"], ["musllinux_1_2_x86_64", "musllinux_1_0_x86_64"],
-     ["manylinux2014_x86_64"]),
-    ("linux-x86_64", ["", ""], ["linux_x86_64"], ["manylinux2014_x86_64"]),
-])
+@pytest.mark.parametrize(
+    ("plat", "libc", "has", "lacks"),
+    [
+        (
+            "linux-x86_64",
+            ["glibc", "2.36"],
+            [
+                "manylinux_2_36_x86_64",
+                "manylinux2014_x86_64",
+                "manylinux_2_17_x86_64",
+                "manylinux2010_x86_64",
+                "manylinux1_x86_64",
+                "manylinux_2_5_x86_64",
+            ],
+            ["manylinux_2_37_x86_64", "manylinux_2_4_x86_64"],
+        ),
+        (
+            "linux-aarch64",
+            ["glibc", "2.31"],
+            ["manylinux_2_31_aarch64", "manylinux2014_aarch64"],
+            ["manylinux_2_16_aarch64", "manylinux2010_aarch64"],
+        ),
+        (
+            "linux-x86_64",
+            ["musl", "1.2.4"],
+            ["musllinux_1_2_x86_64", "musllinux_1_0_x86_64"],
+            ["manylinux2014_x86_64"],
+        ),
+        ("linux-x86_64", ["", ""], ["linux_x86_64"], ["manylinux2014_x86_64"]),
+    ],
+)
 def test_platform_tags(plat: str, libc: list[str], has: list[str], lacks: list[str]) -> None:
     tags = platform_tags(plat, libc)
     assert tags[-1] == plat.replace("-", "_")
@@ -105,8 +126,13 @@ def test_markers_are_judged_for_the_target_not_the_host() -> None:
     assert unmarked(Requirement("rq[cli]>=3.0,<3.1")) == "rq[cli]<3.1,>=3.0"
 
 
-def fake_wheel(directory: Path, name: str, version: str, requires: list[str] = (),  # type: ignore[assignment]
-               tag: str = "py3-none-any") -> Path:
+def fake_wheel(
+    directory: Path,
+    name: str,
+    version: str,
+    requires: list[str] = (),  # type: ignore[assignment]
+    tag: str = "py3-none-any",
+) -> Path:
     path = directory / f"{name.replace('-', '_')}-{version}-{tag}.whl"
     meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
@@ -119,8 +145,12 @@ def test_closure_finds_what_pip_left_out_for_the_target(tmp_path: Path) -> None:
     """The wheelhouse pip makes on a 3.11.7 host for a 3.11.2 image: async-timeout is missing."""
     wheels = [
         fake_wheel(tmp_path, "rq", "3.0.0", ["redis>=5", "click>=5"]),
-        fake_wheel(tmp_path, "redis", "8.1.0", ['async-timeout>=4.0.3; python_full_version < "3.11.3"',
-                                                "hiredis>=3; extra == 'hiredis'"]),
+        fake_wheel(
+            tmp_path,
+            "redis",
+            "8.1.0",
+            ['async-timeout>=4.0.3; python_full_version < "3.11.3"', "hiredis>=3; extra == 'hiredis'"],
+        ),
         fake_wheel(tmp_path, "click", "8.5.1"),
     ]
     assert closure_gaps(wheels, ["rq>=3.0,<3.1"], HOST_LIKE) == []
@@ -136,8 +166,9 @@ def test_closure_ignores_wheels_the_target_cannot_install(tmp_path: Path) -> Non
     wrong_python = fake_wheel(tmp_path, "numpy", "2.1.0", tag="cp312-cp312-manylinux_2_17_x86_64")
     wrong_arch = fake_wheel(tmp_path, "numpy", "2.0.0", tag="cp311-cp311-manylinux_2_17_aarch64")
     assert [g.name for g in closure_gaps([wrong_python, wrong_arch], ["numpy"], DEBIAN)] == ["numpy"]
-    right = fake_wheel(tmp_path, "numpy", "1.26.4",
-                       tag="cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64")
+    right = fake_wheel(
+        tmp_path, "numpy", "1.26.4", tag="cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64"
+    )
     assert closure_gaps([wrong_python, right], ["numpy"], DEBIAN) == []
     assert [str(g.specifier) for g in closure_gaps([right], ["numpy>=2"], DEBIAN)] == [">=2"]
 
@@ -145,12 +176,17 @@ def test_closure_ignores_wheels_the_target_cannot_install(tmp_path: Path) -> Non
 def test_read_requirements(tmp_path: Path) -> None:
     (tmp_path / "base.txt").write_text("numpy>=1.26  # arrays\n")
     req = tmp_path / "requirements.txt"
-    req.write_text("# task deps\n-r base.txt\n\nscipy==1.14.1 --hash=sha256:abc\n"
-                   "pkg @ https://example.org/pkg-1.0-py3-none-any.whl#sha256=def\n"
-                   'tomli; python_version < "3.11"\n')
-    assert read_requirements(req) == ["numpy>=1.26", "scipy==1.14.1",
-                                      "pkg @ https://example.org/pkg-1.0-py3-none-any.whl#sha256=def",
-                                      'tomli; python_version < "3.11"']
+    req.write_text(
+        "# task deps\n-r base.txt\n\nscipy==1.14.1 --hash=sha256:abc\n"
+        "pkg @ https://example.org/pkg-1.0-py3-none-any.whl#sha256=def\n"
+        'tomli; python_version < "3.11"\n'
+    )
+    assert read_requirements(req) == [
+        "numpy>=1.26",
+        "scipy==1.14.1",
+        "pkg @ https://example.org/pkg-1.0-py3-none-any.whl#sha256=def",
+        'tomli; python_version < "3.11"',
+    ]
     req.write_text("--index-url https://example.org/simple\n")
     with pytest.raises(ImageBuildError, match=r"txt:1: not a requirement.*options are not supported"):
         read_requirements(req)
@@ -167,36 +203,48 @@ def test_install_requirements_leave_out_the_managers_embedded_redis() -> None:
     assert names.count("rq") == 1
 
 
-@pytest.mark.parametrize(("ignore", "path", "out"), [
-    ("*.log", "run.log", True),
-    ("*.log", "logs/run.log", False),          # `*` stays within one directory level
-    ("**/*.log", "logs/run.log", True),
-    ("**/*.log", "run.log", True),
-    ("data", "data/big/x.npy", True),          # a directory pattern excludes what is inside
-    ("/data/", "data/x", True),
-    ("data/*", "data", False),
-    ("docs/**", "docs/a/b.md", True),
-    ("*.log\n!keep.log", "keep.log", False),   # the last matching rule wins
-    ("!keep.log\n*.log", "keep.log", True),
-    ("a?c", "abc", True),
-    ("a?c", "a/c", False),
-    ("[ab].txt", "b.txt", True),
-    ("[!ab].txt", "b.txt", False),
-    ("# comment\n\n", "anything", False),
-    ("", ".git/config", True),                 # always skipped, whatever .dockerignore says
-    ("!.venv", ".venv/bin/python", True),
-    ("", "pkg/__pycache__/m.cpython-311.pyc", True),
-    ("", "pkg/m.pyc", True),
-    ("", "swarmrun-results/sweep.csv", True),
-    ("", "pkg/m.py", False),
-])
+@pytest.mark.parametrize(
+    ("ignore", "path", "out"),
+    [
+        ("*.log", "run.log", True),
+        ("*.log", "logs/run.log", False),  # `*` stays within one directory level
+        ("**/*.log", "logs/run.log", True),
+        ("**/*.log", "run.log", True),
+        ("data", "data/big/x.npy", True),  # a directory pattern excludes what is inside
+        ("/data/", "data/x", True),
+        ("data/*", "data", False),
+        ("docs/**", "docs/a/b.md", True),
+        ("*.log\n!keep.log", "keep.log", False),  # the last matching rule wins
+        ("!keep.log\n*.log", "keep.log", True),
+        ("a?c", "abc", True),
+        ("a?c", "a/c", False),
+        ("[ab].txt", "b.txt", True),
+        ("[!ab].txt", "b.txt", False),
+        ("# comment\n\n", "anything", False),
+        ("", ".git/config", True),  # always skipped, whatever .dockerignore says
+        ("!.venv", ".venv/bin/python", True),
+        ("", "pkg/__pycache__/m.cpython-311.pyc", True),
+        ("", "pkg/m.pyc", True),
+        ("", "swarmrun-results/sweep.csv", True),
+        ("", "pkg/m.py", False),
+    ],
+)
 def test_dockerignore_subset(ignore: str, path: str, out: bool) -> None:
     assert excluded(path, ignore_rules(ignore)) is out
 
 
 def make_context(root: Path) -> Path:
-    for name in ["task/__init__.py", "task/sim.py", "data/big.npy", "data/keep.csv", ".git/HEAD", "notes.log",
-                 ".venv/bin/python", "task/__pycache__/sim.cpython-311.pyc", "swarmrun-results/x.csv"]:
+    for name in [
+        "task/__init__.py",
+        "task/sim.py",
+        "data/big.npy",
+        "data/keep.csv",
+        ".git/HEAD",
+        "notes.log",
+        ".venv/bin/python",
+        "task/__pycache__/sim.cpython-311.pyc",
+        "swarmrun-results/x.csv",
+    ]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(name)
     (root / ".dockerignore").write_text("data\n!data/keep.csv\n*.log\n")
@@ -206,7 +254,7 @@ def make_context(root: Path) -> Path:
 def test_context_files_apply_the_rules(tmp_path: Path) -> None:
     names = sorted(name for _, name in context_files(make_context(tmp_path)))
     assert names == [".dockerignore", "data/keep.csv", "task", "task/__init__.py", "task/sim.py"]
-    (tmp_path / ".dockerignore").write_text("data\n")   # no `!` rule: excluded directories are not walked
+    (tmp_path / ".dockerignore").write_text("data\n")  # no `!` rule: excluded directories are not walked
     assert "data" not in " ".join(name for _, name in context_files(tmp_path))
 
 
@@ -214,8 +262,9 @@ def test_context_layout(tmp_path: Path) -> None:
     app = make_context(tmp_path / "app")
     wheel = fake_wheel(tmp_path, "click", "8.5.1")
     buffer = io.BytesIO()
-    count = write_context(buffer, dockerfile=b"FROM x\n", wheels=[wheel], requirements=["click>=8", "rq"],
-                          app=app)
+    count = write_context(
+        buffer, dockerfile=b"FROM x\n", wheels=[wheel], requirements=["click>=8", "rq"], app=app
+    )
     buffer.seek(0)
     with tarfile.open(fileobj=buffer) as tar:
         members = {m.name: m for m in tar.getmembers()}

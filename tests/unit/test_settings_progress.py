@@ -17,8 +17,15 @@ def test_settings_from_env(tmp_path: Path) -> None:
     assert Settings.from_env({}).redis_url is None
     secret = tmp_path / "pw"
     secret.write_text("s3cr/t\n")
-    s = Settings.from_env({"SWARMRUN_REDIS_URL": "redis://redis:6379/0", "SWARMRUN_REDIS_PASSWORD_FILE": str(secret),
-                           "SWARMRUN_HOME": str(tmp_path), "SWARMRUN_HEARTBEAT_TTL": "5", "SWARMRUN_QUEUE": "q"})
+    s = Settings.from_env(
+        {
+            "SWARMRUN_REDIS_URL": "redis://redis:6379/0",
+            "SWARMRUN_REDIS_PASSWORD_FILE": str(secret),
+            "SWARMRUN_HOME": str(tmp_path),
+            "SWARMRUN_HEARTBEAT_TTL": "5",
+            "SWARMRUN_QUEUE": "q",
+        }
+    )
     assert s.url == "redis://:s3cr%2Ft@redis:6379/0"
     assert s.with_redis("redis://other:1/0").url == "redis://:s3cr%2Ft@other:1/0"
     assert s.with_redis("redis://:own@other:1/0").url == "redis://:own@other:1/0"
@@ -26,7 +33,9 @@ def test_settings_from_env(tmp_path: Path) -> None:
     with pytest.raises(SwarmrunError, match="SWARMRUN_HEARTBEAT_TTL='x' is not a number"):
         Settings.from_env({"SWARMRUN_HEARTBEAT_TTL": "x"})
     with pytest.raises(SwarmrunError, match="cannot read SWARMRUN_REDIS_PASSWORD_FILE"):
-        Settings.from_env({"SWARMRUN_REDIS_URL": "redis://h", "SWARMRUN_REDIS_PASSWORD_FILE": str(tmp_path / "no")})
+        Settings.from_env(
+            {"SWARMRUN_REDIS_URL": "redis://h", "SWARMRUN_REDIS_PASSWORD_FILE": str(tmp_path / "no")}
+        )
 
 
 def test_password_urls() -> None:
@@ -38,9 +47,22 @@ def test_password_urls() -> None:
 
 
 def progress(done: int, size: int = 100, error: int = 0) -> Progress:
-    return Progress(sweep_id="abc", name="demo", size=size, done=done, ok=done - error, error=error, timeout=0,
-                    cached=0, executions=done, duplicates=0, seconds=done * 0.01, processed=done,
-                    state="active", created=0.0)
+    return Progress(
+        sweep_id="abc",
+        name="demo",
+        size=size,
+        done=done,
+        ok=done - error,
+        error=error,
+        timeout=0,
+        cached=0,
+        executions=done,
+        duplicates=0,
+        seconds=done * 0.01,
+        processed=done,
+        state="active",
+        created=0.0,
+    )
 
 
 def test_rate_meter_and_eta() -> None:
@@ -56,7 +78,9 @@ def test_rate_meter_and_eta() -> None:
 
 
 def test_progress_line_and_status() -> None:
-    line = progress_line(progress(25, error=2), 12.5, Replicas(3, 4, (Placement("n1", 2), Placement("n2", 1))))
+    line = progress_line(
+        progress(25, error=2), 12.5, Replicas(3, 4, (Placement("n1", 2), Placement("n2", 1)))
+    )
     assert line.startswith("[#######---------------------] 25/100 (25%)")
     assert "failed 2" in line and "12.5 points/s" in line and "ETA 0:06" in line
     assert line.endswith("workers 3/4 running (n1: 2, n2: 1)")

@@ -205,3 +205,22 @@ def require(condition: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"{why} (CI is set: nothing may skip)")
     pytest.skip(why)
+
+
+def build_fixture_image(
+    client: object,
+    tag: str,
+    base_image: str,
+    labels: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """A worker image holding swarmrun and tests/fixtures (the task code), built as a user would."""
+    from swarmrun.image import build_image
+
+    context = tmp_path_factory.mktemp("context")
+    (context / "fixtures").mkdir()
+    for name in ("__init__.py", "tasks.py"):
+        (context / "fixtures" / name).write_text((ROOT / "tests" / "fixtures" / name).read_text())
+    home = Path(os.environ.get("SWARMRUN_TEST_CACHE", tmp_path_factory.mktemp("home")))
+    build_image(client, context=context, tag=tag, base_image=base_image, labels=labels, home=home)  # type: ignore[arg-type]
+    return tag

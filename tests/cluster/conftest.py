@@ -23,11 +23,10 @@ import pytest
 
 from swarmrun import engine
 from swarmrun.backends.swarm import SwarmBackend
-from swarmrun.image import build_image
 from swarmrun.queue import SweepQueue, connect
 from swarmrun.stack import StackConfig
 from tests.cluster.harness import NODE_IMAGE, Cluster, Node
-from tests.conftest import ROOT, docker_available, require, swarmrun_env
+from tests.conftest import build_fixture_image, docker_available, require, swarmrun_env
 
 SESSION = uuid.uuid4().hex[:8]
 TEST_LABEL = "swarmrun.test"
@@ -86,16 +85,9 @@ def host_engine() -> Iterator[docker.DockerClient]:
 @pytest.fixture(scope="session")
 def cluster_image(host_engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The worker image with tests/fixtures as task code, built on this machine as a user would."""
-    context = tmp_path_factory.mktemp("context")
-    (context / "fixtures").mkdir()
-    for name in ("__init__.py", "tasks.py"):
-        (context / "fixtures" / name).write_text((ROOT / "tests" / "fixtures" / name).read_text())
-    tag = f"swarmrun-worker:cluster-{SESSION}"
-    home = Path(os.environ.get("SWARMRUN_TEST_CACHE", tmp_path_factory.mktemp("home")))
-    build_image(
-        host_engine, context=context, tag=tag, base_image=BASE_IMAGE, labels={TEST_LABEL: SESSION}, home=home
+    return build_fixture_image(
+        host_engine, f"swarmrun-worker:cluster-{SESSION}", BASE_IMAGE, {TEST_LABEL: SESSION}, tmp_path_factory
     )
-    return tag
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,8 @@ import pytest
 
 from swarmrun import engine
 from swarmrun.backends.swarm import SwarmBackend
-from swarmrun.image import build_image
 from swarmrun.stack import NAMESPACE_LABEL, StackConfig
-from tests.conftest import ROOT, docker_available, free_port, require, swarmrun_env
+from tests.conftest import build_fixture_image, docker_available, free_port, require, swarmrun_env
 
 SESSION = uuid.uuid4().hex[:8]
 TEST_LABEL = "swarmrun.test"
@@ -73,20 +72,9 @@ def remove_labelled(client: docker.DockerClient, label: str) -> None:
 @pytest.fixture(scope="session")
 def worker_image(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A worker image holding swarmrun and tests/fixtures (the task code), built like a user would."""
-    context = tmp_path_factory.mktemp("context")
-    (context / "fixtures").mkdir()
-    for name in ("__init__.py", "tasks.py"):
-        (context / "fixtures" / name).write_text((ROOT / "tests" / "fixtures" / name).read_text())
-    tag = f"swarmrun-worker:test-{SESSION}"
-    build_image(
-        docker_client,
-        context=context,
-        tag=tag,
-        base_image=BASE_IMAGE,
-        labels={TEST_LABEL: SESSION},
-        home=Path(os.environ.get("SWARMRUN_TEST_CACHE", tmp_path_factory.mktemp("home"))),
+    return build_fixture_image(
+        docker_client, f"swarmrun-worker:test-{SESSION}", BASE_IMAGE, {TEST_LABEL: SESSION}, tmp_path_factory
     )
-    return tag
 
 
 class Stack:

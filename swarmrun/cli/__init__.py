@@ -7,23 +7,26 @@ import sys
 from collections.abc import Sequence
 
 import click
-import docker.errors
 import redis
 
 from swarmrun.cli.common import cli
-from swarmrun.cli.image import image
 from swarmrun.cli.stack import register as register_stack_commands
 from swarmrun.cli.sweeps import register as register_sweep_commands
 from swarmrun.errors import ExitCode, SwarmrunError
 
 register_sweep_commands(cli)
 register_stack_commands(cli)
-cli.add_command(image)
 
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"Error: {message}", err=True)
     sys.exit(code)
+
+
+def _is_docker_error(e: Exception) -> bool:
+    # The docker SDK is imported only by the commands that use it (`swarmrun worker` never does).
+    errors = sys.modules.get("docker.errors")
+    return errors is not None and isinstance(e, errors.DockerException)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -49,12 +52,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if debug:
             raise
         _fail(f"Redis failed: {e}", ExitCode.REDIS_UNAVAILABLE)
-    except docker.errors.DockerException as e:
-        if debug:
-            raise
-        _fail(f"Docker failed: {e}", ExitCode.DOCKER_UNAVAILABLE)
     except Exception as e:
         if debug:
             raise
+        if _is_docker_error(e):
+            _fail(f"Docker failed: {e}", ExitCode.DOCKER_UNAVAILABLE)
         _fail(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", ExitCode.ERROR)
     sys.exit(code or 0)

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from swarmrun import __version__, engine
-from swarmrun.backends.swarm import SwarmBackend
+from swarmrun import __version__
 from swarmrun.queue import SweepQueue, connect
 from swarmrun.run import redis_url
 from swarmrun.settings import Settings
 from swarmrun.stack import StackConfig
 from swarmrun.worker import wait_for_redis
+
+if TYPE_CHECKING:
+    from swarmrun.backends.swarm import SwarmBackend
 
 DEFAULT_STACK = "swarmrun"
 
@@ -56,6 +59,9 @@ class State:
     def swarm(self, config: StackConfig | None = None, labels: dict[str, str] | None = None) -> SwarmBackend:
         """The swarm backend of `--stack` (connecting to Docker on first use)."""
         if self._swarm is None or config is not None:
+            from swarmrun import engine
+            from swarmrun.backends.swarm import SwarmBackend
+
             config = config or StackConfig(name=self.stack or DEFAULT_STACK)
             self._swarm = SwarmBackend(engine.connect(), config, home=self.settings.home, extra_labels=labels)
         return self._swarm
@@ -142,7 +148,33 @@ def redis_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Group(click.Group):
+    """A group with commands whose module is imported only when that command is used or listed.
+
+    The docker SDK takes about half of the CLI's import time. `swarmrun worker`, started once per
+    replica (20 at once on a scale-up), never needs it; neither do the local commands.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})  # command name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, _, name = self.lazy[cmd_name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=Group,
+    lazy={"image": "swarmrun.cli.image:image"},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="swarmrun")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context

@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from swarmrun import engine
 from swarmrun import progress as fmt
 from swarmrun.autoscale import Autoscaler, Policy
 from swarmrun.backends import Replicas
@@ -185,6 +184,8 @@ def _choose_backend(state: State, backend: str) -> str:
     """`auto`: swarm when the Docker engine is a swarm manager, local otherwise (and say which)."""
     if backend != "auto":
         return backend
+    from swarmrun import engine  # the docker SDK: imported only when a command needs the engine
+
     try:
         engine.require_manager(engine.connect())
         chosen, why = "swarm", "this Docker engine is a swarm manager"

@@ -338,9 +338,10 @@ class SwarmBackend:
                         for t in self.client.api.tasks()
                     ):
                         time.sleep(0.5)
+            # The raw list: `containers.list()` inspects each container it lists and raises
+            # NotFound for one that Swarm removes in between, which is what happens here.
             while (
-                self.client.containers.list(all=True, filters={"label": label})
-                and time.monotonic() < deadline
+                self.client.api.containers(all=True, filters={"label": label}) and time.monotonic() < deadline
             ):
                 time.sleep(0.5)
             for network in self.client.networks.list(filters={"label": label}):

@@ -256,7 +256,10 @@ class Cluster:
             try:
                 with closing(node.client(timeout=10)) as c:
                     label = f"com.docker.swarm.service.name={service}"
-                    found += [(node, container) for container in c.containers.list(filters={"label": label})]
+                    found += [
+                        (node, container)
+                        for container in c.containers.list(filters={"label": label}, ignore_removed=True)
+                    ]
             except docker.errors.DockerException:
                 continue  # a node that is down has no containers to offer
         return found
@@ -288,7 +291,7 @@ class Cluster:
 def remove(host: docker.DockerClient, name: str) -> None:
     """Remove every container, volume and network labelled `swarmrun.cluster=name`, then its cgroups."""
     label = {"label": f"{CLUSTER_LABEL}={name}"}
-    for container in host.containers.list(all=True, filters=label):
+    for container in host.containers.list(all=True, filters=label, ignore_removed=True):
         with suppress(docker.errors.NotFound):
             container.remove(force=True, v=True)
     for kind in (host.volumes, host.networks):

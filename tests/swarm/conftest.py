@@ -49,8 +49,11 @@ def remove_labelled(client: docker.DockerClient, label: str) -> None:
     for service in client.services.list(filters={"label": label}):
         service.remove()
     deadline = time.monotonic() + 60
-    while client.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
-        for container in client.containers.list(all=True, filters={"label": label}):
+    while (
+        client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
+        and time.monotonic() < deadline
+    ):
+        for container in client.containers.list(all=True, filters={"label": label}, ignore_removed=True):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
         time.sleep(0.5)
@@ -116,7 +119,7 @@ class Stack:
 
     def worker_containers(self) -> list[docker.models.containers.Container]:
         return self.client.containers.list(
-            filters={"label": f"com.docker.swarm.service.name={self.name}_worker"}
+            filters={"label": f"com.docker.swarm.service.name={self.name}_worker"}, ignore_removed=True
         )
 
 

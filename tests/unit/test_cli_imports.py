@@ -20,7 +20,8 @@ def _modules_after(argv: list[str]) -> set[str]:
         f"    main({argv!r})\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print('MODULES', ' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('docker', 'requests'))))\n"
+        "engine = [m for m in sys.modules if m.split('.')[0] in ('docker', 'requests')]\n"
+        "print('MODULES', *sorted(engine))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return set(out.splitlines()[-1].split()[1:])

@@ -57,6 +57,35 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """The fraction of all cores busy over the next `seconds` (Linux; 0.0 elsewhere)."""
+    if not Path("/proc/stat").exists():
+        return 0.0
+    busy0, total0 = _cpu_ticks()
+    time.sleep(seconds)
+    busy1, total1 = _cpu_ticks()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def settle(below: float = 0.25, timeout: float = 90.0) -> str:
+    """Wait until the CPU is mostly idle (the previous step's containers gone), up to `timeout`.
+
+    The load average lags by a minute; the busy fraction over one second is what a timed step
+    competes with. Returns a note for the report: how busy, and after how long.
+    """
+    start = time.monotonic()
+    busy = cpu_busy()
+    while busy >= below and time.monotonic() - start < timeout:
+        busy = cpu_busy()
+    return f"CPU {busy:.0%} busy at the start, after {time.monotonic() - start:.0f}s of settling"
+
+
 def machine() -> str:
     """A one-line description of this machine, for the report."""
     os_name = platform.platform(terse=True)

@@ -22,7 +22,17 @@ import docker
 import redis
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from benchmarks.harness import ROOT, Row, bench_env, free_port, load_average, others_busy, say, wait_for
+from benchmarks.harness import (
+    ROOT,
+    Row,
+    bench_env,
+    free_port,
+    load_average,
+    others_busy,
+    say,
+    settle,
+    wait_for,
+)
 from benchmarks.local import make_sweep
 from swarmrun import engine
 from swarmrun.backends.swarm import SwarmBackend
@@ -232,7 +242,12 @@ def scale_latency(stack: BenchStack, queue: SweepQueue, target: int) -> list[Row
 
 def _scale_latency(stack: BenchStack, queue: SweepQueue, target: int, sid: str) -> list[Row]:
     wait_for(lambda: queue.progress(sid).done >= 5, 120, "the first replica to run points", interval=0.1)
-    say(f"scale latency: `swarmrun scale {target}` with 1 replica busy (load {load_average():.2f})")
+    # Scaling the previous step's replicas down leaves the engine busy for a while (stopping and
+    # removing containers); timing a scale-up into that measures the leftovers, not `scale`.
+    settled = settle()
+    say(
+        f"scale latency: `swarmrun scale {target}` with 1 replica busy ({settled}; load {load_average():.2f})"
+    )
     connection = queue.connection
     first_busy: dict[str, float] = {}
     t0_wall, t0 = time.time(), time.perf_counter()
@@ -278,7 +293,7 @@ def _scale_latency(stack: BenchStack, queue: SweepQueue, target: int, sid: str) 
         f"{len(containers)} containers running, the last after {containers[-1]:.1f}s; " if containers else ""
     )
     note += f"{len(registered)} workers registered{last}"
-    note += f"; `swarmrun scale` returned after {cli_done or float('nan'):.1f}s; {others_busy()}"
+    note += f"; `swarmrun scale` returned after {cli_done or float('nan'):.1f}s; {others_busy()}; {settled}"
     row = Row(
         "scale latency",
         f"1 -> {target} replicas consuming",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq import Worker
 
 from swarmrun.queue import SweepQueue
 from swarmrun.stack import NAMESPACE_LABEL, render
@@ -173,6 +175,52 @@ def test_scale_down_and_killed_containers_lose_no_point(stack: Stack, tmp_path: 
     p = queue.progress(sid)
     assert (p.done, p.ok) == (400, 400) and p.executions >= 400
     print(f"killed 2 containers and scaled 4 -> 1: lost=0, duplicates executed={p.duplicates}")
+
+
+def test_a_kill_past_the_grace_period_only_costs_a_rerun(stack: Stack, tmp_path: Path) -> None:
+    """Workers stopped by a scale-down get 1 s to finish a 12 s point: Docker SIGKILLs them mid-point.
+
+    Their chunks are recovered and run again on the worker that stays; every point still ends with
+    exactly one result.
+    """
+    up = cli(stack, "up", "-r", "3", "--grace-period", "1", *stack.options(), cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    path = write_sweep(tmp_path, NAP.format(seconds=12, points=3) + "chunk: 1\n")
+    sid = cli(stack, "submit", str(path), cwd=tmp_path).stdout.strip()
+    queue = queue_of(stack)
+
+    def busy() -> int:
+        return sum(w.get_state() == "busy" for w in Worker.all(connection=queue.connection))
+
+    wait_until(lambda: busy() >= 3, 90, message="three workers each running a point")
+    since = int(time.time()) - 1
+    scaled = cli(stack, "scale", "1", cwd=tmp_path)
+    assert scaled.returncode == 0, scaled.stderr
+
+    def exit_codes() -> list[int]:
+        # Swarm deletes the tasks a scale-down removes; the engine's events keep how they ended.
+        events = stack.client.events(
+            since=since,
+            until=int(time.time()) + 1,
+            filters={"event": "die", "label": f"com.docker.swarm.service.name={stack.name}_worker"},
+            decode=True,
+        )
+        return [int(e["Actor"]["Attributes"]["exitCode"]) for e in events]
+
+    with contextlib.suppress(AssertionError):  # the assertion below says what was seen
+        wait_until(lambda: exit_codes().count(137) >= 2, 30, message="the stopped workers' exit codes")
+    codes = exit_codes()
+    assert codes.count(137) == 2, f"expected two workers killed past the grace period, got exit codes {codes}"
+
+    wait_until(lambda: queue.progress(sid).complete, 180, message="sweep complete on the remaining worker")
+    out = tmp_path / "out.csv"
+    assert cli(stack, "results", sid, "-o", str(out), cwd=tmp_path).returncode == 0
+    rows = read_csv(out)
+    assert sorted(int(row["i"]) for row in rows) == list(range(3))
+    assert {row["status"] for row in rows} == {"ok"}
+    p = queue.progress(sid)
+    assert (p.done, p.ok, p.error, p.timeout) == (3, 3, 0, 0)
+    print(f"2 workers SIGKILLed past a 1 s grace period: lost=0, duplicates executed={p.duplicates}")
 
 
 def _normal(spec: dict) -> dict:

@@ -46,9 +46,17 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 def remove_labelled(client: docker.DockerClient, label: str) -> None:
     """Remove every service, container, network, secret, volume and image carrying `label`."""
-    for service in client.services.list(filters={"label": label}):
+    services = client.services.list(filters={"label": label})
+    for service in services:
         service.remove()
     deadline = time.monotonic() + 60
+    # A service's containers carry its labels only when the stack put them there too: wait for
+    # them by service id, or the networks they are attached to cannot be removed yet.
+    while time.monotonic() < deadline and any(
+        client.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={s.id}"})
+        for s in services
+    ):
+        time.sleep(0.5)
     while (
         client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
         and time.monotonic() < deadline

@@ -49,21 +49,22 @@ def remove_labelled(client: docker.DockerClient, label: str) -> None:
     services = client.services.list(filters={"label": label})
     for service in services:
         service.remove()
+
+    def leftovers() -> list[dict]:
+        # A service's containers carry its labels only when the stack put them there too, so
+        # look for them by service id as well: networks they are attached to cannot go before them.
+        found = client.api.containers(all=True, filters={"label": label})
+        for service in services:
+            found += client.api.containers(
+                all=True, filters={"label": f"com.docker.swarm.service.id={service.id}"}
+            )
+        return found
+
     deadline = time.monotonic() + 60
-    # A service's containers carry its labels only when the stack put them there too: wait for
-    # them by service id, or the networks they are attached to cannot be removed yet.
-    while time.monotonic() < deadline and any(
-        client.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={s.id}"})
-        for s in services
-    ):
-        time.sleep(0.5)
-    while (
-        client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
-        and time.monotonic() < deadline
-    ):
-        for container in client.containers.list(all=True, filters={"label": label}, ignore_removed=True):
+    while (left := leftovers()) and time.monotonic() < deadline:
+        for container in left:
             with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+                client.api.remove_container(container["Id"], force=True)
         time.sleep(0.5)
     for kind in (client.networks, client.secrets, client.volumes):
         for item in kind.list(filters={"label": label}):

@@ -7,6 +7,7 @@ the CI variable is set.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -134,6 +135,25 @@ def swarmrun_env(redis_url: str | None, home: Path, **extra: str) -> dict[str, s
     return env
 
 
+def run_cli(
+    args: Sequence[str], *, env: dict[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`swarmrun ARGS` as a user runs it, in a process of its own; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "swarmrun", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 class Processes:
     """Processes a test started; every one still running is killed by pid at teardown."""
 
@@ -145,14 +165,7 @@ class Processes:
     def cli(
         self, *args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "swarmrun", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env or self.env,
-            cwd=cwd or self.cwd,
-        )
+        return run_cli(args, env=env or self.env, cwd=cwd or self.cwd, timeout=timeout)
 
     def spawn(self, args: Sequence[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         proc = subprocess.Popen(

@@ -26,7 +26,7 @@ from swarmrun.backends.swarm import SwarmBackend
 from swarmrun.queue import SweepQueue, connect
 from swarmrun.stack import StackConfig
 from tests.cluster.harness import NODE_IMAGE, Cluster, Node
-from tests.conftest import build_fixture_image, docker_available, require, swarmrun_env
+from tests.conftest import build_fixture_image, docker_available, require, run_cli, swarmrun_env
 
 SESSION = uuid.uuid4().hex[:8]
 TEST_LABEL = "swarmrun.test"
@@ -139,14 +139,7 @@ class ClusterStack:
     def cli(
         self, *args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "swarmrun", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env or self.env,
-            cwd=cwd,
-        )
+        return run_cli(args, env=env or self.env, cwd=cwd, timeout=timeout)
 
     def spawn(self, *args: str, cwd: Path) -> subprocess.Popen[str]:
         return subprocess.Popen(

@@ -3,7 +3,6 @@ resources, images onto every node by `image distribute` and by `image push` to a
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import re
@@ -20,7 +19,7 @@ import pytest
 
 from tests.cluster.conftest import REDIS_IMAGE, REGISTRY_IMAGE, SESSION, TEST_LABEL, ClusterStack
 from tests.cluster.harness import CLUSTER_LABEL, Cluster, remove
-from tests.conftest import ROOT, wait_until, write_sweep
+from tests.conftest import ROOT, read_csv, wait_until, write_sweep
 
 pytestmark = pytest.mark.cluster
 
@@ -32,11 +31,6 @@ params:
   test: [{test}]
   i: {{range: [0, {points}]}}
 """
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
 
 
 def node_of(worker: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import signal
@@ -14,12 +13,7 @@ import redis
 
 from swarmrun.queue import SweepQueue
 from swarmrun.sweepfile import load_sweep
-from tests.conftest import Processes, wait_until, write_sweep
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
+from tests.conftest import Processes, read_csv, wait_until, write_sweep
 
 
 def sweep_id(path: Path, *overrides: str) -> str:

@@ -7,7 +7,6 @@ Run from a directory holding a copy of `examples/`, with a fresh `SWARMRUN_HOME`
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, read_csv
 
 SWARMRUN = str(Path(sys.executable).parent / "swarmrun")
 
@@ -73,8 +72,7 @@ def test_quickstart_as_the_readme_says(machine: dict[str, str], tmp_path: Path) 
         r"Results \(300 rows\): (swarmrun-results/quickstart-oscillator-[0-9a-f]+\.csv)", first.stderr
     )
     assert named, first.stderr
-    with open(tmp_path / named.group(1), newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(tmp_path / named.group(1))
     assert sorted(int(r["index"]) for r in rows) == list(range(300))
     assert {r["status"] for r in rows} == {"ok"}
     assert {float(r["gamma"]) for r in rows} == {0.05, 0.1, 0.2}

@@ -20,7 +20,7 @@ import pytest
 from swarmrun import engine
 from swarmrun.backends.swarm import SwarmBackend
 from swarmrun.stack import NAMESPACE_LABEL, StackConfig
-from tests.conftest import build_fixture_image, docker_available, free_port, require, swarmrun_env
+from tests.conftest import build_fixture_image, docker_available, free_port, require, run_cli, swarmrun_env
 
 SESSION = uuid.uuid4().hex[:8]
 TEST_LABEL = "swarmrun.test"
@@ -142,13 +142,4 @@ def stack(docker_client: docker.DockerClient, worker_image: str, tmp_path: Path)
 def cli(
     stack: Stack, *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "swarmrun", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or stack.env,
-        cwd=cwd,
-    )
+    return run_cli(args, env=env or stack.env, cwd=cwd, timeout=timeout)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from rq import Worker
 
 from swarmrun.queue import SweepQueue
 from swarmrun.stack import NAMESPACE_LABEL, render
-from tests.conftest import swarmrun_env, wait_until, write_sweep
+from tests.conftest import read_csv, swarmrun_env, wait_until, write_sweep
 from tests.swarm.conftest import REDIS_IMAGE, SESSION, TEST_LABEL, Stack, cli, remove_labelled
 
 pytestmark = pytest.mark.swarm
@@ -28,11 +27,6 @@ params:
   seconds: [{seconds}]
   i: {{range: [0, {points}]}}
 """
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
 
 
 def queue_of(stack: Stack) -> SweepQueue:

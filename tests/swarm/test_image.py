@@ -20,10 +20,10 @@ import docker.errors
 import pytest
 from click.testing import CliRunner
 
-from swarmrun import engine
+from swarmrun.backends.swarm import engine
+from swarmrun.backends.swarm.image import build_image, make_wheelhouse, stage_images, target_interpreter
 from swarmrun.cli.image import image as image_cli
 from swarmrun.errors import ImageBuildError
-from swarmrun.image import build_image, make_wheelhouse, stage_images, target_interpreter
 from tests.conftest import docker_available, require
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(240)]
@@ -150,7 +150,7 @@ def test_entrypoint_is_the_worker_in_exec_form(session: Session, worker_image: s
     assert not config["Cmd"]
     assert config["WorkingDir"] == "/app"
     assert "PYTHONPATH=/app" in config["Env"] and "PYTHONUNBUFFERED=1" in config["Env"]
-    assert config["Labels"]["swarmrun.image"] == "1"
+    assert config["Labels"]["swarmrun.backends.swarm.image"] == "1"
     assert config["Labels"]["swarmrun.test"] == session.uid
     assert config["Labels"]["swarmrun.python"] == "3.11.2"
     c = session.client.containers.run(

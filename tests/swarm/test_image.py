@@ -150,7 +150,7 @@ def test_entrypoint_is_the_worker_in_exec_form(session: Session, worker_image: s
     assert not config["Cmd"]
     assert config["WorkingDir"] == "/app"
     assert "PYTHONPATH=/app" in config["Env"] and "PYTHONUNBUFFERED=1" in config["Env"]
-    assert config["Labels"]["swarmrun.backends.swarm.image"] == "1"
+    assert config["Labels"]["swarmrun.image"] == "1"
     assert config["Labels"]["swarmrun.test"] == session.uid
     assert config["Labels"]["swarmrun.python"] == "3.11.2"
     c = session.client.containers.run(

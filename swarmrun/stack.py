@@ -62,7 +62,9 @@ def template_config() -> StackConfig:
         redis_image="${SWARMRUN_REDIS_IMAGE:-redis:7}",
         redis_port="${SWARMRUN_REDIS_PORT:-6379}",
         heartbeat_ttl="${SWARMRUN_HEARTBEAT_TTL:-30}",
-        password_file="${SWARMRUN_REDIS_PASSWORD_FILE:-./redis_password}",
+        # Compose and `docker stack deploy` resolve a relative secret file beside the stack file
+        # (stacks/): the default is the `redis_password` one level up, the checkout's top.
+        password_file="${SWARMRUN_REDIS_PASSWORD_FILE:-../redis_password}",
     )
 
 

@@ -26,9 +26,9 @@ from swarmrun.cli.autoscale import (
 )
 from swarmrun.cli.common import State, pass_state, redis_options
 from swarmrun.cli.stack import stack_options
-from swarmrun.errors import DockerUnavailable, ExitCode
+from swarmrun.errors import BadOption, DockerUnavailable, ExitCode
 from swarmrun.queue import Progress, SweepQueue
-from swarmrun.results import export
+from swarmrun.results import export, format_of
 from swarmrun.run import ProgressCallback, default_output, watch
 from swarmrun.stack import StackConfig
 from swarmrun.sweep import Sweep
@@ -51,10 +51,20 @@ no_check = click.option(
     help="Skip checking that the task imports / the program exists here "
     "(for code that only exists in the worker image).",
 )
+
+
+def _output_name(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A results file name the exporter can write, checked before any work (a usage error)."""
+    if value is not None and format_of(value) is None:
+        raise BadOption(f"-o {value}: cannot tell the format: use a .csv, .jsonl or .parquet name")
+    return value
+
+
 output = click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=_output_name,
     help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv",
 )
 
@@ -448,7 +458,7 @@ def ls(state: State) -> None:
     for p in rows:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.created))
         click.echo(
-            f"{p.sweep_id:<16}  {p.name[:24]:<24} {p.state:<10} {f'{p.done}/{p.size}':>15} "
+            f"{p.sweep_id:<16}  {p.name[:24]:<24} {fmt.state_text(p):<10} {f'{p.done}/{p.size}':>15} "
             f"{p.failed:>7}  {when}"
         )
 

@@ -118,6 +118,23 @@ return #fields / 2
 """
 
 
+# ARGV: point indices; forgets the failed/timed-out result of each (others are left alone).
+CLEAR_POINTS_LUA = """
+local done, counts, errors = KEYS[1], KEYS[2], KEYS[3]
+local cleared = 0
+for i = 1, #ARGV do
+  local rec = redis.call('HGET', errors, ARGV[i])
+  if rec then
+    redis.call('SETBIT', done, ARGV[i], 0)
+    redis.call('HINCRBY', counts, cjson.decode(rec)['s'], -1)
+    redis.call('HDEL', errors, ARGV[i])
+    cleared = cleared + 1
+  end
+end
+return cleared
+"""
+
+
 def connect(url: str, *, resilient: bool = False) -> redis.Redis:
     """Open and check a Redis connection; `resilient` connections ride out a Redis restart.
 
@@ -269,6 +286,7 @@ class SweepQueue:
         self._record = connection.register_script(RECORD_LUA)
         self._cached = connection.register_script(CACHED_LUA)
         self._clear_failed = connection.register_script(CLEAR_FAILED_LUA)
+        self._clear_points = connection.register_script(CLEAR_POINTS_LUA)
 
     # --- sweeps -----------------------------------------------------------------------------
     def submit(self, sweep: Sweep, *, origin: Path | None = None) -> Submission:
@@ -575,11 +593,18 @@ class SweepQueue:
         return active
 
     # --- user actions ------------------------------------------------------------------------
-    def retry_failed(self, sweep_id: str) -> int:
-        """Forget the failed and timed-out results of a sweep and run those points again."""
+    def retry_failed(self, sweep_id: str, indices: Sequence[int] | None = None) -> int:
+        """Forget the failed and timed-out results of a sweep (or of those of `indices` only,
+        e.g. one group of the dashboard) and run those points again."""
         keys = Keys(sweep_id)
         with self._lock(sweep_id):
-            cleared = int(self._clear_failed(keys=[keys.done, keys.counts, keys.errors]))
+            if indices is None:
+                cleared = int(self._clear_failed(keys=[keys.done, keys.counts, keys.errors]))
+            else:
+                cleared = 0
+                for start in range(0, len(indices), 4096):
+                    block = [str(int(i)) for i in indices[start : start + 4096]]
+                    cleared += int(self._clear_points(keys=[keys.done, keys.counts, keys.errors], args=block))
             if cleared:
                 self.connection.hset(keys.meta, "state", "active")
                 if not self._active_jobs(sweep_id):

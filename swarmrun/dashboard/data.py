@@ -25,6 +25,7 @@ from swarmrun.queue import Keys, Progress, SweepQueue, worker_alive
 from swarmrun.results import Result, iter_results
 from swarmrun.sweep import Sweep, point_key
 
+PLOT_POINTS = 50_000  # a plot of a larger sweep reads an evenly strided sample of this many points
 MAX_CELLS = 20_000  # plot cells (x, hue) kept; beyond this the plot says it is truncated
 SCAN = 2000
 
@@ -269,7 +270,8 @@ def plot(
     """Mean of `y` per (x, hue) cell, streamed over the records (memory bounded by MAX_CELLS)."""
     cells: dict[tuple[Any, Any], list[float]] = {}
     truncated = False
-    for r in iter_results(queue, sweep, sid):
+    stride = max(1, -(-sweep.size // PLOT_POINTS))
+    for r in iter_results(queue, sweep, sid) if stride == 1 else _strided(queue, sweep, sid, stride):
         if r.status != "ok":
             continue
         value = _y_of(r, y)
@@ -298,7 +300,19 @@ def plot(
                 "n": [p[2] for p in pts],
             }
         )
-    return {"x": x, "y": y, "hue": hue, "series": out, "truncated": truncated}
+    return {"x": x, "y": y, "hue": hue, "series": out, "truncated": truncated, "stride": stride}
+
+
+def _strided(queue: SweepQueue, sweep: Sweep, sid: str, stride: int) -> Iterator[Result]:
+    """Every `stride`-th point's result (a bounded sample of a huge sweep), in index order."""
+    indices = range(0, sweep.size, stride)
+    for start in range(0, len(indices), 4096):
+        block = list(indices[start : start + 4096])
+        params = [sweep.point(i) for i in block]
+        raws = queue.records(sid, sweep.task.key, block, [point_key(p) for p in params])
+        for index, p, raw in zip(block, params, raws, strict=True):
+            if raw is not None:
+                yield Result.decode(index, p, raw, sid)
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:

@@ -178,7 +178,7 @@ async function drawPlot(sid) {
   if (kind === "heatmap" && (!hue || hue === x)) { note.textContent = "a heatmap needs two different axes"; return; }
   const q = new URLSearchParams({ x, y, ...(hue ? { hue } : {}) });
   const d = await getJSON(`/api/sweeps/${sid}/plot?${q}`);
-  note.textContent = d.truncated ? "(more cells than shown)" : "";
+  note.textContent = [d.stride > 1 ? `sampled: every ${d.stride}th point` : "", d.truncated ? "more cells than shown" : ""].filter(Boolean).join("; ");
   const el = document.getElementById("plot");
   if (kind === "heatmap") {
     const xs = [...new Set(d.series.flatMap((s) => s.x))].sort((a, b) => (a > b ? 1 : -1));

@@ -155,6 +155,19 @@ def create_app(dash: Dashboard) -> Starlette:
             return JSONResponse({"error": f"no point {index} (the sweep has {sweep.size})"}, status_code=404)
         return JSONResponse(data.point(dash.queue, sweep, sid, index))
 
+    def point_file(request: Request) -> Response:
+        sid = dash.resolve(request)
+        index, name = int(request.path_params["index"]), str(request.path_params["name"])
+        content = data.point_file(dash.queue, sid, index, name)
+        if content is None:
+            return PlainTextResponse(f"point {index} has no output file {name!r}", status_code=404)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{safe}"'},
+        )
+
     def plot(request: Request) -> Response:
         sid = dash.resolve(request)
         sweep = dash.sweep(sid)
@@ -191,6 +204,7 @@ def create_app(dash: Dashboard) -> Starlette:
         Route("/api/sweeps/{sid}/group", group),
         Route("/api/sweeps/{sid}/retry", retry, methods=["POST"]),
         Route("/api/sweeps/{sid}/points/{index:int}", point),
+        Route("/api/sweeps/{sid}/points/{index:int}/files/{name:path}", point_file),
         Route("/api/sweeps/{sid}/plot", plot),
         Route("/api/sweeps/{sid}/download", download),
     ]

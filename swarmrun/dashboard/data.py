@@ -202,6 +202,12 @@ def point_files(record: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def point_file(queue: SweepQueue, sid: str, index: int, name: str) -> bytes | None:
+    """The content of one output file of a point, None when there is none. A stub until the
+    outputs work (files through Redis or a shared mount) is merged: connect it here."""
+    return None
+
+
 def _size(f: Any) -> int | None:
     return int(f["size"]) if isinstance(f, dict) and isinstance(f.get("size"), int) else None
 

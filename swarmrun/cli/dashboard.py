@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import secrets
+import socket
 
 import click
 
 from swarmrun.cli.common import State, pass_state, redis_options
-from swarmrun.errors import BadOption
+from swarmrun.errors import BadOption, SwarmrunError
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port."
+)
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between live updates.")
 @redis_options
 @pass_state
@@ -34,11 +37,19 @@ def dashboard(state: State, host: str, port: int, interval: float) -> None:
     policy = Policy(token=token, csrf=secrets.token_urlsafe(24))
     replicas = state.swarm().replicas if state.stack else None
     app = create_app(Dashboard(state.queue(), policy, replicas=replicas, interval=interval))
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise SwarmrunError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    port = int(sock.getsockname()[1])  # --port 0: a free port
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     click.echo(f"swarmrun dashboard: {url}", err=True)
     if token:
         click.echo(f"token: {token} (every request needs it)", err=True)
-    server.run()
+    server.run(sockets=[sock])

@@ -247,3 +247,13 @@ fetch("{retry}", {{method: "POST", mode: "no-cors", body: '{{"error": "RuntimeEr
     p = queue.progress(sid)
     assert (p.done, p.error) == (8, 8)  # nothing was queued again
     screenshot(browser, "dashboard-cross-site-refused")
+
+
+def test_port_in_use_is_one_line(procs: Processes) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = procs.cli("dashboard", "--port", str(port), timeout=30)
+    assert r.returncode == 10
+    assert r.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"]

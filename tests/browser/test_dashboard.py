@@ -256,4 +256,6 @@ def test_port_in_use_is_one_line(procs: Processes) -> None:
         port = busy.getsockname()[1]
         r = procs.cli("dashboard", "--port", str(port), timeout=30)
     assert r.returncode == 10
-    assert r.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert r.stderr.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]

@@ -21,17 +21,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from swarmrun import progress as fmt
 from swarmrun.backends import Replicas
+from swarmrun.definition.sweep import Sweep
+from swarmrun.definition.sweepfile import load_sweep, parse_sweep
 from swarmrun.errors import SwarmrunError
-from swarmrun.queue import Progress, SweepQueue, connect
-from swarmrun.results import Result, _row, _value_columns, iter_results
-from swarmrun.run import redis_url as resolve_url
-from swarmrun.run import watch
+from swarmrun.execution import progress as fmt
+from swarmrun.execution.queue import Progress, SweepQueue, connect
+from swarmrun.execution.results import Result, _row, _value_columns, iter_results
+from swarmrun.execution.task import preflight
+from swarmrun.execution.watch import redis_url as resolve_url
+from swarmrun.execution.watch import watch
 from swarmrun.settings import Settings
-from swarmrun.sweep import Sweep
-from swarmrun.sweepfile import load_sweep, parse_sweep
-from swarmrun.task import preflight
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,9 +88,9 @@ def _connection(redis_url: str | None, stack: str | None, settings: Settings | N
 
 
 def _swarm_backend(settings: Settings, stack: str, image: str | None) -> Any:
-    from swarmrun import engine
-    from swarmrun.backends.swarm import SwarmBackend
-    from swarmrun.stack import StackConfig
+    from swarmrun.backends.swarm import engine
+    from swarmrun.backends.swarm.backend import SwarmBackend
+    from swarmrun.backends.swarm.stack import StackConfig
 
     config = StackConfig(name=stack)
     if image:

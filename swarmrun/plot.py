@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from swarmrun.dashboard import data
+from swarmrun.definition.sweep import Sweep
 from swarmrun.errors import BadOption, SwarmrunError
-from swarmrun.queue import SweepQueue
-from swarmrun.sweep import Sweep
+from swarmrun.execution.queue import SweepQueue
 
 
 def _pyplot() -> Any:

@@ -40,8 +40,8 @@ def plot(
     output: Path | None,
 ) -> None:
     """Plot a value of a sweep's results against an axis, or a heatmap over two axes."""
+    from swarmrun.execution.watch import default_output
     from swarmrun.plot import draw
-    from swarmrun.run import default_output
 
     queue = state.queue()
     sid = queue.resolve(sweep_id)

@@ -23,10 +23,10 @@ from starlette.routing import Route
 from swarmrun.backends import Replicas
 from swarmrun.dashboard import data
 from swarmrun.dashboard.security import COOKIE, CSRF_HEADER, Policy
+from swarmrun.definition.sweep import Sweep
 from swarmrun.errors import SwarmrunError, SweepNotFound
-from swarmrun.queue import SweepQueue
-from swarmrun.results import export
-from swarmrun.sweep import Sweep
+from swarmrun.execution.queue import SweepQueue
+from swarmrun.execution.results import export
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}

@@ -19,11 +19,11 @@ from typing import Any
 from rq.utils import utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from swarmrun import progress as fmt
 from swarmrun.backends import Placement, Replicas
-from swarmrun.queue import Keys, Progress, SweepQueue, worker_alive
-from swarmrun.results import Result, iter_results
-from swarmrun.sweep import Sweep, point_key
+from swarmrun.definition.sweep import Sweep, point_key
+from swarmrun.execution import progress as fmt
+from swarmrun.execution.queue import Keys, Progress, SweepQueue, worker_alive
+from swarmrun.execution.results import Result, iter_results
 
 PLOT_POINTS = 50_000  # a plot of a larger sweep reads an evenly strided sample of this many points
 MAX_CELLS = 20_000  # plot cells (x, hue) kept; beyond this the plot says it is truncated

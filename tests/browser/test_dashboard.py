@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from swarmrun.queue import SweepQueue
+from swarmrun.execution.queue import SweepQueue
 from tests.browser.conftest import Dashboard, screenshot
 from tests.conftest import Processes, free_port, wait_until, write_sweep
 

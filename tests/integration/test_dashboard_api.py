@@ -11,7 +11,7 @@ import redis
 
 from swarmrun.dashboard.app import Dashboard, create_app
 from swarmrun.dashboard.security import Policy
-from swarmrun.queue import SweepQueue
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import Processes, write_sweep
 
 SWEEP = """

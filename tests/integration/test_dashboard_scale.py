@@ -13,9 +13,9 @@ import redis
 
 from swarmrun.dashboard.app import Dashboard, create_app
 from swarmrun.dashboard.security import Policy
-from swarmrun.queue import SweepQueue
-from swarmrun.sweep import point_key
-from swarmrun.sweepfile import parse_sweep
+from swarmrun.definition.sweep import point_key
+from swarmrun.definition.sweepfile import parse_sweep
+from swarmrun.execution.queue import SweepQueue
 
 N = 1_000_000
 FAILED = 2000

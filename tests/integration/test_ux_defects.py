@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from swarmrun.queue import SweepQueue
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import Processes, wait_until, write_sweep
 
 SQUARES = """

@@ -8,8 +8,8 @@ import pytest
 
 from swarmrun.backends import Placement, Replicas
 from swarmrun.errors import SwarmrunError
-from swarmrun.progress import RateMeter, duration, eta, progress_line, status_lines
-from swarmrun.queue import Progress
+from swarmrun.execution.progress import RateMeter, duration, eta, progress_line, status_lines
+from swarmrun.execution.queue import Progress
 from swarmrun.settings import Settings, redact, with_password
 
 
@@ -95,7 +95,7 @@ def test_worker_alive_by_pid_here_and_by_heartbeat_elsewhere() -> None:
     import subprocess
     from datetime import UTC, datetime, timedelta
 
-    from swarmrun.queue import worker_alive
+    from swarmrun.execution.queue import worker_alive
 
     now = datetime.now(UTC)
     dead = subprocess.Popen(["true"])
@@ -112,8 +112,8 @@ def test_worker_alive_by_pid_here_and_by_heartbeat_elsewhere() -> None:
 def test_state_text_says_complete_when_every_point_is_done() -> None:
     from dataclasses import replace
 
-    from swarmrun.progress import state_text
-    from swarmrun.queue import Progress
+    from swarmrun.execution.progress import state_text
+    from swarmrun.execution.queue import Progress
 
     p = Progress("s", "n", 300, 300, 300, 0, 0, 0, 300, 0, 1.0, 300, "active", 0.0)
     assert state_text(p) == "complete"

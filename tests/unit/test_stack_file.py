@@ -1,8 +1,8 @@
-"""The committed stacks/swarmrun.yml is exactly what `python -m swarmrun.stack` renders."""
+"""The committed stacks/swarmrun.yml is exactly what `python -m swarmrun.backends.swarm.stack` renders."""
 
 from __future__ import annotations
 
-from swarmrun.stack import render, template_config
+from swarmrun.backends.swarm.stack import render, template_config
 from tests.conftest import ROOT
 
 

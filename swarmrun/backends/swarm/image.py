@@ -37,7 +37,7 @@ import docker
 import docker.errors
 
 import swarmrun
-from swarmrun.engine import translated
+from swarmrun.backends.swarm.engine import translated
 from swarmrun.errors import ImageBuildError
 
 try:

@@ -29,6 +29,12 @@ class SwarmrunError(Exception):
     exit_code: ExitCode = ExitCode.ERROR
 
 
+class BadOption(SwarmrunError):
+    """A command-line option's value cannot work (a results name with no format we write, ...)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class SweepFileError(SwarmrunError):
     """A sweep file, an override or a placeholder is malformed; the message names the key and why."""
 

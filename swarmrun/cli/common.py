@@ -172,7 +172,11 @@ class Group(click.Group):
 
 @click.group(
     cls=Group,
-    lazy={"image": "swarmrun.cli.image:image"},
+    lazy={
+        "image": "swarmrun.cli.image:image",
+        "dashboard": "swarmrun.cli.dashboard:dashboard",
+        "plot": "swarmrun.cli.plot:plot",
+    },
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="swarmrun")

@@ -27,11 +27,11 @@ from swarmrun.cli.common import State, pass_state, redis_options
 from swarmrun.cli.stack import stack_options
 from swarmrun.definition.sweep import Sweep
 from swarmrun.definition.sweepfile import load_sweep
-from swarmrun.errors import DockerUnavailable, ExitCode
+from swarmrun.errors import BadOption, DockerUnavailable, ExitCode
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.autoscale import Autoscaler, Policy
 from swarmrun.execution.queue import Progress, SweepQueue
-from swarmrun.execution.results import export
+from swarmrun.execution.results import export, format_of
 from swarmrun.execution.task import preflight
 from swarmrun.execution.watch import ProgressCallback, default_output, watch
 from swarmrun.execution.worker import serve
@@ -51,10 +51,20 @@ no_check = click.option(
     help="Skip checking that the task imports / the program exists here "
     "(for code that only exists in the worker image).",
 )
+
+
+def _output_name(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A results file name the exporter can write, checked before any work (a usage error)."""
+    if value is not None and format_of(value) is None:
+        raise BadOption(f"-o {value}: cannot tell the format: use a .csv, .jsonl or .parquet name")
+    return value
+
+
 output = click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=_output_name,
     help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv",
 )
 
@@ -450,7 +460,7 @@ def ls(state: State) -> None:
     for p in rows:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.created))
         click.echo(
-            f"{p.sweep_id:<16}  {p.name[:24]:<24} {p.state:<10} {f'{p.done}/{p.size}':>15} "
+            f"{p.sweep_id:<16}  {p.name[:24]:<24} {fmt.state_text(p):<10} {f'{p.done}/{p.size}':>15} "
             f"{p.failed:>7}  {when}"
         )
 

@@ -444,10 +444,11 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-def _parse_override(raw: str) -> tuple[str, str, Any]:
-    """`name=values` -> (name, where, raw param spec as it would appear under `params`)."""
+def _parse_override(raw: str) -> tuple[str, str, Any, bool]:
+    """`name=values` (`+name=values` adds a param) -> (name, where, param spec, adds)."""
     where = f"-p {raw}"
-    name, eq, text = raw.partition("=")
+    adds = raw.startswith("+")
+    name, eq, text = raw.removeprefix("+").partition("=")
     name, text = name.strip(), text.strip()
     if not eq or not name or not text:
         raise _fail(where, "expected name=values, e.g. alpha=0.1,0.2 or n=range(1,10)")
@@ -465,7 +466,7 @@ def _parse_override(raw: str) -> tuple[str, str, Any]:
             spec = spec[0] if len(spec) == 1 else spec
     except yaml.YAMLError as e:
         raise _fail(where, f"cannot parse the values: {str(e).splitlines()[0]}") from None
-    return name, where, spec
+    return name, where, spec, adds
 
 
 # ------------------------------------------------------------------------------------------------- top
@@ -509,14 +510,25 @@ def parse_sweep(
     sections = {n: next(iter(a.to_dict())) for a in tail for n in a.names}
 
     for raw in overrides:
-        oname, owhere, spec = _parse_override(raw)
+        oname, owhere, spec, adds = _parse_override(raw)
+        known = [*entries, *(n for n in sections if n not in entries)]
+        if adds and oname in known:
+            raise _fail(owhere, f"'{oname}' is a param of this sweep already; write {raw[1:]} to change it")
+        if not adds and oname not in known:
+            close = difflib.get_close_matches(oname, known, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise _fail(
+                owhere,
+                f"'{oname}' is not a param of this sweep (its params: {', '.join(known) or 'none'}); "
+                f"{hint}write +{raw} to add one",
+            )
         if any(oname in g for g in groups):
             raise _fail(
                 owhere, f"'{oname}' is zipped with other params; edit the zip group in the sweep file"
             )
         if oname in sections:
             raise _fail(owhere, f"'{oname}' comes from {sections[oname]}, which -p cannot override")
-        entries[oname] = (owhere, spec)  # in place when it exists, appended otherwise
+        entries[oname] = (owhere, spec)  # in place when it exists, appended when added
 
     axes: list[Axis] = []
     singles = {n: _param_axis(w, _param_name(w, n), spec) for n, (w, spec) in entries.items()}

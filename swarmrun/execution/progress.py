@@ -70,6 +70,11 @@ def replicas_text(r: Replicas) -> str:
     return f"{r.running}/{r.desired} running" + (f" ({per_node})" if per_node else "")
 
 
+def state_text(p: Progress) -> str:
+    """The state a user reads: `complete` once every point has its result, else the stored one."""
+    return "complete" if p.complete and p.state == "active" else p.state
+
+
 def status_lines(
     p: Progress,
     rate: float | None = None,
@@ -79,7 +84,7 @@ def status_lines(
     """The block `swarmrun status` prints for one sweep."""
     spp = p.seconds_per_point
     lines = [
-        f"sweep {p.sweep_id}  {p.name}  [{'complete' if p.complete and p.state == 'active' else p.state}]",
+        f"sweep {p.sweep_id}  {p.name}  [{state_text(p)}]",
         f"  points     {p.size} total, {p.done} done ({p.ok} ok, {p.error} error, {p.timeout} timeout,"
         f" {p.cached} cached), {p.size - p.done} pending",
         f"  executions {p.executions} ({p.duplicates} duplicate)"

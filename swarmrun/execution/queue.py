@@ -18,10 +18,13 @@ Chunk jobs go through RQ with its JSON serializer; nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from swarmrun.definition.chunk import ChunkRef, bits, first_clear, job_prefix
@@ -111,6 +115,23 @@ for i = 1, #fields, 2 do
 end
 redis.call('DEL', errors)
 return #fields / 2
+"""
+
+
+# ARGV: point indices; forgets the failed/timed-out result of each (others are left alone).
+CLEAR_POINTS_LUA = """
+local done, counts, errors = KEYS[1], KEYS[2], KEYS[3]
+local cleared = 0
+for i = 1, #ARGV do
+  local rec = redis.call('HGET', errors, ARGV[i])
+  if rec then
+    redis.call('SETBIT', done, ARGV[i], 0)
+    redis.call('HINCRBY', counts, cjson.decode(rec)['s'], -1)
+    redis.call('HDEL', errors, ARGV[i])
+    cleared = cleared + 1
+  end
+end
+return cleared
 """
 
 
@@ -218,6 +239,31 @@ class Submission:
     running: bool  # chunks of this sweep were already queued or running
 
 
+def worker_alive(
+    hostname: str | None,
+    pid: int | None,
+    last_heartbeat: datetime | None,
+    *,
+    now: datetime,
+    here: str,
+    max_silence: float,
+) -> bool:
+    """Is a registered worker alive: its process exists (on this host), or it heartbeat lately."""
+    if hostname == here and pid:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if last_heartbeat is None:
+        return False
+    if last_heartbeat.tzinfo is None:  # RQ writes UTC without a zone
+        last_heartbeat = last_heartbeat.replace(tzinfo=UTC)
+    return (now - last_heartbeat).total_seconds() <= max_silence
+
+
 def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
@@ -240,6 +286,7 @@ class SweepQueue:
         self._record = connection.register_script(RECORD_LUA)
         self._cached = connection.register_script(CACHED_LUA)
         self._clear_failed = connection.register_script(CLEAR_FAILED_LUA)
+        self._clear_points = connection.register_script(CLEAR_POINTS_LUA)
 
     # --- sweeps -----------------------------------------------------------------------------
     def submit(self, sweep: Sweep, *, origin: Path | None = None) -> Submission:
@@ -445,13 +492,33 @@ class SweepQueue:
         waiting, running = self._jobs(sweep_id)
         return len(set(running)), len(set(waiting) - set(running))
 
-    def live_workers(self) -> int:
-        """Workers registered on this queue that are alive (heartbeating, not dead)."""
+    def live_workers(self, *, max_silence: float = 60.0, host: str | None = None) -> int:
+        """Workers registered on this queue that are alive.
+
+        RQ keeps a killed worker registered until its key expires (up to a minute and a half),
+        so a worker counts only while it heartbeats: one on this host (its hostname is ours)
+        while its process exists, any other while its last heartbeat is under `max_silence` old.
+        """
         keys = list(self.connection.smembers(WORKERS_BY_QUEUE_KEY % self.queue.name))
         pipe = self.connection.pipeline()
         for key in keys:
-            pipe.hmget(key, "birth", "death")
-        return sum(1 for birth, death in pipe.execute() if birth is not None and death is None)
+            pipe.hmget(key, "birth", "death", "hostname", "pid", "last_heartbeat")
+        here = host if host is not None else socket.gethostname()
+        now = datetime.now(UTC)
+        return sum(
+            1
+            for birth, death, hostname, pid, beat in pipe.execute()
+            if birth is not None
+            and death is None
+            and worker_alive(
+                _text(hostname) if hostname else None,
+                int(pid) if pid else None,
+                utcparse(_text(beat)) if beat else None,
+                now=now,
+                here=here,
+                max_silence=max_silence,
+            )
+        )
 
     def reap(self) -> None:
         """Hand abandoned chunks (their worker stopped heartbeating) back to the queue now."""
@@ -526,11 +593,18 @@ class SweepQueue:
         return active
 
     # --- user actions ------------------------------------------------------------------------
-    def retry_failed(self, sweep_id: str) -> int:
-        """Forget the failed and timed-out results of a sweep and run those points again."""
+    def retry_failed(self, sweep_id: str, indices: Sequence[int] | None = None) -> int:
+        """Forget the failed and timed-out results of a sweep (or of those of `indices` only,
+        e.g. one group of the dashboard) and run those points again."""
         keys = Keys(sweep_id)
         with self._lock(sweep_id):
-            cleared = int(self._clear_failed(keys=[keys.done, keys.counts, keys.errors]))
+            if indices is None:
+                cleared = int(self._clear_failed(keys=[keys.done, keys.counts, keys.errors]))
+            else:
+                cleared = 0
+                for start in range(0, len(indices), 4096):
+                    block = [str(int(i)) for i in indices[start : start + 4096]]
+                    cleared += int(self._clear_points(keys=[keys.done, keys.counts, keys.errors], args=block))
             if cleared:
                 self.connection.hset(keys.meta, "state", "active")
                 if not self._active_jobs(sweep_id):

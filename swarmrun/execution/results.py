@@ -163,11 +163,17 @@ def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, dict | list) else value
 
 
+SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+def format_of(path: Path) -> str | None:
+    """The export format a file name asks for (by its suffix), None when it names none we write."""
+    return SUFFIXES.get(path.suffix.lower())
+
+
 def export(queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, fmt: str | None = None) -> int:
     """Write a sweep's results to `path` (format from `fmt` or the suffix); returns rows written."""
-    fmt = fmt or {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}.get(
-        path.suffix.lower(), ""
-    )
+    fmt = fmt or format_of(path) or ""
     if fmt not in FORMATS:
         raise SwarmrunError(f"cannot tell the format of {path}: use a .csv, .jsonl or .parquet name")
     path.parent.mkdir(parents=True, exist_ok=True)

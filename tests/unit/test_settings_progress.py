@@ -88,3 +88,34 @@ def test_progress_line_and_status() -> None:
     assert "25 done (25 ok" in lines[1]
     assert lines[-1] == "  workers    2/2 running (n1: 1, n2: 1)"
     assert "1 running, 2 queued" in lines[-2]
+
+
+def test_worker_alive_by_pid_here_and_by_heartbeat_elsewhere() -> None:
+    import os
+    import subprocess
+    from datetime import UTC, datetime, timedelta
+
+    from swarmrun.execution.queue import worker_alive
+
+    now = datetime.now(UTC)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    kw = {"now": now, "here": "me", "max_silence": 60.0}
+    assert worker_alive("me", os.getpid(), None, **kw)
+    assert not worker_alive("me", dead.pid, now, **kw)
+    assert worker_alive("node2", 1, now - timedelta(seconds=30), **kw)
+    assert worker_alive("node2", 1, (now - timedelta(seconds=30)).replace(tzinfo=None), **kw)
+    assert not worker_alive("node2", 1, now - timedelta(seconds=90), **kw)
+    assert not worker_alive("node2", 1, None, **kw)
+
+
+def test_state_text_says_complete_when_every_point_is_done() -> None:
+    from dataclasses import replace
+
+    from swarmrun.execution.progress import state_text
+    from swarmrun.execution.queue import Progress
+
+    p = Progress("s", "n", 300, 300, 300, 0, 0, 0, 300, 0, 1.0, 300, "active", 0.0)
+    assert state_text(p) == "complete"
+    assert state_text(replace(p, done=299)) == "active"
+    assert state_text(replace(p, state="cancelled")) == "cancelled"

@@ -437,7 +437,7 @@ def test_override_replaces_in_place(override: str, values: list[Any]) -> None:
 
 
 def test_override_appends_new_axis_last_among_params(tmp_path: Path) -> None:
-    s = parse_sweep({**BASE, "repeat": 2}, overrides=["gamma=5,6", "alpha=7"])
+    s = parse_sweep({**BASE, "repeat": 2}, overrides=["+gamma=5,6", "alpha=7"])
     assert s.param_names == ("alpha", "beta", "x", "y", "gamma", "repeat")
     assert s.size == 1 * 2 * 2 * 2 * 2
     assert {p["alpha"] for p in points(s)} == {7}
@@ -463,6 +463,10 @@ def test_override_appends_new_axis_last_among_params(tmp_path: Path) -> None:
         ("alpha={lnspace: [0, 1, 2]}", "did you mean 'linspace'"),
         ("alpha=[[1]]", "-p alpha=[[1]][0]: values must be numbers"),
         ("alpha=.nan", "non-finite"),
+        ("zz=1,2", "-p zz=1,2: 'zz' is not a param of this sweep (its params: alpha, beta, x, y, u, s,"),
+        ("alpah=1", "did you mean 'alpha'? write +alpah=1 to add one"),
+        ("+alpha=1", "-p +alpha=1: 'alpha' is a param of this sweep already; write alpha=1 to change it"),
+        ("+u=1", "'u' is a param of this sweep already"),
     ],
 )
 def test_bad_overrides(tmp_path: Path, override: str, message: str) -> None:

@@ -1,0 +1,1 @@
+"""`swarmrun dashboard`: a web UI over a sweep queue (Starlette app, Plotly charts, served offline)."""

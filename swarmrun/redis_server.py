@@ -135,6 +135,10 @@ class EmbeddedRedis:
             "no",
             "--logfile",
             str(self.log_file),
+            # Result buckets stay compact listpacks up to 512 entries (65,536 buckets: 33M results
+            # at ~50 bytes each; Redis's default, 128, converts them to hash tables past 8M).
+            "--hash-max-ziplist-entries",
+            "512",
         ]
         proc = subprocess.Popen(
             argv,

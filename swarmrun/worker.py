@@ -238,6 +238,7 @@ class ChunkRun:
                 self.pending,
                 seconds=now - self.pending_since,
                 isolated=self.isolated,
+                worker=self.context.name,
             )
             self.summary["recorded"] += fresh
             self.pending = []

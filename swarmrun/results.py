@@ -272,6 +272,8 @@ class _Rows:
         columns = self.value_columns()
         whole = len(columns) == 1 and columns[0][1] is None
         out = []
+        # Params are plain scalars but for explicit lists of lists or dicts: cells only then.
+        plain = all(type(v) in _SCALARS for p in params for v in p.values())
         for index, p, r in zip(indices, params, records, strict=True):
             if isinstance(r, list):
                 status, value, error, duration, attempt = "ok", r[1], None, r[2], r[3]
@@ -280,9 +282,9 @@ class _Rows:
                 status, value, error = r.get("s", "error"), r.get("v"), r.get("e")
                 duration, attempt, worker = r.get("d"), r.get("a"), r.get("w")
                 cached = status == "ok" and r.get("sw") not in (None, self.sweep_id)
-            row = [index, *[_cell(p[n]) for n in names], status]  # params may be lists
+            row = [index, *[p[n] if plain else _cell(p[n]) for n in names], status]
             if whole:
-                row.append(_cell(value))
+                row.append(value if type(value) in _SCALARS else _cell(value))
             else:
                 for _, key in columns:
                     if key is None:
@@ -292,6 +294,9 @@ class _Rows:
             row += [error, duration, worker, attempt, cached]
             out.append(row)
         return out
+
+
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 def _cell(value: Any) -> Any:

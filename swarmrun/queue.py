@@ -110,12 +110,14 @@ end
 return {fresh, redis.call('HGET', meta, 'state') or ''}
 """
 
-# KEYS[1]: the format-1 store; ARGV[1]: point keys, one a line; ARGV[2]: the bucket prefix.
-# Returns the 1-based positions of those with a stored result. Only the hits travel back: on a
-# fresh sweep the answer is empty, not one nil per point.
+# KEYS: the format-1 store, the origins hash; ARGV[1]: point keys, one a line; ARGV[2]: the bucket
+# prefix. Returns the 1-based positions of those with a stored result. Only the hits travel back:
+# on a fresh sweep the answer is empty, not one nil per point. A task without an origin has no
+# ok record yet (the first record writes its origin), so nothing is looked up.
 CACHED_LUA = """
 local out, position, prefix = {}, 0, ARGV[2]
 local legacy = redis.call('EXISTS', KEYS[1]) == 1
+if not legacy and redis.call('EXISTS', KEYS[2]) == 0 then return out end
 for pkey in string.gmatch(ARGV[1], '[^\\n]+') do
   position = position + 1
   if redis.call('HEXISTS', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5)) == 1
@@ -449,7 +451,10 @@ class SweepQueue:
         """For each point key: does the task's result store hold a result for it already?"""
         if not point_keys:
             return []
-        hits = self._cached(keys=[Keys.store(task_key)], args=["\n".join(point_keys), Keys.buckets(task_key)])
+        hits = self._cached(
+            keys=[Keys.store(task_key), Keys.origins(task_key)],
+            args=["\n".join(point_keys), Keys.buckets(task_key)],
+        )
         known = [False] * len(point_keys)
         for position in hits:
             known[int(position) - 1] = True

@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.harness import Row, load_average, machine, others_busy, redis_server, say
 from benchmarks.report import table, write_csv, write_png
 
-SECTIONS = ("call", "command", "submit", "results", "swarm")
+SECTIONS = ("call", "command", "submit", "results", "peers", "swarm")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> None:
             results.fixed_costs(rows, nonce=nonce)
             results.end_to_end(rows, quick=args.quick, nonce=nonce, steady_rate=steady[0].rate)
             results.cost_model(rows, quick=args.quick, nonce=nonce)
+        if "peers" in sections:
+            from benchmarks import peers
+
+            with redis_server() as server:
+                peers.run(rows, server, quick=args.quick, workers=args.workers, nonce=nonce)
         if "swarm" in sections:
             from benchmarks import swarm
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from swarmrun.queue import Keys, SweepQueue
-from swarmrun.results import encode_record, export, iter_results
-from swarmrun.sweep import point_key
-from swarmrun.sweepfile import load_sweep
-from swarmrun.task import Outcome
+from swarmrun.definition.sweep import point_key
+from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.queue import Keys, SweepQueue
+from swarmrun.execution.results import encode_record, export, iter_results
+from swarmrun.execution.task import Outcome
 from tests.conftest import Processes, read_csv, write_sweep
 
 SPECIAL = """

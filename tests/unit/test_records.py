@@ -8,9 +8,9 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmrun.chunk import bits, done_indices
-from swarmrun.results import Result, complete_record, encode_record
-from swarmrun.task import Outcome
+from swarmrun.definition.chunk import bits, done_indices
+from swarmrun.execution.results import Result, complete_record, encode_record
+from swarmrun.execution.task import Outcome
 
 ORIGINS = {1: ("sweepA", "host.1-aa"), 2: ("sweepB", "host.2-bb")}
 json_values = st.recursive(

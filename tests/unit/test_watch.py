@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarmrun.queue import Progress
-from swarmrun.run import watch
+from swarmrun.execution.queue import Progress
+from swarmrun.execution.watch import watch
 
 
 class FakeQueue:

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from swarmrun.chunk import done_indices
+from swarmrun.definition.chunk import done_indices
+from swarmrun.definition.sweep import Sweep, point_key
 from swarmrun.errors import SwarmrunError
-from swarmrun.queue import SweepQueue
-from swarmrun.sweep import Sweep, point_key
-from swarmrun.task import Outcome, json_default
+from swarmrun.execution.queue import SweepQueue
+from swarmrun.execution.task import Outcome, json_default
 
 READ_BLOCK = 8192
 FORMATS = ("csv", "jsonl", "parquet")

@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.harness import Row, load_average, machine, others_busy, redis_server, say
 from benchmarks.report import table, write_csv, write_png
 
-SECTIONS = ("call", "command", "submit", "swarm")
+SECTIONS = ("call", "command", "submit", "results", "peers", "swarm")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -63,6 +63,33 @@ def main(argv: list[str] | None = None) -> None:
                         run_it=not args.quick,
                         workers=args.workers,
                     )
+        if "results" in sections:
+            from benchmarks import local, results
+
+            with redis_server() as server:
+                results.store_and_export(rows, server, quick=args.quick, nonce=nonce)
+                steady = [
+                    r for r in rows if (r.section, r.case, r.engine) == ("call points", "no-op", "swarmrun")
+                ]
+                if not steady:
+                    sweep = local.make_sweep(
+                        "bench-steady",
+                        {"call": "benchmarks.tasks:noop"},
+                        50_000 if args.quick else 300_000,
+                        {},
+                        nonce,
+                    )
+                    seconds = local.time_swarmrun(server, sweep, args.workers)
+                    steady = [Row("call points", "no-op", "swarmrun", args.workers, sweep.size, seconds)]
+                    rows.extend(steady)
+            results.fixed_costs(rows, nonce=nonce)
+            results.end_to_end(rows, quick=args.quick, nonce=nonce, steady_rate=steady[0].rate)
+            results.cost_model(rows, quick=args.quick, nonce=nonce)
+        if "peers" in sections:
+            from benchmarks import peers
+
+            with redis_server() as server:
+                peers.run(rows, server, quick=args.quick, workers=args.workers, nonce=nonce)
         if "swarm" in sections:
             from benchmarks import swarm
 
@@ -96,4 +123,7 @@ def report(rows: list[Row], args: argparse.Namespace, context: str) -> None:
     print("\n".join(lines), flush=True)
     print(f"\nCSV written to {csv_path}", flush=True)
     print(write_png(rows, png_path, context[:180]), flush=True)
+    from benchmarks.results import write_cost_png
+
+    print(write_cost_png(rows, args.out / f"{stem}-cost.png", context[:180]), flush=True)
     sys.stdout.flush()

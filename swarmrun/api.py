@@ -27,7 +27,7 @@ from swarmrun.definition.sweepfile import load_sweep, parse_sweep
 from swarmrun.errors import SwarmrunError
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.queue import Progress, SweepQueue, connect
-from swarmrun.execution.results import Result, _row, _value_columns, iter_results
+from swarmrun.execution.results import Result, iter_results, table_columns
 from swarmrun.execution.task import preflight
 from swarmrun.execution.watch import redis_url as resolve_url
 from swarmrun.execution.watch import watch
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 SweepSource = str | os.PathLike[str] | Mapping[str, Any] | Sweep
 BackendName = Literal["local", "swarm"]
-META_COLUMNS = ("error", "duration", "worker", "attempt", "cached")
 
 
 def overrides_of(params: Mapping[str, Any] | None) -> list[str]:
@@ -126,23 +125,18 @@ class Results:
         """The records of the points that failed or timed out."""
         return [r for r in self if r.status != "ok"]
 
-    def _layout(self, results: list[Result]) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
-        value_columns = _value_columns(results, self.sweep.param_names)
-        header = ["index", *self.sweep.param_names, "status", *(n for n, _ in value_columns), *META_COLUMNS]
-        rows = [_row(r, value_columns) for r in results]
-        kinds = {n: "value" for n, _ in value_columns}
-        return [(h, kinds.get(h, "")) for h in header], rows
+    def _columns(self) -> dict[str, list[Any]]:
+        with self.connection.queue() as queue:
+            return table_columns(queue, self.sweep, self.sweep_id)
 
     def to_arrow(self) -> pa.Table:
-        """A pyarrow Table, one row per recorded point (needs `pip install swarmrun[arrow]`)."""
+        """A pyarrow Table, one row per recorded point, the columns of the CSV export
+        (needs `pip install swarmrun[arrow]`)."""
         try:
             import pyarrow as pa
         except ImportError:
             raise SwarmrunError("Results.to_arrow() needs pyarrow: pip install 'swarmrun[arrow]'") from None
-        header, rows = self._layout(list(self))
-        names = [h for h, _ in header]
-        data = {n: [_cell(row.get(n)) for row in rows] for n in names}
-        return pa.table(data)
+        return pa.table(self._columns())
 
     def to_pandas(self) -> pd.DataFrame:
         """A pandas DataFrame, one row per recorded point (needs `pip install swarmrun[pandas]`)."""
@@ -150,15 +144,10 @@ class Results:
             import pandas as pd
         except ImportError:
             raise SwarmrunError("Results.to_pandas() needs pandas: pip install 'swarmrun[pandas]'") from None
-        header, rows = self._layout(list(self))
-        frame = pd.DataFrame.from_records(rows, columns=[h for h, _ in header])
+        frame = pd.DataFrame(self._columns())
         frame["index"] = frame["index"].astype("int64")
         frame["cached"] = frame["cached"].astype("bool")
         return frame
-
-
-def _cell(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, dict | list) else value
 
 
 def _printer(enabled: bool) -> Callable[[Progress, float | None, Replicas | None], None]:

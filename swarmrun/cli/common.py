@@ -148,6 +148,10 @@ def redis_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# The short help of lazily imported commands (a test checks it matches the command's own).
+LAZY_HELP = {"image": "Build the worker image the swarm backend runs, and get it onto every node."}
+
+
 class Group(click.Group):
     """A group with commands whose module is imported only when that command is used or listed.
 
@@ -161,6 +165,20 @@ class Group(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """`--help` lists a lazy command by its `LAZY_HELP` line, without importing it."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy and name in LAZY_HELP:
+                rows.append((name, LAZY_HELP[name]))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:

@@ -81,6 +81,31 @@ def bits(mask: bytes, offset: int, start: int, stop: int) -> list[bool]:
     return out
 
 
+def done_indices(mask: bytes, start: int, stop: int) -> list[int]:
+    """The indices in `[start, stop)` whose bit is set in `mask` (bitmap bytes from `start // 8`).
+
+    Whole bytes of set bits (a finished stretch) are taken eight at a time.
+    """
+    base = (start // 8) * 8
+    out: list[int] = []
+    i = start
+    while i < stop:
+        pos = i - base
+        byte = pos >> 3
+        if byte >= len(mask):
+            break
+        value = mask[byte]
+        if (pos & 7) == 0 and i + 8 <= stop and value in (0, 0xFF):
+            if value:
+                out.extend(range(i, i + 8))
+            i += 8
+            continue
+        if value & (0x80 >> (pos & 7)):
+            out.append(i)
+        i += 1
+    return out
+
+
 def first_clear(mask: bytes, offset: int, start: int, stop: int) -> int | None:
     """The first index in `[start, stop)` whose bit is 0 in `mask` (read from `offset`), else None."""
     base = (offset // 8) * 8

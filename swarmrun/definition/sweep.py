@@ -20,9 +20,13 @@ FORMAT = 1
 BUILTIN_PLACEHOLDERS = ("index", "sweep_id")
 
 
+# Built once: `json.dumps` with options builds an encoder per call (a point key is one per point).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def canonical_json(obj: Any) -> str:
     """The one serialisation hashed for ids: sorted keys, no spaces, ASCII, no NaN."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL.encode(obj)
 
 
 def _digest(obj: Any) -> str:

@@ -7,8 +7,15 @@ Keys (prefix `swarmrun:`):
 - `sweep:{id}:errors`      hash: index -> failed/timed-out record of this sweep
 - `sweep:{id}:counts`      hash: ok, error, timeout, cached, executions, duplicates, seconds, processed
 - `sweep:{id}:inflight`    hash: index -> executions started in a re-run (crashed) chunk
-- `results:{task}`         hash: point key -> ok record, shared by every sweep of the same task,
-                           so a changed sweep only runs its new points
+- `results:{task}:{kkkk}`  hash per bucket (`kkkk`: the first 4 hex chars of a point key): the rest
+                           of the point key -> ok record (a compact JSON array, see
+                           `swarmrun.results`), shared by every sweep of the same task, so a changed
+                           sweep only runs its new points. 65,536 buckets of small hashes, which
+                           Redis keeps as listpacks (a few bytes per entry instead of ~100)
+- `results:{task}:origins` hash: `SWEEP WORKER` -> small id and `#id` -> `SWEEP WORKER`: who wrote
+                           an ok record (interned, so a record carries a number, not two names)
+- `results:{task}`         hash: point key -> ok record as a JSON object (records written before
+                           the bucketed store, format 1): still read, never written
 
 The done bit is the single arbiter of "first write wins": a record is stored only by the
 execution that flips the bit; later executions are counted as duplicates.
@@ -53,15 +60,28 @@ RESULT_TTL = 600
 FAILURE_TTL = 7 * 24 * 3600
 BITMAP_READ = 8192
 
-# ARGV: seconds, isolated flag, then one blob of lines `index TAB point-key TAB status TAB record`.
+# ARGV: seconds, isolated flag, then one blob of lines `index TAB point-key TAB status TAB record`,
+# then the store's bucket prefix and the origin (`SWEEP WORKER`) of the ok records.
 # One argument instead of four per point: packing arguments was the worker's largest cost on tiny
 # points. Fields never hold a TAB or a newline: records are JSON (control characters escaped),
-# point keys are hex, statuses are words.
+# point keys are hex, statuses are words. An ok record arrives without its origin id: the script
+# interns the origin (atomically with the write, so an id never goes stale) and prepends it.
 RECORD_LUA = """
-local done, counts, store, errors, meta, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local done, counts, origins, errors, meta, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local executed, duplicates, fresh, entries = 0, 0, 0, 0
 local tally = {}
 local isolated = ARGV[2] == '1'
+local prefix, origin = ARGV[4], nil
+local function origin_id()
+  if origin then return origin end
+  origin = redis.call('HGET', origins, ARGV[5])
+  if not origin then
+    origin = redis.call('HINCRBY', origins, '#next', 1)
+    redis.call('HSET', origins, ARGV[5], origin, '#' .. origin, ARGV[5])
+  end
+  origin = '[' .. origin .. ','
+  return origin
+end
 for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\n]*)\\n') do
   local cached = status == 'cached'
   entries = entries + 1
@@ -74,7 +94,7 @@ for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^
     else
       tally[status] = (tally[status] or 0) + 1
       if status == 'ok' then
-        redis.call('HSETNX', store, pkey, rec)
+        redis.call('HSETNX', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5), origin_id() .. rec)
       else
         redis.call('HSET', errors, idx, rec)
       end
@@ -94,15 +114,44 @@ end
 return {fresh, redis.call('HGET', meta, 'state') or ''}
 """
 
-# ARGV[1]: point keys, one a line; returns the 1-based positions of those with a stored result.
-# Only the hits travel back: on a fresh sweep the answer is empty, not one nil per point.
+# KEYS: the format-1 store, the origins hash; ARGV[1]: point keys, one a line; ARGV[2]: the bucket
+# prefix. Returns the 1-based positions of those with a stored result. Only the hits travel back:
+# on a fresh sweep the answer is empty, not one nil per point. A task without an origin has no
+# ok record yet (the first record writes its origin), so nothing is looked up.
 CACHED_LUA = """
-local out, position = {}, 0
+local out, position, prefix = {}, 0, ARGV[2]
+local legacy = redis.call('EXISTS', KEYS[1]) == 1
+if not legacy and redis.call('EXISTS', KEYS[2]) == 0 then return out end
 for pkey in string.gmatch(ARGV[1], '[^\\n]+') do
   position = position + 1
-  if redis.call('HEXISTS', KEYS[1], pkey) == 1 then out[#out + 1] = position end
+  if redis.call('HEXISTS', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5)) == 1
+      or (legacy and redis.call('HEXISTS', KEYS[1], pkey) == 1) then
+    out[#out + 1] = position
+  end
 end
 return out
+"""
+
+# KEYS: the sweep's errors, the format-1 store; ARGV: the bucket prefix, then indices and point
+# keys, one a line each. Returns every point's record joined by commas (`0` where none), so a
+# block of results crosses as one string and is decoded by one `json.loads`.
+EXPORT_LUA = """
+local errors, legacy_key, prefix = KEYS[1], KEYS[2], ARGV[1]
+local failures = redis.call('HLEN', errors) > 0
+local legacy = redis.call('EXISTS', legacy_key) == 1
+local indices, out, n = {}, {}, 0
+if failures then
+  for idx in string.gmatch(ARGV[2], '[^\\n]+') do indices[#indices + 1] = idx end
+end
+for pkey in string.gmatch(ARGV[3], '[^\\n]+') do
+  n = n + 1
+  local rec = false
+  if failures then rec = redis.call('HGET', errors, indices[n]) end
+  if not rec then rec = redis.call('HGET', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5)) end
+  if not rec and legacy then rec = redis.call('HGET', legacy_key, pkey) end
+  out[n] = rec or '0'
+end
+return table.concat(out, ',')
 """
 
 CLEAR_FAILED_LUA = """
@@ -195,7 +244,17 @@ class Keys:
 
     @staticmethod
     def store(task_key: str) -> str:
+        """The format-1 result store of a task (read, never written)."""
         return f"{PREFIX}results:{task_key}"
+
+    @staticmethod
+    def buckets(task_key: str) -> str:
+        """The prefix of a task's result buckets: add the first 4 hex chars of a point key."""
+        return f"{PREFIX}results:{task_key}:"
+
+    @staticmethod
+    def origins(task_key: str) -> str:
+        return f"{PREFIX}results:{task_key}:origins"
 
 
 @dataclass(frozen=True)
@@ -287,6 +346,7 @@ class SweepQueue:
         self._cached = connection.register_script(CACHED_LUA)
         self._clear_failed = connection.register_script(CLEAR_FAILED_LUA)
         self._clear_points = connection.register_script(CLEAR_POINTS_LUA)
+        self._export = connection.register_script(EXPORT_LUA)
 
     # --- sweeps -----------------------------------------------------------------------------
     def submit(self, sweep: Sweep, *, origin: Path | None = None) -> Submission:
@@ -438,7 +498,10 @@ class SweepQueue:
         """For each point key: does the task's result store hold a result for it already?"""
         if not point_keys:
             return []
-        hits = self._cached(keys=[Keys.store(task_key)], args=["\n".join(point_keys)])
+        hits = self._cached(
+            keys=[Keys.store(task_key), Keys.origins(task_key)],
+            args=["\n".join(point_keys), Keys.buckets(task_key)],
+        )
         known = [False] * len(point_keys)
         for position in hits:
             known[int(position) - 1] = True
@@ -452,13 +515,24 @@ class SweepQueue:
         *,
         seconds: float,
         isolated: bool = False,
+        worker: str = "",
     ) -> tuple[int, str]:
-        """Store results `(index, point key, status, record JSON)`; returns (new results, state)."""
+        """Store results `(index, point key, status, record)`; returns (new results, state).
+
+        Records are `swarmrun.execution.results.encode_record`'s: ok ones without their origin, which is
+        `sweep_id` and `worker` (interned here, in the same script as the write).
+        """
         keys = Keys(sweep_id)
         blob = "".join([f"{index}\t{pkey}\t{status}\t{record}\n" for index, pkey, status, record in entries])
         fresh, state = self._record(
-            keys=[keys.done, keys.counts, Keys.store(task_key), keys.errors, keys.meta, keys.inflight],
-            args=[repr(seconds), "1" if isolated else "0", blob],
+            keys=[keys.done, keys.counts, Keys.origins(task_key), keys.errors, keys.meta, keys.inflight],
+            args=[
+                repr(seconds),
+                "1" if isolated else "0",
+                blob,
+                Keys.buckets(task_key),
+                f"{sweep_id} {worker or '?'}",
+            ],
         )
         return int(fresh), state.decode() if isinstance(state, bytes) else str(state)
 
@@ -632,12 +706,23 @@ class SweepQueue:
         self.connection.delete(keys.meta, keys.done, keys.errors, keys.counts, keys.inflight)
         self.connection.zrem(SWEEPS, sweep_id)
 
-    def records(
-        self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: Sequence[str]
-    ) -> list[bytes | None]:
-        """The stored record of each point: this sweep's failure, else the task's ok result."""
-        pipe = self.connection.pipeline()
-        pipe.hmget(Keys(sweep_id).errors, [str(i) for i in indices])
-        pipe.hmget(Keys.store(task_key), list(point_keys))
-        errors, oks = pipe.execute()
-        return [e if e is not None else o for e, o in zip(errors, oks, strict=False)]
+    def records(self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: Sequence[str]) -> str:
+        """The stored records of points, joined by commas (`0` where none): this sweep's failure,
+        else the task's ok result. `"[" + answer + "]"` is one JSON array."""
+        if not indices:
+            return ""
+        answer = self._export(
+            keys=[Keys(sweep_id).errors, Keys.store(task_key)],
+            args=[Keys.buckets(task_key), "\n".join(map(str, indices)), "\n".join(point_keys)],
+        )
+        return _text(answer)
+
+    def origins(self, task_key: str) -> dict[int, tuple[str, str]]:
+        """Origin id -> (sweep id, worker) of a task's ok records."""
+        out: dict[int, tuple[str, str]] = {}
+        for field, value in self.connection.hgetall(Keys.origins(task_key)).items():
+            name = _text(field)
+            if name.startswith("#") and name != "#next":
+                sweep_id, _, worker = _text(value).partition(" ")
+                out[int(name[1:])] = (sweep_id, worker)
+        return out

@@ -1,50 +1,69 @@
 """Result records (their compact JSON form in Redis) and their export to CSV, JSON Lines, Parquet.
 
-A record is one JSON object with short keys, to keep Redis small: `s` status, `v` value,
-`e` error text, `tb` traceback tail, `d` duration (s), `w` worker, `a` attempt, `sw` the sweep
-that executed it, `t` finish time, `x` exit code, `o`/`r` stdout/stderr tails.
+Record format 2 (written since 2026-12), JSON-safe, never pickled:
+
+- An **ok record**, in the task's result store (`swarmrun:results:{task}:{bucket}`, shared by
+  every sweep of the task), is a JSON array `[origin, value, duration, attempt, time]`,
+  optionally followed by ONE object of optional fields: `[origin, value, duration, attempt,
+  time, {"x": 0}]`. `origin` is a small integer naming the sweep and worker that wrote it
+  (interned per task in `swarmrun:results:{task}:origins`); `time` is the finish time (Unix s).
+  Optional fields, left out when unset: `x` exit code (commands). New optional fields go into
+  that object (short keys; readers ignore keys they do not know), so the array never changes
+  shape. No-op results take about 50 bytes of Redis memory each.
+- A **failure record** (error / timeout), in the sweep's own `errors` hash, is a JSON object with
+  short keys: `s` status, `e` error text, `tb` traceback tail, `d` duration (s), `w` worker,
+  `a` attempt, `sw` the sweep that executed it, `t` finish time, `x` exit code, `o`/`r`
+  stdout/stderr tails. Failures are few, so readability wins over bytes there.
+- Format-1 ok records (before 2026-12) were such objects too, under `swarmrun:results:{task}`;
+  they are still read (and still count as cached results), never written.
+
 Parameters are not stored: any process recomputes them from the sweep spec.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
+import itertools
 import json
+import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from swarmrun.definition.chunk import bits
+from swarmrun.definition.chunk import done_indices
 from swarmrun.definition.sweep import Sweep, point_key
 from swarmrun.errors import SwarmrunError
 from swarmrun.execution.queue import SweepQueue
 from swarmrun.execution.task import Outcome, json_default
 
-READ_BLOCK = 4096
+READ_BLOCK = 8192
 FORMATS = ("csv", "jsonl", "parquet")
 # Built once: `json.dumps` with options builds a new encoder per call, a cost paid on every point.
 _RECORD_JSON = json.JSONEncoder(separators=(",", ":"), default=json_default)
 _PLAIN_JSON = json.JSONEncoder(separators=(",", ":"))
+# JSON Lines must be JSON: no NaN / Infinity (they become null, as pandas and jq expect).
+_STRICT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str)
+_FAILURE_FIELDS = (("tb", "traceback"), ("o", "stdout"), ("r", "stderr"))
 
 
 def encode_record(outcome: Outcome, *, attempt: int, worker: str, sweep_id: str) -> tuple[str, str]:
-    """(status, JSON) for an outcome; a value that is not JSON-able turns the point into an error."""
+    """(status, record) for an outcome; a value that is not JSON-able turns the point into an error.
+
+    An ok record is returned without its leading `[origin,`: `SweepQueue.record` interns the
+    origin (this sweep and worker) and prepends it inside Redis (see `complete_record`).
+    """
     if outcome.status == "ok":
-        # The hot path (every ok point): only the value goes through the JSON encoder; the same
-        # object `json.dumps` would write, spelled out (floats by repr, as json writes them).
         try:
             encoded = "null" if outcome.value is None else _RECORD_JSON.encode(outcome.value)
         except (TypeError, ValueError):
             pass  # the general path below records why
         else:
-            tail = "}" if outcome.exit_code is None else f',"x":{int(outcome.exit_code)}}}'
+            tail = "]" if outcome.exit_code is None else f',{{"x":{int(outcome.exit_code)}}}]'
             return "ok", (
-                f'{{"s":"ok","d":{round(outcome.duration, 6)!r},"w":{_json_str(worker)},'
-                f'"a":{int(attempt)},"sw":{_json_str(sweep_id)},"t":{round(time.time(), 3)!r},'
-                f'"v":{encoded}{tail}'
+                f"{encoded},{round(outcome.duration, 6)!r},{int(attempt)},{round(time.time(), 3)!r}{tail}"
             )
     record: dict[str, Any] = {
         "s": outcome.status,
@@ -71,9 +90,12 @@ def encode_record(outcome: Outcome, *, attempt: int, worker: str, sweep_id: str)
         return "error", _PLAIN_JSON.encode(record)
 
 
-@functools.lru_cache(maxsize=64)
-def _json_str(text: str) -> str:
-    return _PLAIN_JSON.encode(text)
+def complete_record(partial: str, origin: int) -> str:
+    """The stored form of an ok record from `encode_record` (what the record script does)."""
+    return f"[{int(origin)},{partial}"
+
+
+Origins = Mapping[int, tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -95,8 +117,34 @@ class Result:
     stderr: str | None
 
     @classmethod
-    def decode(cls, index: int, params: dict[str, Any], raw: bytes | str, sweep_id: str) -> Result:
-        r = json.loads(raw)
+    def decode(
+        cls,
+        index: int,
+        params: dict[str, Any],
+        raw: bytes | str | list[Any] | dict[str, Any],
+        sweep_id: str,
+        origins: Origins | None = None,
+    ) -> Result:
+        """A result from a stored record (text or already decoded), format 2 or format 1."""
+        r = json.loads(raw) if isinstance(raw, bytes | str) else raw
+        if isinstance(r, list):
+            sweep, worker = (origins or {}).get(r[0], (None, None))
+            extra = r[5] if len(r) > 5 and isinstance(r[5], dict) else {}
+            return cls(
+                index=index,
+                params=params,
+                status="ok",
+                value=r[1],
+                error=None,
+                duration=r[2],
+                worker=worker,
+                attempt=r[3],
+                cached=sweep is not None and sweep != sweep_id,
+                exit_code=extra.get("x"),
+                traceback=None,
+                stdout=None,
+                stderr=None,
+            )
         return cls(
             index=index,
             params=params,
@@ -114,53 +162,271 @@ class Result:
         )
 
 
+# One decoded block: indices, their params, their records (list = format 2 ok, dict = failure or
+# format 1). Export works on these directly: building a `Result` per row cost more than the rest.
+Block = tuple[list[int], list[dict[str, Any]], list[Any]]
+
+
+def _blocks(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> Iterator[Block]:
+    """Every recorded point of a sweep in index order, a block at a time (one Redis call each).
+
+    The next block is read by a helper thread while the caller writes this one: the wait for
+    Redis (which runs on another core) overlaps the writing.
+    """
+    starts = iter(range(0, sweep.size, READ_BLOCK))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarmrun-export") as pool:
+        ahead = [
+            pool.submit(_read_block, queue, sweep, sweep_id, start) for start in itertools.islice(starts, 2)
+        ]
+        while ahead:
+            block = ahead.pop(0).result()
+            start = next(starts, None)
+            if start is not None:
+                ahead.append(pool.submit(_read_block, queue, sweep, sweep_id, start))
+            if block[0]:
+                yield block
+
+
+def _read_block(queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int) -> Block:
+    stop = min(sweep.size, start + READ_BLOCK)
+    indices = done_indices(queue.done_mask(sweep_id, start, stop), start, stop)
+    if not indices:
+        return [], [], []
+    point = sweep.point
+    params = [point(i) for i in indices]
+    joined = queue.records(sweep_id, sweep.task.key, indices, [point_key(p) for p in params])
+    records = json.loads(f"[{joined}]")
+    if 0 in records:  # a done bit without a record (e.g. a purged task store): left out
+        kept = [k for k, r in enumerate(records) if r != 0]
+        indices = [indices[k] for k in kept]
+        params = [params[k] for k in kept]
+        records = [records[k] for k in kept]
+    return indices, params, records
+
+
 def iter_results(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> Iterator[Result]:
     """Every recorded result of a sweep, in index order; points without a result are left out."""
-    task_key = sweep.task.key
-    for start in range(0, sweep.size, READ_BLOCK):
-        stop = min(sweep.size, start + READ_BLOCK)
-        mask = queue.done_mask(sweep_id, start, stop)
-        hits = bits(mask, start, start, stop)
-        indices = [i for i, hit in zip(range(start, stop), hits, strict=True) if hit]
-        if not indices:
-            continue
-        params = [sweep.point(i) for i in indices]
-        raws = queue.records(sweep_id, task_key, indices, [point_key(p) for p in params])
-        for index, p, raw in zip(indices, params, raws, strict=False):
-            if raw is not None:
-                yield Result.decode(index, p, raw, sweep_id)
+    origins = queue.origins(sweep.task.key)
+    for indices, params, records in _blocks(queue, sweep, sweep_id):
+        for index, p, r in zip(indices, params, records, strict=True):
+            yield Result.decode(index, p, r, sweep_id, origins)
 
 
-def _value_columns(results: Iterable[Result], param_names: tuple[str, ...]) -> list[tuple[str, str | None]]:
-    """(column name, key in a dict value or None for the whole value), in first-seen order."""
-    keys: dict[str, None] = {}
-    scalar = False
-    for r in results:
-        if isinstance(r.value, dict):
-            keys.update(dict.fromkeys(r.value))
-        elif r.value is not None:
-            scalar = True
-    taken = set(param_names) | {"index", "status", "error", "duration", "worker", "attempt", "cached"}
-    columns: list[tuple[str, str | None]] = [("value", None)] if scalar or not keys else []
-    for key in keys:
-        name = key if key not in taken else f"value.{key}"
-        columns.append((name, key))
-    return columns
+# --------------------------------------------------------------------------------------- export
 
 
-def _row(r: Result, value_columns: list[tuple[str, str | None]]) -> dict[str, Any]:
-    row: dict[str, Any] = {"index": r.index, **r.params, "status": r.status}
-    for name, key in value_columns:
-        if key is None:
-            row[name] = None if isinstance(r.value, dict) else r.value
-        else:
-            row[name] = r.value.get(key) if isinstance(r.value, dict) else None
-    row.update(error=r.error, duration=r.duration, worker=r.worker, attempt=r.attempt, cached=r.cached)
-    return row
+class _NewColumns(Exception):
+    """A dict value with keys not seen in the first block: export again with every column."""
+
+
+class _Rows:
+    """Turns decoded records into rows: header order `index, params..., status, value columns...,
+    error, duration, worker, attempt, cached`."""
+
+    META = ("index", "status", "error", "duration", "worker", "attempt", "cached")
+
+    def __init__(self, sweep: Sweep, sweep_id: str, origins: Origins, value_keys: list[str] | None) -> None:
+        self.names = sweep.param_names
+        self.sweep_id = sweep_id
+        self.origins = {o: (w, s != sweep_id) for o, (s, w) in origins.items()}
+        self.fixed = value_keys is not None
+        self.keys: dict[str, None] = dict.fromkeys(value_keys or ())
+        self.scalar = False
+
+    def value_columns(self) -> list[tuple[str, str | None]]:
+        """(column name, key in a dict value or None for the whole value), in first-seen order."""
+        taken = set(self.names) | set(self.META)
+        columns: list[tuple[str, str | None]] = [("value", None)] if self.scalar or not self.keys else []
+        columns += [(key if key not in taken else f"value.{key}", key) for key in self.keys]
+        return columns
+
+    def header(self) -> list[str]:
+        return [
+            "index",
+            *self.names,
+            "status",
+            *(n for n, _ in self.value_columns()),
+            "error",
+            "duration",
+            "worker",
+            "attempt",
+            "cached",
+        ]
+
+    def learn(self, records: list[Any]) -> None:
+        """Note the value columns of a block; `_NewColumns` if they changed once columns are fixed."""
+        before = (len(self.keys), self.scalar)
+        for r in records:
+            value = r[1] if isinstance(r, list) else r.get("v")
+            if isinstance(value, dict):
+                self.keys.update(dict.fromkeys(value))
+            elif value is not None:
+                self.scalar = True
+        if self.fixed and (len(self.keys), self.scalar) != before:
+            raise _NewColumns
+
+    def rows(self, block: Block) -> list[list[Any]]:
+        """One list per row, cells as CSV and Parquet take them (dicts and lists as JSON text)."""
+        indices, params, records = block
+        names, origins = self.names, self.origins
+        columns = self.value_columns()
+        whole = len(columns) == 1 and columns[0][1] is None
+        out = []
+        # Params are plain scalars but for explicit lists of lists or dicts: cells only then.
+        plain = all(type(v) in _SCALARS for p in params for v in p.values())
+        for index, p, r in zip(indices, params, records, strict=True):
+            if isinstance(r, list):
+                status, value, error, duration, attempt = "ok", r[1], None, r[2], r[3]
+                worker, cached = origins.get(r[0], (None, False))
+            else:
+                status, value, error = r.get("s", "error"), r.get("v"), r.get("e")
+                duration, attempt, worker = r.get("d"), r.get("a"), r.get("w")
+                cached = status == "ok" and r.get("sw") not in (None, self.sweep_id)
+            row = [index, *[p[n] if plain else _cell(p[n]) for n in names], status]
+            if whole:
+                row.append(value if type(value) in _SCALARS else _cell(value))
+            else:
+                for _, key in columns:
+                    if key is None:
+                        row.append(None if isinstance(value, dict) else _cell(value))
+                    else:
+                        row.append(_cell(value.get(key)) if isinstance(value, dict) else None)
+            row += [error, duration, worker, attempt, cached]
+            out.append(row)
+        return out
+
+
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 def _cell(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, dict | list) else value
+    return _PLAIN_JSON.encode(value) if isinstance(value, dict | list) else value
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN / infinity replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_line(line: dict[str, Any]) -> str:
+    try:
+        return _STRICT_JSON.encode(line)
+    except ValueError:  # NaN or infinity somewhere: null instead (the rare path)
+        return _STRICT_JSON.encode(_finite(line))
+
+
+def _write_jsonl(f: IO[str], queue: SweepQueue, sweep: Sweep, sweep_id: str) -> int:
+    origins = {o: (w, s != sweep_id) for o, (s, w) in queue.origins(sweep.task.key).items()}
+    written = 0
+    for indices, params, records in _blocks(queue, sweep, sweep_id):
+        lines = []
+        for index, p, r in zip(indices, params, records, strict=True):
+            if isinstance(r, list):
+                worker, cached = origins.get(r[0], (None, False))
+                line = {
+                    "index": index,
+                    "params": p,
+                    "status": "ok",
+                    "value": r[1],
+                    "error": None,
+                    "duration": r[2],
+                    "worker": worker,
+                    "attempt": r[3],
+                    "cached": cached,
+                }
+                if len(r) > 5 and isinstance(r[5], dict) and r[5].get("x") is not None:
+                    line["exit_code"] = r[5]["x"]
+            else:
+                status = r.get("s", "error")
+                line = {
+                    "index": index,
+                    "params": p,
+                    "status": status,
+                    "value": r.get("v"),
+                    "error": r.get("e"),
+                    "duration": r.get("d"),
+                    "worker": r.get("w"),
+                    "attempt": r.get("a"),
+                    "cached": status == "ok" and r.get("sw") not in (None, sweep_id),
+                }
+                if r.get("x") is not None:
+                    line["exit_code"] = r["x"]
+                for key, name in _FAILURE_FIELDS:
+                    if r.get(key):
+                        line[name] = r[key]
+            lines.append(_json_line(line))
+        lines.append("")
+        f.write("\n".join(lines))
+        written += len(indices)
+    return written
+
+
+def _write_table(path: Path, fmt: str, queue: SweepQueue, sweep: Sweep, sweep_id: str) -> int:
+    """CSV or Parquet; one pass unless a dict value brings keys the first block did not have."""
+    origins = queue.origins(sweep.task.key)
+    rows = _Rows(sweep, sweep_id, origins, None)
+    blocks = _blocks(queue, sweep, sweep_id)
+    first = next(blocks, None)
+    if first is not None:
+        rows.learn(first[2])
+    rows.fixed = True
+    try:
+        return _write_rows(path, fmt, rows, first, blocks)
+    except _NewColumns:
+        pass
+    rows = _Rows(sweep, sweep_id, origins, None)
+    for block in _blocks(queue, sweep, sweep_id):  # the columns first, then the rows
+        rows.learn(block[2])
+    rows.fixed = True
+    return _write_rows(path, fmt, rows, None, _blocks(queue, sweep, sweep_id))
+
+
+def _write_rows(path: Path, fmt: str, rows: _Rows, first: Block | None, blocks: Iterator[Block]) -> int:
+    header = rows.header()
+    written = 0
+    if fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise SwarmrunError("writing Parquet needs pyarrow: pip install pyarrow") from None
+        data = _columns(rows, [first, *blocks] if first is not None else blocks)
+        pq.write_table(pa.table({name: pa.array(column) for name, column in data.items()}), path)
+        return len(data["index"])
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for block in [first, *blocks] if first is not None else blocks:
+            rows.learn(block[2])
+            writer.writerows(rows.rows(block))
+            written += len(block[0])
+    return written
+
+
+def _columns(rows: _Rows, blocks: Iterable[Block]) -> dict[str, list[Any]]:
+    """The blocks' rows as columns, by header name."""
+    columns: list[list[Any]] = [[] for _ in rows.header()]
+    for block in blocks:
+        rows.learn(block[2])
+        for row in rows.rows(block):
+            for column, cell in zip(columns, row, strict=True):
+                column.append(cell)
+    return dict(zip(rows.header(), columns, strict=True))
+
+
+def table_columns(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> dict[str, list[Any]]:
+    """Every recorded point as columns named as the CSV header (for `Results.to_arrow/to_pandas`)."""
+    rows = _Rows(sweep, sweep_id, queue.origins(sweep.task.key), None)
+    for block in _blocks(queue, sweep, sweep_id):  # the columns first, then the rows
+        rows.learn(block[2])
+    rows.fixed = True
+    return _columns(rows, _blocks(queue, sweep, sweep_id))
 
 
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -177,56 +443,7 @@ def export(queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, fmt: str 
     if fmt not in FORMATS:
         raise SwarmrunError(f"cannot tell the format of {path}: use a .csv, .jsonl or .parquet name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
     if fmt == "jsonl":
         with path.open("w") as f:
-            for r in iter_results(queue, sweep, sweep_id):
-                line = {
-                    "index": r.index,
-                    "params": r.params,
-                    "status": r.status,
-                    "value": r.value,
-                    "error": r.error,
-                    "duration": r.duration,
-                    "worker": r.worker,
-                    "attempt": r.attempt,
-                    "cached": r.cached,
-                }
-                if r.exit_code is not None:
-                    line["exit_code"] = r.exit_code
-                for key in ("traceback", "stdout", "stderr"):
-                    if getattr(r, key):
-                        line[key] = getattr(r, key)
-                f.write(json.dumps(line, default=str) + "\n")
-                written += 1
-        return written
-    # Two passes, so memory stays bounded: the first finds the columns of dict values.
-    value_columns = _value_columns(iter_results(queue, sweep, sweep_id), sweep.param_names)
-    header = [
-        "index",
-        *sweep.param_names,
-        "status",
-        *(n for n, _ in value_columns),
-        "error",
-        "duration",
-        "worker",
-        "attempt",
-        "cached",
-    ]
-    if fmt == "parquet":
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise SwarmrunError("writing Parquet needs pyarrow: pip install pyarrow") from None
-        rows = [_row(r, value_columns) for r in iter_results(queue, sweep, sweep_id)]
-        table = pa.Table.from_pylist([{k: _cell(row.get(k)) for k in header} for row in rows])
-        pq.write_table(table, path)
-        return len(rows)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        for r in iter_results(queue, sweep, sweep_id):
-            writer.writerow({k: _cell(v) for k, v in _row(r, value_columns).items()})
-            written += 1
-    return written
+            return _write_jsonl(f, queue, sweep, sweep_id)
+    return _write_table(path, fmt, queue, sweep, sweep_id)

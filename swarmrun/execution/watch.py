@@ -53,9 +53,14 @@ def watch(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Progress:
-    """Report progress until the sweep is complete (or cancelled); recover stuck chunks meanwhile."""
+    """Report progress until the sweep is complete (or cancelled); recover stuck chunks meanwhile.
+
+    Polls quickly at first (from 20 ms, doubling up to `poll`): a small sweep is over in well under
+    a second, and a fixed half-second wait would be most of its wall time.
+    """
     meter = RateMeter()
     last_maintain = clock()
+    interval = min(poll, 0.02)
     while True:
         now = clock()
         progress = queue.progress(sweep_id)
@@ -68,4 +73,5 @@ def watch(
             if supervise is not None:
                 supervise()
             last_maintain = now
-        sleep(poll)
+        sleep(interval)
+        interval = min(poll, interval * 2)

@@ -238,6 +238,7 @@ class ChunkRun:
                 self.pending,
                 seconds=now - self.pending_since,
                 isolated=self.isolated,
+                worker=self.context.name,
             )
             self.summary["recorded"] += fresh
             self.pending = []
@@ -303,6 +304,15 @@ class ChunkWorker(SimpleWorker):
         finally:
             _CONTEXT.reset(token)
         self.set_state(WorkerStatus.IDLE)
+
+    def unsubscribe(self) -> None:
+        """As RQ's, but without waiting up to a second for its pubsub thread (a daemon) to wake:
+        an idle worker told to stop exits at once (`run` waits for its workers to exit)."""
+        if self.pubsub_thread:
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.stop()
+            self.pubsub_thread.join(timeout=0.05)
+            self.pubsub.close()
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_requested_by_signal = True

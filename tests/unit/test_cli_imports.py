@@ -27,7 +27,7 @@ def _modules_after(argv: list[str]) -> set[str]:
     return set(out.splitlines()[-1].split()[1:])
 
 
-@pytest.mark.parametrize("argv", [["worker", "--help"], ["run", "--help"], ["ls", "--help"]])
+@pytest.mark.parametrize("argv", [["worker", "--help"], ["run", "--help"], ["ls", "--help"], ["--help"]])
 def test_local_commands_do_not_import_docker(argv: list[str]) -> None:
     assert _modules_after(argv) == set()
 
@@ -41,3 +41,11 @@ def test_help_lists_the_lazily_loaded_command() -> None:
         [sys.executable, "-m", "swarmrun", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "  image " in out and "  worker " in out
+
+
+def test_the_lazy_commands_short_help_is_their_own() -> None:
+    from swarmrun.cli.common import LAZY_HELP, cli
+
+    for name in LAZY_HELP:
+        command = cli.get_command(None, name)  # type: ignore[arg-type]
+        assert command is not None and command.get_short_help_str(1000) == LAZY_HELP[name]

@@ -10,7 +10,7 @@ import pytest
 
 from swarmrun.definition.sweep import TaskSpec
 from swarmrun.errors import SweepFileError, TaskImportError
-from swarmrun.execution.results import Result, encode_record
+from swarmrun.execution.results import Result, complete_record, encode_record
 from swarmrun.execution.task import CallTask, CommandTask, Outcome, compile_task, preflight, resolve_call
 
 
@@ -141,10 +141,11 @@ def test_preflight(tmp_path: Path) -> None:
 
 
 def test_records_round_trip_and_refuse_non_json_values() -> None:
-    status, raw = encode_record(
+    status, partial = encode_record(
         Outcome("ok", value={"a": 1.5}, duration=0.25), attempt=1, worker="w", sweep_id="s1"
     )
-    r = Result.decode(4, {"x": 1}, raw, "s1")
+    raw = complete_record(partial, 3)
+    r = Result.decode(4, {"x": 1}, raw, "s1", {3: ("s1", "w")})
     assert (status, r.status, r.value, r.attempt, r.worker, r.cached) == (
         "ok",
         "ok",
@@ -153,16 +154,18 @@ def test_records_round_trip_and_refuse_non_json_values() -> None:
         "w",
         False,
     )
-    assert Result.decode(4, {}, raw, "other").cached
+    assert Result.decode(4, {}, raw, "other", {3: ("s1", "w")}).cached
 
     class Numpyish:
         def item(self) -> float:
             return 2.5
 
     assert (
-        json.loads(encode_record(Outcome("ok", value=Numpyish()), attempt=1, worker="w", sweep_id="s")[1])[
-            "v"
-        ]
+        json.loads(
+            complete_record(
+                encode_record(Outcome("ok", value=Numpyish()), attempt=1, worker="w", sweep_id="s")[1], 1
+            )
+        )[1]
         == 2.5
     )
     status, raw = encode_record(Outcome("ok", value=object()), attempt=1, worker="w", sweep_id="s")

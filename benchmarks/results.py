@@ -1,0 +1,234 @@
+"""What a user waits for besides the workers: the results path, fixed costs, end to end, cost model.
+
+- Redis bytes per stored no-op result, and export rates (CSV, JSON Lines, Parquet), on results
+  recorded exactly as workers record them (`encode_record` + `SweepQueue.record`).
+- Fixed costs of the commands as a user types them (subprocesses, embedded Redis default).
+- `swarmrun run SWEEP -w 2 -o out.csv` end to end against the steady-state worker rate.
+- The cost model: wall time of `swarmrun run` against N, with the fixed and per-point costs
+  fitted (least squares), as CSV rows and a PNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from benchmarks.harness import ROOT, RedisServer, Row, bench_env, load_average, say
+from benchmarks.local import make_sweep
+from swarmrun.definition.sweep import point_key
+from swarmrun.execution.queue import SweepQueue
+from swarmrun.execution.results import encode_record, export
+from swarmrun.execution.task import Outcome
+
+SECTION = "results path"
+
+
+def _fill(queue: SweepQueue, size: int, nonce: str) -> tuple[object, str]:
+    sweep = make_sweep("bench-results", {"call": "benchmarks.tasks:noop"}, size, {}, nonce)
+    sid = queue.submit(sweep).sweep_id
+    worker = "bench-host.12345-ab12"
+    for start in range(0, size, 4096):
+        entries = []
+        for i in range(start, min(size, start + 4096)):
+            status, record = encode_record(
+                Outcome("ok", duration=2.1e-05), attempt=1, worker=worker, sweep_id=sid
+            )
+            entries.append((i, point_key(sweep.point(i)), status, record))
+        queue.record(sid, sweep.task.key, entries, seconds=0.05, worker=worker)
+    return sweep, sid
+
+
+def store_and_export(rows: list[Row], server: RedisServer, *, quick: bool, nonce: str) -> None:
+    """Bytes per stored no-op result and export rates of 10^6 results (quick too: fewer results
+    would charge each the 65,536 buckets' fixed overhead, about 6 MB)."""
+    size = 1_000_000
+    connection = server.fresh()
+    queue = SweepQueue(connection, "swarmrun")
+    before = server.used_memory()
+    say(f"results path: recording {size} no-op results as workers do")
+    sweep, sid = _fill(queue, size, nonce)
+    per_result = (server.used_memory() - before) / size
+    rows.append(
+        Row(
+            SECTION,
+            "Redis bytes per stored no-op result",
+            "swarmrun",
+            0,
+            size,
+            0.0,
+            rate=per_result,
+            target="<= 80 B",
+            met=per_result <= 80,
+            note=f"{per_result:.1f} B (INFO used_memory, done bitmap and counters included)",
+            extra={"bytes_per_result": per_result},
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("csv", "jsonl", "parquet"):
+            if fmt == "parquet":
+                try:
+                    import pyarrow  # noqa: F401
+                except ImportError:
+                    say("pyarrow is not installed: the Parquet export is not measured")
+                    continue
+            say(f"results path: export {size} rows to {fmt} (load {load_average():.2f})")
+            t0 = time.perf_counter()
+            written = export(queue, sweep, sid, Path(tmp) / f"out.{fmt}")  # type: ignore[arg-type]
+            seconds = time.perf_counter() - t0
+            row = Row(SECTION, f"export {fmt}", "swarmrun", 0, written, seconds, note="rows/s")
+            row.target, row.met = ">= 500,000 rows/s", row.rate >= 500_000
+            rows.append(row)
+    connection.flushall()
+
+
+@contextlib.contextmanager
+def _home() -> Iterator[tuple[Path, dict[str, str]]]:
+    with tempfile.TemporaryDirectory(prefix="swarmrun-bench-home-") as tmp:
+        yield Path(tmp), bench_env(SWARMRUN_HOME=str(Path(tmp) / "home"))
+
+
+def _timed(argv: Sequence[str], env: dict[str, str], cwd: Path) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "swarmrun", *argv], capture_output=True, text=True, env=env, cwd=cwd
+    )
+    seconds = time.perf_counter() - t0
+    if done.returncode not in (0, 6):  # 6: `status` before any sweep
+        raise RuntimeError(f"swarmrun {' '.join(argv)} failed: {done.stderr.strip()[-300:]}")
+    return seconds
+
+
+def _sweep_file(directory: Path, points: int, nonce: str) -> Path:
+    path = directory / f"sweep-{points}.yaml"
+    path.write_text(
+        f"name: bench-e2e\ntask: {{call: 'benchmarks.tasks:noop'}}\n"
+        f"params:\n  run: ['{nonce}']\n  i: {{range: [0, {points}]}}\n"
+    )
+    return path
+
+
+def fixed_costs(rows: list[Row], *, nonce: str, repeats: int = 3) -> None:
+    """`--help`, `ls`, `status` and a 1-point `run`, each as a user types it (median of repeats)."""
+    with _home() as (tmp, env):
+        cases = [
+            ("swarmrun --help", ["--help"], 0.3),
+            ("swarmrun ls", ["ls"], 0.5),
+            ("swarmrun status", ["status"], 0.5),
+        ]
+        for k in range(repeats):  # a 1-point sweep, a new one each time
+            path = _sweep_file(tmp, 1, f"{nonce}-{k}")
+            cases.append((f"1-point run #{k}", ["run", str(path), "-w", "1", "-o", str(tmp / "o.csv")], 1.0))
+        times: dict[str, list[float]] = {}
+        for name, argv, _ in cases:
+            label = "swarmrun run (1 point)" if name.startswith("1-point") else name
+            count = 1 if label.startswith("swarmrun run") else repeats
+            for _ in range(count):
+                times.setdefault(label, []).append(_timed(argv, env, ROOT))
+        targets = {
+            "swarmrun --help": 0.3,
+            "swarmrun ls": 0.5,
+            "swarmrun status": 0.5,
+            "swarmrun run (1 point)": 1.0,
+        }
+        for label, seconds in times.items():
+            median = statistics.median(seconds)
+            rows.append(
+                Row(
+                    SECTION,
+                    "fixed cost",
+                    label,
+                    0,
+                    1,
+                    median,
+                    rate=median,
+                    target=f"< {targets[label]} s",
+                    met=median < targets[label],
+                    note=f"median of {len(seconds)}: " + ", ".join(f"{s:.2f}" for s in seconds) + " s",
+                )
+            )
+
+
+def end_to_end(rows: list[Row], *, quick: bool, nonce: str, steady_rate: float | None) -> None:
+    """`swarmrun run SWEEP -w 2 -o out.csv` from start to the results file, vs the worker rate."""
+    points = 50_000 if quick else 300_000
+    with _home() as (tmp, env):
+        path = _sweep_file(tmp, points, f"{nonce}-e2e")
+        say(f"end to end: swarmrun run of {points} no-op points (load {load_average():.2f})")
+        seconds = _timed(["run", str(path), "-w", "2", "-o", str(tmp / "out.csv")], env, ROOT)
+    row = Row(
+        SECTION, f"swarmrun run -w 2 -o out.csv, {points:,} no-op points", "swarmrun", 2, points, seconds
+    )
+    if steady_rate:
+        row.ratio, row.baseline = row.rate / steady_rate, "of the steady worker rate (call points, no-op)"
+        row.target, row.met = ">= 0.8", row.ratio >= 0.8
+    rows.append(row)
+
+
+def cost_model(rows: list[Row], *, quick: bool, nonce: str) -> None:
+    """Wall time of `swarmrun run -w 2` against N; fixed and per-point costs fitted."""
+    sizes = [1, 10, 100, 1_000, 10_000, 100_000] if quick else [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]
+    measured: list[tuple[int, float]] = []
+    with _home() as (tmp, env):
+        for n in sizes:
+            path = _sweep_file(tmp, n, f"{nonce}-cost")
+            say(f"cost model: swarmrun run of {n} points (load {load_average():.2f})")
+            measured.append((n, _timed(["run", str(path), "-w", "2", "-o", str(tmp / "o.csv")], env, ROOT)))
+    fixed, per_point = _fit(measured)
+    for n, seconds in measured:
+        rows.append(
+            Row(
+                "cost model",
+                f"N = {n:,}",
+                "swarmrun run -w 2",
+                2,
+                n,
+                seconds,
+                note=f"fit: {fixed:.2f} s + N x {per_point * 1e6:.1f} us",
+                extra={"fixed_s": fixed, "per_point_us": per_point * 1e6},
+            )
+        )
+
+
+def _fit(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """Least squares `seconds = fixed + N * per_point`."""
+    xs, ys = [float(n) for n, _ in points], [s for _, s in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return my - slope * mx, slope
+
+
+def write_cost_png(rows: Sequence[Row], path: Path, title: str) -> str:
+    model = [r for r in rows if r.section == "cost model"]
+    if not model:
+        return ""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no cost-model PNG"
+    fixed, per_point = model[0].extra["fixed_s"], model[0].extra["per_point_us"] / 1e6
+    n = [r.points for r in model]
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    ax.plot(n, [r.seconds for r in model], "o-", label="measured wall time")
+    ax.plot(n, [fixed + k * per_point for k in n], "--", color="grey", label="fit: fixed + N x per point")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("points N (no-op)")
+    ax.set_ylabel("seconds, swarmrun run -w 2 -o out.csv")
+    ax.set_title(f"fixed {fixed:.2f} s, {per_point * 1e6:.1f} us a point", fontsize=10)
+    fig.suptitle(title, fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"PNG written to {path}"

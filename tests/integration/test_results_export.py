@@ -1,0 +1,156 @@
+"""Export of results (CSV, JSON Lines, Parquet) and the compact result store, on a real Redis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from swarmrun.definition.sweep import point_key
+from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.queue import Keys, SweepQueue
+from swarmrun.execution.results import encode_record, export, iter_results
+from swarmrun.execution.task import Outcome
+from tests.conftest import Processes, read_csv, write_sweep
+
+SPECIAL = """
+def special(x):
+    return {"x": x, "nan": float("nan"), "inf": float("inf"), "ninf": float("-inf"), "ok": 1.5}
+"""
+
+
+def _strict(text: str) -> object:
+    def refuse(name: str) -> object:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_jsonl_writes_null_for_nan_and_infinity(procs: Processes, tmp_path: Path) -> None:
+    (tmp_path / "specialmod.py").write_text(SPECIAL)
+    path = write_sweep(tmp_path, 'task: {call: "specialmod:special"}\nparams:\n  x: [1, 2, 3]\n')
+    out = tmp_path / "out.jsonl"
+    r = procs.cli("run", str(path), "-w", "1", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = [_strict(line) for line in out.read_text().splitlines()]
+    assert sorted(line["index"] for line in lines) == [0, 1, 2]  # type: ignore[index]
+    for line in lines:
+        assert line["value"] == {"x": line["params"]["x"], "nan": None, "inf": None, "ninf": None, "ok": 1.5}  # type: ignore[index]
+
+
+def _grid(tmp_path: Path, n: int, name: str = "sweep.yaml") -> Path:
+    return write_sweep(
+        tmp_path, f'task: {{call: "fixtures.tasks:square"}}\nparams:\n  x: {{range: [0, {n}]}}\n', name
+    )
+
+
+def _fill(queue: SweepQueue, sweep, values, *, worker: str = "w1") -> str:  # type: ignore[no-untyped-def]
+    """Record `values[i]` as point i's ok result, as workers do (through `SweepQueue.record`)."""
+    sid = queue.submit(sweep).sweep_id
+    entries = []
+    for i, value in enumerate(values):
+        status, record = encode_record(
+            Outcome("ok", value=value, duration=0.5), attempt=1, worker=worker, sweep_id=sid
+        )
+        entries.append((i, point_key(sweep.point(i)), status, record))
+    for start in range(0, len(entries), 4096):
+        queue.record(sid, sweep.task.key, entries[start : start + 4096], seconds=0.1, worker=worker)
+    return sid
+
+
+def test_ok_records_are_compact_arrays_in_small_buckets(tmp_path: Path, rconn: redis.Redis) -> None:
+    sweep = load_sweep(_grid(tmp_path, 3000), ())
+    queue = SweepQueue(rconn, "swarmrun")
+    sid = _fill(queue, sweep, [None] * 3000)
+    key = point_key(sweep.point(7))
+    bucket = Keys.buckets(sweep.task.key) + key[:4]
+    raw = rconn.hget(bucket, key[4:])
+    assert raw is not None
+    record = json.loads(raw)
+    origin = record[0]
+    assert record[1:4] == [None, 0.5, 1] and len(record) == 5 and len(raw) <= 40
+    assert rconn.object("encoding", bucket) == b"listpack"
+    assert queue.origins(sweep.task.key) == {origin: (sid, "w1")}
+    assert not rconn.exists(Keys.store(sweep.task.key))  # the format-1 hash is never written
+
+
+def test_csv_jsonl_parquet_agree(tmp_path: Path, rconn: redis.Redis) -> None:
+    pytest.importorskip("pyarrow")  # in the test extra: only a bare checkout skips
+    import pyarrow.parquet as pq
+
+    sweep = load_sweep(_grid(tmp_path, 20000), ())
+    queue = SweepQueue(rconn, "swarmrun")
+    # dict values whose keys change after the first read block: the export must find every column
+    values = [{"a": i} if i < 10000 else {"a": i, "b": -i} for i in range(20000)]
+    values[3] = None
+    sid = _fill(queue, sweep, values)
+    assert export(queue, sweep, sid, tmp_path / "o.csv") == 20000
+    assert export(queue, sweep, sid, tmp_path / "o.jsonl") == 20000
+    assert export(queue, sweep, sid, tmp_path / "o.parquet") == 20000
+    rows = read_csv(tmp_path / "o.csv")
+    assert list(rows[0]) == [
+        "index",
+        "x",
+        "status",
+        "a",
+        "b",
+        "error",
+        "duration",
+        "worker",
+        "attempt",
+        "cached",
+    ]
+    assert [int(r["index"]) for r in rows] == list(range(20000))
+    assert (rows[5]["a"], rows[5]["b"], rows[15000]["a"], rows[15000]["b"]) == ("5", "", "15000", "-15000")
+    assert rows[3]["a"] == "" and rows[3]["status"] == "ok"
+    assert {(r["worker"], r["attempt"], r["cached"]) for r in rows} == {("w1", "1", "False")}
+    lines = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert lines[15000] == {
+        "index": 15000,
+        "params": {"x": 15000},
+        "status": "ok",
+        "value": {"a": 15000, "b": -15000},
+        "error": None,
+        "duration": 0.5,
+        "worker": "w1",
+        "attempt": 1,
+        "cached": False,
+    }
+    table = pq.read_table(tmp_path / "o.parquet").to_pylist()
+    assert table[15000]["b"] == -15000 and table[5]["b"] is None and len(table) == 20000
+    assert [r.index for r in iter_results(queue, sweep, sid)] == list(range(20000))
+
+
+def test_results_of_another_sweep_of_the_task_are_cached(tmp_path: Path, rconn: redis.Redis) -> None:
+    queue = SweepQueue(rconn, "swarmrun")
+    first = load_sweep(_grid(tmp_path, 10), ())
+    _fill(queue, first, list(range(10)), worker="old")
+    second = load_sweep(_grid(tmp_path, 12, "wider.yaml"), ())
+    keys = [point_key(second.point(i)) for i in range(12)]
+    assert queue.cached(second.task.key, keys) == [True] * 10 + [False] * 2
+    sid = queue.submit(second).sweep_id
+    entries = [(i, keys[i], "cached", "") for i in range(10)]
+    status, record = encode_record(Outcome("ok", value=11), attempt=1, worker="new", sweep_id=sid)
+    queue.record(sid, second.task.key, [*entries, (11, keys[11], status, record)], seconds=0.1, worker="new")
+    got = {r.index: (r.value, r.worker, r.cached) for r in iter_results(queue, second, sid)}
+    assert got == {**{i: (i, "old", True) for i in range(10)}, 11: (11, "new", False)}
+
+
+def test_format1_records_are_still_read_and_count_as_cached(tmp_path: Path, rconn: redis.Redis) -> None:
+    """A result store written before the compact format (one hash, JSON objects) keeps working."""
+    sweep = load_sweep(_grid(tmp_path, 5), ())
+    queue = SweepQueue(rconn, "swarmrun")
+    sid = queue.submit(sweep).sweep_id
+    old = {"s": "ok", "d": 0.25, "w": "oldhost.1-ab", "a": 2, "sw": "0123456789abcdef", "t": 1.5, "v": 9}
+    for i in range(3):
+        rconn.hset(Keys.store(sweep.task.key), point_key(sweep.point(i)), json.dumps({**old, "v": i * i}))
+    keys = [point_key(sweep.point(i)) for i in range(5)]
+    assert queue.cached(sweep.task.key, keys) == [True, True, True, False, False]
+    queue.record(sid, sweep.task.key, [(i, keys[i], "cached", "") for i in range(3)], seconds=0.0)
+    export(queue, sweep, sid, tmp_path / "o.csv")
+    rows = read_csv(tmp_path / "o.csv")
+    assert [(r["index"], r["value"], r["worker"], r["attempt"], r["cached"]) for r in rows] == [
+        (str(i), str(i * i), "oldhost.1-ab", "2", "True") for i in range(3)
+    ]

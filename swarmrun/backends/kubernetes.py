@@ -71,7 +71,9 @@ class Cluster:
                 not kubeconfig and os.path.exists(default)
             )
             if has_file:
-                contexts, current = k.config.list_kube_config_contexts()
+                # Read KUBECONFIG now (the client reads it once, when first imported).
+                config_file = kubeconfig or default
+                contexts, current = k.config.list_kube_config_contexts(config_file=config_file)
                 names = [c["name"] for c in contexts]
                 if context is not None and context not in names:
                     raise KubernetesUnavailable(
@@ -79,7 +81,9 @@ class Cluster:
                         f"({kubeconfig or default}); contexts: {', '.join(names) or 'none'}"
                     )
                 chosen = next(c for c in contexts if c["name"] == (context or current["name"]))
-                k.config.load_kube_config(context=chosen["name"], client_configuration=configuration)
+                k.config.load_kube_config(
+                    config_file=config_file, context=chosen["name"], client_configuration=configuration
+                )
                 namespace = namespace or chosen["context"].get("namespace")
                 source = f"context {chosen['name']}"
             elif context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):

@@ -54,6 +54,7 @@ class State:
     stack_remembered: bool = False
     backend_choice: str | None = None
     kube: KubeTarget | None = None
+    kube_request: KubeTarget = field(default_factory=KubeTarget)
     _queue: SweepQueue | None = field(default=None, repr=False)
     _url: str | None = field(default=None, repr=False)
     _swarm: SwarmBackend | None = field(default=None, repr=False)
@@ -239,8 +240,11 @@ def redis_options(func: F) -> F:
         kube = _remembered_kube(remembered)
         if kube and namespace and kube.get("namespace") != namespace:
             kube = {}
+        state.kube_request = KubeTarget(
+            namespace or kube.get("namespace"), kube_context or kube.get("context")
+        )
         if backend == "kubernetes" or (backend is None and kube):
-            state.kube = KubeTarget(namespace or kube.get("namespace"), kube_context or kube.get("context"))
+            state.kube = state.kube_request
             if stack is None and kube.get("stack"):
                 state.stack = str(kube["stack"])
                 state.stack_remembered = True

@@ -24,7 +24,7 @@ from swarmrun.cli.autoscale import (
     parse_bounds,
     tuning_options,
 )
-from swarmrun.cli.common import KubeTarget, State, pass_state, redis_options
+from swarmrun.cli.common import State, pass_state, redis_options
 from swarmrun.cli.stack import stack_options
 from swarmrun.errors import DockerUnavailable, ExitCode
 from swarmrun.queue import Progress, SweepQueue
@@ -194,7 +194,7 @@ def _choose_backend(state: State, backend: str) -> str:
         chosen, why = "local", str(e)
         from swarmrun.backends.kubernetes import cluster_answers  # imports the client only when called
 
-        answers, what = cluster_answers(context=state.kube.context if state.kube else None)
+        answers, what = cluster_answers(context=state.kube_request.context)
         if answers:
             chosen, why = "kubernetes", f"no swarm manager ({e}); {what}"
     click.echo(f"backend: {chosen} ({why})", err=True)
@@ -294,7 +294,7 @@ def run(
     if chosen == "local":
         state.kube = None
     if chosen == "kubernetes" and state.kube is None:
-        state.kube = KubeTarget()
+        state.kube = state.kube_request  # `--backend auto` chose it: --namespace / --context apply
     if chosen in ("swarm", "kubernetes"):
         queue, sid, final = _run_on_swarm(
             state, sweep, workers=workers, config=stack_config, quiet=quiet, autoscaling=autoscaling

@@ -170,3 +170,25 @@ def test_auto_picks_kubernetes_when_no_swarm_manager_answers(kstack: KubeStack, 
     assert r.returncode == 0, r.stderr
     assert "backend: kubernetes (no swarm manager" in r.stderr and "a Kubernetes cluster answers" in r.stderr
     assert len(read_csv(tmp_path / "o.csv")) == 20
+
+
+def test_logs_follow_streams_prefixed_lines(kstack: KubeStack, tmp_path: Path) -> None:
+    kstack.add_volume()
+    assert kstack.cli("up", "-r", "1", *kstack.options(), cwd=tmp_path).returncode == 0
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "swarmrun", "logs", "--follow", "--tail", "5"],
+        env=kstack.env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follow.stdout is not None
+        line = follow.stdout.readline()  # the worker's start-up lines, then it keeps streaming
+        assert line.startswith("swarmrun-worker-") and "@localhost | " in line, line
+        time.sleep(2)
+        assert follow.poll() is None  # still following
+    finally:
+        follow.kill()
+        follow.communicate(timeout=30)

@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 
 import click
 
+from swarmrun.backends.swarm.stack import StackConfig, render
+from swarmrun.backends.workerspec import PULL_POLICIES, check, grace_warning
 from swarmrun.cli.common import DEFAULT_STACK, State, pass_state, redis_options
-from swarmrun.progress import replicas_text
+from swarmrun.execution.progress import replicas_text
 from swarmrun.settings import redact
-from swarmrun.stack import StackConfig, render
-from swarmrun.workerspec import PULL_POLICIES, check, grace_warning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -205,7 +205,9 @@ def up(
     click.echo(f"stack {name}: Redis at {redact(url)}; workers {replicas_text(current)}")
     image = stack_config.image
     elapsed = time.monotonic() - started
-    from swarmrun.distribute import nodes_without_image  # the docker SDK, only for stack commands
+    from swarmrun.backends.swarm.distribute import (
+        nodes_without_image,  # the docker SDK, only for stack commands
+    )
 
     lacking = nodes_without_image(backend.client, backend.worker_service, within=elapsed + 5)
     if lacking:
@@ -223,7 +225,7 @@ def _dry_run(state: State, config: StackConfig, replicas: int | None, output: Pa
     if replicas is not None:
         config = replace(config, replicas=replicas)
     if state.kube is not None:
-        from swarmrun.kubemanifests import manifests, write
+        from swarmrun.backends.kubernetes.manifests import manifests, write
 
         try:
             paths = write(output, manifests(config, redis_volume="claim"))

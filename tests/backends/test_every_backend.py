@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from swarmrun.queue import SweepQueue
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import Processes, read_csv, swarmrun_env, wait_until, write_sweep
 
 NAP = """

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import redis
 
-from swarmrun.queue import SweepQueue
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import require, run_cli, swarmrun_env
 from tests.swarm.conftest import REDIS_IMAGE, SESSION, TEST_LABEL, docker_client, worker_image  # noqa: F401
 
@@ -164,9 +164,9 @@ class KubeStack:
     @contextlib.contextmanager
     def queue(self) -> Iterator[SweepQueue]:
         """The stack's queue from this process, through a port-forward (as the CLI reaches it)."""
-        from swarmrun.backends.kubernetes import KubernetesBackend
-        from swarmrun.queue import connect
-        from swarmrun.stack import StackConfig
+        from swarmrun.backends.kubernetes.backend import KubernetesBackend
+        from swarmrun.backends.swarm.stack import StackConfig
+        from swarmrun.execution.queue import connect
 
         os.environ.setdefault("KUBECONFIG", str(KUBECONFIG))
         backend = KubernetesBackend(StackConfig(name=self.name), namespace=self.namespace, context=None)

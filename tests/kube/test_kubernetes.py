@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from swarmrun import kubemanifests as km
-from swarmrun.backends.kubernetes import spec_hash
+from swarmrun.backends.kubernetes import manifests as km
+from swarmrun.backends.kubernetes.backend import spec_hash
 from tests.conftest import read_csv, wait_until, write_sweep
 from tests.kube.conftest import KUBECONFIG, SESSION, KubeStack
 

@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from swarmrun import kubemanifests as km
-from swarmrun.workerspec import SECRET_PATH, WorkerSpec
+from swarmrun.backends.kubernetes import manifests as km
+from swarmrun.backends.workerspec import SECRET_PATH, WorkerSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_VERSIONS = [f"1.{minor}.0" for minor in range(25, 38)]
@@ -127,7 +127,7 @@ def test_committed_manifests_are_the_rendered_spec(tmp_path: Path) -> None:
     assert sorted(p.name for p in committed.glob("*.yaml")) == sorted(rendered)
     for name, text in rendered.items():
         assert (committed / name).read_text() == text, (
-            f"regenerate: python -m swarmrun.kubemanifests ({name})"
+            f"regenerate: python -m swarmrun.backends.kubernetes.manifests ({name})"
         )
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmrun.stack import StackConfig, definition, render, service_plans, template_config
-from swarmrun.workerspec import (
+from swarmrun.backends.swarm.stack import StackConfig, definition, render, service_plans, template_config
+from swarmrun.backends.workerspec import (
     WorkerSpec,
     check,
     grace_warning,

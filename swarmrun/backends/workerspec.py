@@ -2,8 +2,8 @@
 
 `WorkerSpec` says what runs (image, replicas, env, the Redis password secret, resources,
 placement, grace period, labels, mounts), not how a backend spells it. Pure functions render it:
-`swarmrun.stack` into the compose file and the Swarm service specs, `swarmrun.kubemanifests`
-into Kubernetes objects. `swarmrun.stack.StackConfig` is this class under its older name.
+`swarmrun.backends.swarm.stack` into the compose file and the Swarm service specs, `swarmrun.backends.kubernetes.manifests`
+into Kubernetes objects. `swarmrun.backends.swarm.stack.StackConfig` is this class under its older name.
 
 Placement is written once: `node_labels` (KEY=VALUE a node must carry) is rendered as Swarm
 constraints `node.labels.KEY==VALUE` and as a Kubernetes `nodeSelector`; raw Swarm `constraints`

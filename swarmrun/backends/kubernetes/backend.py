@@ -24,13 +24,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from swarmrun import kubemanifests as km
 from swarmrun.backends import Placement, Replicas
+from swarmrun.backends.kubernetes import manifests as km
+from swarmrun.backends.kubernetes.cluster import Cluster
+from swarmrun.backends.kubernetes.cluster import cluster_answers as cluster_answers
+from swarmrun.backends.workerspec import REDIS_PORT, WorkerSpec, check_kubernetes_name
 from swarmrun.errors import ImageMissing, InvalidSpec, KubernetesUnavailable, RedisUnavailable
-from swarmrun.kubecluster import Cluster
-from swarmrun.kubecluster import cluster_answers as cluster_answers
 from swarmrun.settings import with_password
-from swarmrun.workerspec import REDIS_PORT, WorkerSpec, check_kubernetes_name
 
 # Waiting reasons that mean the node will not get the image by waiting longer.
 IMAGE_FAILURES = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
@@ -361,7 +361,7 @@ class KubernetesBackend:
 
     def port_forward(self) -> Any:
         """A local port forwarded to the Redis pod (re-resolved per connection); close it when done."""
-        from swarmrun.kubeforward import PortForward
+        from swarmrun.backends.kubernetes.forward import PortForward
 
         self._redis_pod()
         return PortForward(self.cluster.core, self.namespace, self._redis_pod, REDIS_PORT)

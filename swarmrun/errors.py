@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     REDIS_UNAVAILABLE = 4
     DOCKER_UNAVAILABLE = 5
     NOT_FOUND = 6
+    KUBERNETES_UNAVAILABLE = 7
     ERROR = 10
     INTERRUPTED = 130
 
@@ -63,6 +64,18 @@ class DockerUnavailable(SwarmrunError):
 
 class NotASwarmManager(DockerUnavailable):
     """The Docker engine is not a manager of an active swarm."""
+
+
+class InvalidSpec(SwarmrunError):
+    """The worker spec cannot be rendered for the chosen backend (e.g. a constraint with no equivalent)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class KubernetesUnavailable(SwarmrunError):
+    """No Kubernetes cluster answers, the context or namespace does not exist, or RBAC refused."""
+
+    exit_code = ExitCode.KUBERNETES_UNAVAILABLE
 
 
 class SweepNotFound(SwarmrunError):

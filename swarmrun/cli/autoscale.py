@@ -139,7 +139,7 @@ def autoscale(state: State, min_replicas: int, max_replicas: int, tuning: dict[s
     replicas raise throughput, down when the backlog has drained."""
     policy = make_policy((min_replicas, max_replicas), tuning, "--min/--max")
     state.stack = state.stack or DEFAULT_STACK
-    backend = state.swarm()
+    backend = state.stack_backend()
     scaler = make_autoscaler(state, backend, policy, tuning, lambda e: click.echo(event_line(e)))
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))

@@ -22,11 +22,21 @@ from swarmrun.execution.worker import wait_for_redis
 from swarmrun.settings import Settings
 
 if TYPE_CHECKING:
+    from swarmrun.backends.kubernetes.backend import KubernetesBackend
     from swarmrun.backends.swarm.backend import SwarmBackend
 
 DEFAULT_STACK = "swarmrun"
 
 F = TypeVar("F", bound=Callable[..., Any])
+BACKENDS = ("local", "swarm", "kubernetes", "auto")
+
+
+@dataclass(frozen=True)
+class KubeTarget:
+    """The cluster and namespace of `--backend kubernetes` (None: as kubectl would choose)."""
+
+    namespace: str | None = None
+    context: str | None = None
 
 
 @dataclass
@@ -42,13 +52,25 @@ class State:
     debug: bool = False
     stack: str | None = None
     stack_remembered: bool = False
+    backend_choice: str | None = None
+    kube: KubeTarget | None = None
+    kube_request: KubeTarget = field(default_factory=KubeTarget)
     _queue: SweepQueue | None = field(default=None, repr=False)
     _url: str | None = field(default=None, repr=False)
     _swarm: SwarmBackend | None = field(default=None, repr=False)
+    _kubernetes: KubernetesBackend | None = field(default=None, repr=False)
 
     def url(self) -> str:
         if self._url is None:
-            if self.settings.url is None and self.stack:
+            if self.settings.url is None and self.kube is not None:
+                # Through a port-forward via the API server, open until the command ends.
+                self.stack = self.stack or DEFAULT_STACK
+                kube = self.kubernetes()
+                forward = click.get_current_context().with_resource(kube.port_forward())
+                url = kube.redis_url(forward.port)
+                wait_for_redis(url, timeout=90).close()
+                self._url = url
+            elif self.settings.url is None and self.stack:
                 url = self.swarm().redis_url()
                 wait_for_redis(url, timeout=90).close()
                 self._url = url
@@ -66,16 +88,49 @@ class State:
             self._swarm = SwarmBackend(engine.connect(), config, home=self.settings.home, extra_labels=labels)
         return self._swarm
 
+    def kubernetes(self, config: StackConfig | None = None) -> KubernetesBackend:
+        """The kubernetes backend of `--stack` in `--namespace` of `--context`."""
+        if self._kubernetes is None or config is not None:
+            from swarmrun.backends.kubernetes.backend import KubernetesBackend
+
+            target = self.kube or KubeTarget()
+            config = config or StackConfig(name=self.stack or DEFAULT_STACK)
+            self._kubernetes = KubernetesBackend(
+                config,
+                context=target.context,
+                namespace=target.namespace,
+                warn=lambda line: click.echo(line, err=True),
+            )
+        return self._kubernetes
+
+    def stack_backend(self, config: StackConfig | None = None) -> SwarmBackend | KubernetesBackend:
+        """The backend running the stack's workers: kubernetes when chosen, else swarm."""
+        if self.kube is not None:
+            return self.kubernetes(config)
+        return self.swarm(config, dict(config.labels) if config else None)
+
     def remember_stack(self) -> None:
         """Make the other commands use this stack when they name none (`up`, `run --backend swarm`)."""
-        if self.stack:
-            _write_current(
-                self.settings.home, {**_read_current(self.settings.home), _engine_key(): self.stack}
-            )
+        if not self.stack:
+            return
+        current = _read_current(self.settings.home)
+        if self.kube is not None:
+            kube = self.kubernetes()
+            where = {"stack": self.stack, "namespace": kube.namespace, "context": self.kube.context}
+            current.update({"@backend": "kubernetes", "@kubernetes": json.dumps(where)})
+        else:
+            current.pop("@backend", None)
+            current[_engine_key()] = self.stack
+        _write_current(self.settings.home, current)
 
     def forget_stack(self) -> None:
         current = _read_current(self.settings.home)
-        if current.get(_engine_key()) == self.stack:
+        if self.kube is not None:
+            if _remembered_kube(current).get("stack") == self.stack:
+                current.pop("@backend", None)
+                current.pop("@kubernetes", None)
+                _write_current(self.settings.home, current)
+        elif current.get(_engine_key()) == self.stack:
             del current[_engine_key()]
             _write_current(self.settings.home, current)
 
@@ -105,6 +160,17 @@ def _read_current(home: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def _remembered_kube(current: dict[str, str]) -> dict[str, Any]:
+    """The stack `up --backend kubernetes` last deployed: {stack, namespace, context}."""
+    if current.get("@backend") != "kubernetes":
+        return {}
+    try:
+        data = json.loads(current.get("@kubernetes", "{}"))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _write_current(home: Path, current: dict[str, str]) -> None:
     path = _current_file(home)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,9 +195,36 @@ def redis_options(func: F) -> F:
         metavar="NAME",
         help="Use the Redis (and workers) of this deployed stack. Env: SWARMRUN_STACK.",
     )
+    @click.option(
+        "--backend",
+        type=click.Choice(BACKENDS),
+        envvar="SWARMRUN_BACKEND",
+        help="Where the workers run: local processes, a swarm stack, a Kubernetes namespace, or auto "
+        "(default: what `swarmrun up` last deployed, else local). Env: SWARMRUN_BACKEND.",
+    )
+    @click.option(
+        "--namespace",
+        envvar="SWARMRUN_NAMESPACE",
+        metavar="NS",
+        help="Kubernetes namespace (default: the context's, else default); implies --backend kubernetes.",
+    )
+    @click.option(
+        "--context",
+        "kube_context",
+        envvar="SWARMRUN_KUBE_CONTEXT",
+        metavar="CTX",
+        help="Kubernetes context of KUBECONFIG (default: the current one); implies --backend kubernetes.",
+    )
     @functools.wraps(func)
     def wrapper(
-        *args: Any, redis_url: str | None, queue_name: str | None, stack: str | None, **kwargs: Any
+        *args: Any,
+        redis_url: str | None,
+        queue_name: str | None,
+        stack: str | None,
+        backend: str | None,
+        namespace: str | None,
+        kube_context: str | None,
+        **kwargs: Any,
     ) -> Any:
         state = click.get_current_context().find_object(State)
         assert state is not None
@@ -140,8 +233,23 @@ def redis_options(func: F) -> F:
             settings = replace(settings, queue=queue_name)
         state.settings = settings
         state.stack = stack
-        if stack is None and settings.url is None:
-            state.stack = _read_current(settings.home).get(_engine_key())
+        if backend is None and (namespace or kube_context):
+            backend = "kubernetes"
+        state.backend_choice = backend
+        remembered = _read_current(settings.home) if stack is None and settings.url is None else {}
+        kube = _remembered_kube(remembered)
+        if kube and namespace and kube.get("namespace") != namespace:
+            kube = {}
+        state.kube_request = KubeTarget(
+            namespace or kube.get("namespace"), kube_context or kube.get("context")
+        )
+        if backend == "kubernetes" or (backend is None and kube):
+            state.kube = state.kube_request
+            if stack is None and kube.get("stack"):
+                state.stack = str(kube["stack"])
+                state.stack_remembered = True
+        elif stack is None and settings.url is None:
+            state.stack = remembered.get(_engine_key())
             state.stack_remembered = state.stack is not None
         return func(*args, **kwargs)
 

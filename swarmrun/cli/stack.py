@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from swarmrun.backends.swarm.stack import StackConfig
+from swarmrun.backends.swarm.stack import StackConfig, render
+from swarmrun.backends.workerspec import PULL_POLICIES, check, grace_warning
 from swarmrun.cli.common import DEFAULT_STACK, State, pass_state, redis_options
 from swarmrun.execution.progress import replicas_text
 from swarmrun.settings import redact
@@ -58,6 +61,37 @@ def stack_options(func: F) -> F:
         help="Placement constraint, e.g. node.labels.gpu==true (repeatable).",
     )
     @click.option("--max-per-node", type=click.IntRange(min=1), help="At most this many workers per node.")
+    @click.option(
+        "--node-label",
+        "node_labels",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Run workers only on nodes with this label (Swarm node label / Kubernetes nodeSelector).",
+    )
+    @click.option(
+        "--toleration",
+        "tolerations",
+        multiple=True,
+        metavar="KEY[=VALUE][:EFFECT]",
+        help="Kubernetes: let workers run on nodes with this taint (repeatable).",
+    )
+    @click.option(
+        "--image-pull-policy",
+        type=click.Choice(PULL_POLICIES),
+        default="IfNotPresent",
+        show_default=True,
+        help="Kubernetes: when nodes pull the images (Never: only images already on the node).",
+    )
+    @click.option(
+        "--storage-class",
+        help="Kubernetes: storage class of the Redis volume claim (default: the cluster's).",
+    )
+    @click.option(
+        "--redis-storage",
+        default="1Gi",
+        show_default=True,
+        help="Kubernetes: size of the Redis volume claim.",
+    )
     @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Worker environment (repeatable).")
     @click.option(
         "--label",
@@ -79,6 +113,11 @@ def stack_options(func: F) -> F:
         reserve_memory: str | None,
         constraints: tuple[str, ...],
         max_per_node: int | None,
+        node_labels: tuple[str, ...],
+        tolerations: tuple[str, ...],
+        image_pull_policy: str,
+        storage_class: str | None,
+        redis_storage: str,
         env: tuple[str, ...],
         labels: tuple[str, ...],
         **kwargs: Any,
@@ -101,7 +140,19 @@ def stack_options(func: F) -> F:
             max_replicas_per_node=max_per_node,
             env=_pairs(env, "--env"),
             labels=_pairs(labels, "--label"),
+            node_labels=_pairs(node_labels, "--node-label"),
+            tolerations=tolerations,
+            image_pull_policy=image_pull_policy,
+            storage_class=storage_class,
+            redis_storage=redis_storage,
         )
+        try:
+            check(kwargs["stack_config"])
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        warning = grace_warning(kwargs["stack_config"], state.settings.chunk_seconds)
+        if warning:
+            click.echo(warning, err=True)
         return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -115,12 +166,34 @@ def _stack_name(state: State) -> str:
 @click.command()
 @click.option("-r", "--replicas", type=click.IntRange(min=0), help="Worker replicas (default: keep, or 2).")
 @click.option("--no-wait", is_flag=True, help="Do not wait for Redis and the workers.")
+@click.option("--dry-run", is_flag=True, help="Write what would be deployed to -o DIR; deploy nothing.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --dry-run: the directory for the compose file / Kubernetes manifests.",
+)
 @redis_options
 @stack_options
 @pass_state
-def up(state: State, replicas: int | None, no_wait: bool, stack_config: StackConfig) -> None:
-    """Deploy the stack (Redis + workers) on the swarm; running it again changes nothing."""
+def up(
+    state: State,
+    replicas: int | None,
+    no_wait: bool,
+    dry_run: bool,
+    output: Path | None,
+    stack_config: StackConfig,
+) -> None:
+    """Deploy the stack (Redis + workers) on the swarm or Kubernetes; running it again changes nothing."""
     name = _stack_name(state)
+    if output is not None and not dry_run:
+        raise click.UsageError("-o/--output DIR goes with --dry-run")
+    if dry_run:
+        _dry_run(state, stack_config, replicas, output)
+        return
+    if state.kube is not None:
+        _up_kubernetes(state, stack_config, replicas, no_wait)
+        return
     labels = dict(stack_config.labels)
     backend = state.swarm(stack_config, labels)
     started = time.monotonic()
@@ -145,6 +218,46 @@ def up(state: State, replicas: int | None, no_wait: bool, stack_config: StackCon
         )
 
 
+def _dry_run(state: State, config: StackConfig, replicas: int | None, output: Path | None) -> None:
+    """Write the compose file (swarm) or the Kubernetes manifests (no Secret) instead of deploying."""
+    if output is None:
+        raise click.UsageError("--dry-run needs -o DIR")
+    if replicas is not None:
+        config = replace(config, replicas=replicas)
+    if state.kube is not None:
+        from swarmrun.backends.kubernetes.manifests import manifests, write
+
+        try:
+            paths = write(output, manifests(config, redis_volume="claim"))
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        click.echo(
+            f"wrote {', '.join(str(p) for p in paths)}; create the password Secret {config.name}-redis "
+            "(key password), then kubectl apply -f " + str(output)
+        )
+        return
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "swarmrun.yml"
+    path.write_text(render(config))
+    click.echo(f"wrote {path}")
+
+
+def _up_kubernetes(state: State, config: StackConfig, replicas: int | None, no_wait: bool) -> None:
+    backend = state.kubernetes(config)
+    try:
+        current = backend.deploy(replicas, wait=not no_wait)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    state.remember_stack()
+    if not no_wait:
+        state.url()
+    click.echo(
+        f"stack {config.name} in namespace {backend.namespace} ({backend.cluster.source}): "
+        f"Redis at service {config.name}-redis (reached through a port-forward); "
+        f"workers {replicas_text(current)}"
+    )
+
+
 @click.command()
 @click.option("--volumes", is_flag=True, help="Also delete the Redis data volume (all sweeps and results).")
 @redis_options
@@ -152,7 +265,7 @@ def up(state: State, replicas: int | None, no_wait: bool, stack_config: StackCon
 def down(state: State, volumes: bool) -> None:
     """Remove the stack's services, network and secret (and its data with --volumes)."""
     name = _stack_name(state)
-    state.swarm().remove(volumes=volumes)
+    state.stack_backend().remove(volumes=volumes)
     state.forget_stack()
     click.echo(f"stack {name} removed" + (" with its data" if volumes else " (data volume kept)"))
 
@@ -165,7 +278,7 @@ def down(state: State, volumes: bool) -> None:
 def scale(state: State, replicas: int, no_wait: bool) -> None:
     """Set the number of worker replicas; stopping workers finish their chunk first."""
     _stack_name(state)
-    backend = state.swarm()
+    backend = state.stack_backend()
     current = backend.scale(replicas, wait=not no_wait)
     stopping = backend.stopping()
     click.echo(
@@ -182,7 +295,7 @@ def scale(state: State, replicas: int, no_wait: bool) -> None:
 def logs(state: State, follow: bool, tail: int) -> None:
     """Worker logs of the stack."""
     _stack_name(state)
-    for line in state.swarm().logs(follow=follow, tail=tail):
+    for line in state.stack_backend().logs(follow=follow, tail=tail):
         click.echo(line)
 
 

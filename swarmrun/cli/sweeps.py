@@ -191,7 +191,8 @@ def _finish(queue: SweepQueue, sweep: Sweep, sweep_id: str, out: Path | None, fi
 
 
 def _choose_backend(state: State, backend: str) -> str:
-    """`auto`: swarm when the Docker engine is a swarm manager, local otherwise (and say which)."""
+    """`auto`: swarm when the Docker engine is a swarm manager, else kubernetes when a cluster
+    answers (KUBECONFIG or in-cluster), else local; and say which and why."""
     if backend != "auto":
         return backend
     from swarmrun.backends.swarm import (
@@ -203,6 +204,13 @@ def _choose_backend(state: State, backend: str) -> str:
         chosen, why = "swarm", "this Docker engine is a swarm manager"
     except DockerUnavailable as e:
         chosen, why = "local", str(e)
+        from swarmrun.backends.kubernetes.backend import (
+            cluster_answers,  # imports the client only when called
+        )
+
+        answers, what = cluster_answers(context=state.kube_request.context)
+        if answers:
+            chosen, why = "kubernetes", f"no swarm manager ({e}); {what}"
     click.echo(f"backend: {chosen} ({why})", err=True)
     return chosen
 
@@ -222,7 +230,7 @@ def _run_on_swarm(
     go back to what is still running on the queue (at least the minimum).
     """
     state.stack = config.name
-    backend = state.swarm(config, dict(config.labels))
+    backend = state.stack_backend(config)
     # A deployed stack keeps its image and options (`swarmrun up` changes those); `-w` only scales it.
     if not backend.exists():
         backend.deploy(max(1, autoscaling.policy.min_replicas) if autoscaling is not None else workers)
@@ -259,12 +267,6 @@ def _run_on_swarm(
     help="Worker processes (local: default the CPU count) or replicas (swarm: default keep, or 2).",
 )
 @click.option(
-    "--backend",
-    type=click.Choice(["local", "swarm", "auto"]),
-    help="Where workers run (default: the swarm stack named by --stack / SWARMRUN_STACK or "
-    "last deployed by `swarmrun up`, else local).",
-)
-@click.option(
     "--autoscale",
     "autoscale_bounds",
     metavar="MIN:MAX",
@@ -282,7 +284,6 @@ def run(
     sweep_file: Path,
     params: tuple[str, ...],
     workers: int | None,
-    backend: str | None,
     autoscale_bounds: str | None,
     tuning: dict[str, float],
     output: Path | None,
@@ -300,10 +301,15 @@ def run(
         policy = make_policy(parse_bounds(autoscale_bounds), tuning, "--autoscale")
         autoscaling = Autoscaling(policy, tuning)
     sweep = _load(sweep_file, params, check=not no_check)
-    chosen = _choose_backend(state, backend or ("swarm" if state.stack else "local"))
+    default = "kubernetes" if state.kube is not None else "swarm" if state.stack else "local"
+    chosen = _choose_backend(state, state.backend_choice or default)
     if chosen == "local" and state.stack_remembered:
         state.stack = None  # `--backend local` with no stack named: the embedded Redis, not up's
-    if chosen == "swarm":
+    if chosen == "local":
+        state.kube = None
+    if chosen == "kubernetes" and state.kube is None:
+        state.kube = state.kube_request  # `--backend auto` chose it: --namespace / --context apply
+    if chosen in ("swarm", "kubernetes"):
         queue, sid, final = _run_on_swarm(
             state, sweep, workers=workers, config=stack_config, quiet=quiet, autoscaling=autoscaling
         )
@@ -373,7 +379,7 @@ def status(state: State, sweep_id: str | None, follow: bool, interval: float) ->
             click.clear()
         click.echo("\n".join(lines))
 
-    replicas = state.swarm().replicas if state.stack else None
+    replicas = state.stack_backend().replicas if state.stack or state.kube else None
     watch(queue, sid, on_progress=show, replicas=replicas, poll=interval, until_complete=follow)
 
 

@@ -20,39 +20,17 @@ from typing import Any
 
 import yaml
 
+from swarmrun.backends.workerspec import REDIS_PORT as REDIS_PORT
+from swarmrun.backends.workerspec import REDIS_SCRIPT as REDIS_SCRIPT
+from swarmrun.backends.workerspec import SECRET as SECRET
+from swarmrun.backends.workerspec import SECRET_PATH as SECRET_PATH
+from swarmrun.backends.workerspec import WorkerSpec, swarm_constraints
+
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 ROLE_LABEL = "swarmrun.role"
 SPEC_LABEL = "swarmrun.spec"
-SECRET = "redis_password"
-SECRET_PATH = f"/run/secrets/{SECRET}"
-REDIS_PORT = 6379
-REDIS_SCRIPT = (
-    "printf 'requirepass %s\\n' \"$(cat " + SECRET_PATH + ')" > /tmp/redis.conf'
-    " && exec redis-server /tmp/redis.conf --appendonly yes --appendfsync everysec --dir /data --save ''"
-)
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    """What `swarmrun up` deploys. Durations in seconds, memory like `512m` / `2g`."""
-
-    name: str = "swarmrun"
-    image: str = "swarmrun-worker:latest"
-    redis_image: str = "redis:7"
-    replicas: int = 2
-    redis_port: int | str = REDIS_PORT
-    queue: str = "swarmrun"
-    stop_grace_period: int = 120
-    heartbeat_ttl: int | str = 30
-    cpus: float | None = None
-    memory: str | None = None
-    reserve_cpus: float | None = None
-    reserve_memory: str | None = None
-    constraints: tuple[str, ...] = ()
-    max_replicas_per_node: int | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    labels: tuple[tuple[str, str], ...] = ()
-    password_file: str = "./redis_password"
+# The worker spec (backend-neutral) lives in swarmrun.backends.workerspec; StackConfig is its older name.
+StackConfig = WorkerSpec
 
 
 def template_config() -> StackConfig:
@@ -102,10 +80,11 @@ def definition(config: StackConfig) -> dict[str, Any]:
         worker_deploy["resources"] = {
             k: v for k, v in (("limits", limits), ("reservations", reservations)) if v
         }
-    if config.constraints or config.max_replicas_per_node:
+    constraints = swarm_constraints(config)
+    if constraints or config.max_replicas_per_node:
         placement: dict[str, Any] = {}
-        if config.constraints:
-            placement["constraints"] = list(config.constraints)
+        if constraints:
+            placement["constraints"] = constraints
         if config.max_replicas_per_node:
             placement["max_replicas_per_node"] = config.max_replicas_per_node
         worker_deploy["placement"] = placement

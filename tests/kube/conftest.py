@@ -1,0 +1,203 @@
+"""Kubernetes fixtures: the one-node test cluster of .ci/kubernetes, a namespace per test.
+
+(The directory is tests/kube, not tests/kubernetes: the CLI's subprocesses have tests/ on
+PYTHONPATH for the task fixtures, and a tests/kubernetes package would shadow the client.)
+
+The cluster is the one `.ci/kubernetes/up.sh` starts (kubeconfig `$R/kubeconfig`, R defaulting
+to /var/cache/swarmrun-k8s; SWARMRUN_TEST_KUBECONFIG overrides). Without it the tests skip
+locally and fail when CI is set. The worker image (built by the swarm fixtures) and the Redis
+image are loaded into the cluster's private dockerd: the node has no registry to pull from.
+Each test gets its own namespace labelled `swarmrun.test=<session>` and, for Redis, a hostPath
+PersistentVolume bound to its claim; all of it is deleted at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from swarmrun.execution.queue import SweepQueue
+from tests.conftest import require, run_cli, swarmrun_env
+from tests.swarm.conftest import REDIS_IMAGE, SESSION, TEST_LABEL, docker_client, worker_image  # noqa: F401
+
+R = Path(os.environ.get("R", "/var/cache/swarmrun-k8s"))
+KUBECONFIG = Path(os.environ.get("SWARMRUN_TEST_KUBECONFIG", str(R / "kubeconfig")))
+NODE_DOCKER = f"unix://{R / 'run' / 'docker.sock'}"
+PV_ROOT = R / "pv"
+
+
+def _node_has(image: str) -> bool:
+    env = {**os.environ, "DOCKER_HOST": NODE_DOCKER}
+    return subprocess.run(["docker", "image", "inspect", image], env=env, capture_output=True).returncode == 0
+
+
+def load_into_node(image: str) -> None:
+    """`docker save` from this machine's engine into the node's private dockerd."""
+    if _node_has(image):
+        return
+    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+    load = subprocess.run(
+        ["docker", "load"],
+        stdin=save.stdout,
+        env={**os.environ, "DOCKER_HOST": NODE_DOCKER},
+        capture_output=True,
+        text=True,
+    )
+    assert save.stdout is not None
+    save.stdout.close()
+    assert save.wait() == 0 and load.returncode == 0, load.stderr
+
+
+class Kube:
+    """The test cluster through the official client (the same library the backend uses)."""
+
+    def __init__(self) -> None:
+        import kubernetes
+
+        self.k = kubernetes
+        self.api = kubernetes.config.new_client_from_config(str(KUBECONFIG))
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        self.apps = kubernetes.client.AppsV1Api(self.api)
+
+    def answers(self) -> bool:
+        try:
+            nodes = self.core.list_node(_request_timeout=5).items
+        except Exception:
+            return False
+        return any(
+            c.type == "Ready" and c.status == "True" for n in nodes for c in (n.status.conditions or [])
+        )
+
+
+@pytest.fixture(scope="session")
+def kube(worker_image: str) -> Iterator[Kube]:  # noqa: F811
+    require(
+        KUBECONFIG.exists(), f"no Kubernetes test cluster ({KUBECONFIG} missing: bash .ci/kubernetes/up.sh)"
+    )
+    client = Kube()
+    require(client.answers(), f"the Kubernetes test cluster of {KUBECONFIG} does not answer")
+    for image in (worker_image, REDIS_IMAGE):
+        load_into_node(image)
+    yield client
+    for ns in client.core.list_namespace(label_selector=f"{TEST_LABEL}={SESSION}").items:
+        with contextlib.suppress(Exception):
+            client.core.delete_namespace(ns.metadata.name)
+    subprocess.run(
+        ["docker", "rmi", "-f", worker_image],
+        env={**os.environ, "DOCKER_HOST": NODE_DOCKER},
+        capture_output=True,
+    )
+
+
+class KubeStack:
+    """A stack in a namespace of its own, and the environment the CLI needs to drive it."""
+
+    def __init__(self, kube: Kube, image: str, home: Path) -> None:
+        self.kube = kube
+        self.image = image
+        self.namespace = f"srt-{SESSION}-{uuid.uuid4().hex[:4]}"
+        self.name = "swarmrun"
+        self.home = home
+        self.env = swarmrun_env(
+            None,
+            home,
+            KUBECONFIG=str(KUBECONFIG),
+            SWARMRUN_NAMESPACE=self.namespace,
+            SWARMRUN_HEARTBEAT_TTL="5",
+        )
+        kube.core.create_namespace({"metadata": {"name": self.namespace, "labels": {TEST_LABEL: SESSION}}})
+        self.pv = f"{self.namespace}-redis"
+        self.pv_dir = PV_ROOT / self.pv
+
+    def add_volume(self) -> None:
+        """A hostPath volume pre-bound to the stack's Redis claim (the test cluster has no provisioner)."""
+        self.pv_dir.mkdir(parents=True, exist_ok=True)
+        self.kube.core.create_persistent_volume(
+            {
+                "metadata": {"name": self.pv, "labels": {TEST_LABEL: SESSION}},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": str(self.pv_dir), "type": "DirectoryOrCreate"},
+                    "claimRef": {"namespace": self.namespace, "name": f"{self.name}-redis-data"},
+                },
+            }
+        )
+
+    def options(self) -> list[str]:
+        return [
+            "--image",
+            self.image,
+            "--redis-image",
+            REDIS_IMAGE,
+            "--image-pull-policy",
+            "Never",
+            "--label",
+            f"{TEST_LABEL}={SESSION}",
+        ]
+
+    def cli(self, *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> Any:
+        return run_cli(args, env=env or self.env, cwd=cwd, timeout=timeout)
+
+    def pods(self, component: str) -> list[Any]:
+        selector = f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component={component}"
+        return list(self.kube.core.list_namespaced_pod(self.namespace, label_selector=selector).items)
+
+    def running_pods(self, component: str) -> list[Any]:
+        return [
+            p
+            for p in self.pods(component)
+            if p.status.phase == "Running" and p.metadata.deletion_timestamp is None
+        ]
+
+    @contextlib.contextmanager
+    def queue(self) -> Iterator[SweepQueue]:
+        """The stack's queue from this process, through a port-forward (as the CLI reaches it)."""
+        from swarmrun.backends.kubernetes.backend import KubernetesBackend
+        from swarmrun.backends.swarm.stack import StackConfig
+        from swarmrun.execution.queue import connect
+
+        os.environ.setdefault("KUBECONFIG", str(KUBECONFIG))
+        backend = KubernetesBackend(StackConfig(name=self.name), namespace=self.namespace, context=None)
+        with backend.port_forward() as forward:
+            conn = connect(backend.redis_url(forward.port), resilient=True)
+            yield SweepQueue(conn, "swarmrun")
+            with contextlib.suppress(redis.RedisError):
+                conn.close()
+
+    def remove(self) -> None:
+        core = self.kube.core
+        with contextlib.suppress(Exception):  # the Deployments first, or they make new pods
+            self.kube.apps.delete_collection_namespaced_deployment(self.namespace)
+        with contextlib.suppress(Exception):  # no 120 s grace period at teardown
+            core.delete_collection_namespaced_pod(self.namespace, grace_period_seconds=0)
+        with contextlib.suppress(Exception):
+            core.delete_namespace(self.namespace, grace_period_seconds=0)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                core.read_namespace(self.namespace)
+            except self.kube.k.client.exceptions.ApiException:
+                break
+            time.sleep(1)
+        with contextlib.suppress(Exception):
+            core.delete_persistent_volume(self.pv)
+        shutil.rmtree(self.pv_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def kstack(kube: Kube, worker_image: str, tmp_path: Path) -> Iterator[KubeStack]:  # noqa: F811
+    s = KubeStack(kube, worker_image, tmp_path / "home")
+    yield s
+    s.remove()

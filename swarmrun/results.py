@@ -93,6 +93,7 @@ class Result:
     traceback: str | None
     stdout: str | None
     stderr: str | None
+    files: tuple[tuple[str, int, str], ...] = ()  # output files: (relative name, bytes, sha256)
 
     @classmethod
     def decode(cls, index: int, params: dict[str, Any], raw: bytes | str, sweep_id: str) -> Result:
@@ -111,6 +112,7 @@ class Result:
             traceback=r.get("tb"),
             stdout=r.get("o"),
             stderr=r.get("r"),
+            files=tuple((str(f[0]), int(f[1]), str(f[2])) for f in r.get("f") or ()),
         )
 
 
@@ -156,6 +158,7 @@ def _row(r: Result, value_columns: list[tuple[str, str | None]]) -> dict[str, An
         else:
             row[name] = r.value.get(key) if isinstance(r.value, dict) else None
     row.update(error=r.error, duration=r.duration, worker=r.worker, attempt=r.attempt, cached=r.cached)
+    row["files"] = " ".join(name for name, _, _ in r.files)
     return row
 
 
@@ -188,6 +191,8 @@ def export(queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, fmt: str 
                 }
                 if r.exit_code is not None:
                     line["exit_code"] = r.exit_code
+                if r.files:
+                    line["files"] = [{"name": n, "bytes": b, "sha256": h} for n, b, h in r.files]
                 for key in ("traceback", "stdout", "stderr"):
                     if getattr(r, key):
                         line[key] = getattr(r, key)
@@ -206,6 +211,7 @@ def export(queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, fmt: str 
         "worker",
         "attempt",
         "cached",
+        *(["files"] if sweep.options.outputs else []),
     ]
     if fmt == "parquet":
         try:
@@ -221,6 +227,7 @@ def export(queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, fmt: str 
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         for r in iter_results(queue, sweep, sweep_id):
-            writer.writerow({k: _cell(v) for k, v in _row(r, value_columns).items()})
+            row = _row(r, value_columns)
+            writer.writerow({k: _cell(row.get(k)) for k in header})
             written += 1
     return written

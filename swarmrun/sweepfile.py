@@ -33,9 +33,10 @@ from swarmrun.axes import (
     ZipAxis,
 )
 from swarmrun.errors import SweepFileError
+from swarmrun.outputs import OUTPUT_KEYS, parse_output_options
 from swarmrun.sweep import BUILTIN_PLACEHOLDERS, FORMAT, Options, Sweep, TaskSpec, command_placeholders
 
-OPTION_KEYS = ("timeout", "retries", "backoff", "chunk")
+OPTION_KEYS = ("timeout", "retries", "backoff", "chunk", *OUTPUT_KEYS)
 AXIS_KEYS = ("params", "zip", "rows", "samples", "repeat")
 TOP_KEYS = ("name", "task", *OPTION_KEYS, *AXIS_KEYS)
 TASK_KEYS = ("call", "command", "env", "version")
@@ -321,6 +322,7 @@ def _parse_options(where: str, data: Mapping[str, Any]) -> Options:
         retries,
         backoff,
         None if chunk in ("auto", None) else chunk,
+        **parse_output_options(where, data),
     )
 
 

@@ -36,6 +36,9 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from swarmrun.chunk import ChunkRef, bits, plan_size
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
+from swarmrun.execution import Extras, execute, settle
+from swarmrun.outputs import parse_output_options
+from swarmrun.pointlog import PointLogs
 from swarmrun.queue import CHUNK_RETRIES, SweepQueue, connect
 from swarmrun.results import encode_record
 from swarmrun.settings import Settings, redact
@@ -123,6 +126,10 @@ class ChunkRun:
         self.pending_since = time.perf_counter()
         self.summary = {"executed": 0, "cached": 0, "recorded": 0, "failed": 0}
         self.cancelled = False
+        self.runs: list[tuple[int, Extras]] = []  # every execution since the last flush
+        self.kept: list[tuple[int, Extras]] = []  # executions whose record carries files
+        self.logs = PointLogs(self.queue.connection)
+        self.opts = Options()
 
     def run(self) -> dict[str, Any]:
         ref = self.ref
@@ -137,7 +144,9 @@ class ChunkRun:
             retries=int(options.get("retries", 0)),
             backoff=float(options.get("backoff", 1.0)),
             chunk=options.get("chunk"),
+            **parse_output_options("sweep options", options),
         )
+        self.opts = opts
         split = self.job.meta.get("split")
         first = self.queue.first_missing(ref.sweep_id, ref.start, ref.stop)
         if split is None:
@@ -205,21 +214,39 @@ class ChunkRun:
                 self._add(index, key, outcome, attempt=starts - 1)
                 return
         attempt = 1
+        sweep = self.context.load(self.ref.sweep_id).sweep
         while True:
-            outcome = task.run(params, index=index, timeout=opts.timeout)
+            outcome, extras = execute(
+                task,
+                params,
+                index=index,
+                sweep=sweep,
+                sweep_id=self.ref.sweep_id,
+                options=opts,
+                worker=self.context.name,
+                connection=self.queue.connection,
+            )
             self.summary["executed"] += 1
+            if opts.logs != "none":
+                self.runs.append((index, extras))
             if outcome.status == "ok" or attempt > opts.retries:
                 break
             time.sleep(min(MAX_BACKOFF, opts.backoff * 2 ** (attempt - 1)))
             attempt += 1
-        self._add(index, key, outcome, attempt)
+        self._add(index, key, outcome, attempt, extras)
         if self.isolated:
             self._flush()
 
-    def _add(self, index: int, key: str, outcome: Outcome, attempt: int) -> None:
+    def _add(
+        self, index: int, key: str, outcome: Outcome, attempt: int, extras: Extras | None = None
+    ) -> None:
         status, record = encode_record(
             outcome, attempt=attempt, worker=self.context.name, sweep_id=self.ref.sweep_id
         )
+        if extras is not None:
+            record = extras.extend(record)
+            if extras.files or extras.staged is not None:
+                self.kept.append((index, extras))
         if status != "ok":
             self.summary["failed"] += 1
         self.pending.append((index, key, status, record))
@@ -230,6 +257,13 @@ class ChunkRun:
     def _flush(self) -> bool:
         """Store pending results; True when the sweep was cancelled meanwhile."""
         now = time.perf_counter()
+        if self.runs:
+            self.logs.store(
+                self.ref.sweep_id,
+                [(i, x.execution) for i, x in self.runs],
+                [(i, x.token, x.log) for i, x in self.runs if x.log is not None],
+            )
+            self.runs = []
         if self.pending:
             loaded = self.context.load(self.ref.sweep_id)
             fresh, state = self.queue.record(
@@ -241,9 +275,23 @@ class ChunkRun:
             )
             self.summary["recorded"] += fresh
             self.pending = []
+            if self.kept:
+                self._settle_outputs(loaded.sweep)
             self.cancelled = state == "cancelled"
         self.pending_since = now
         return self.cancelled
+
+    def _settle_outputs(self, sweep: Sweep) -> None:
+        """Keep the files of executions whose record won; drop the others' (see swarmrun.execution)."""
+        from swarmrun.outputstore import record_files
+
+        indices = [i for i, _ in self.kept]
+        raws = self.queue.records(
+            self.ref.sweep_id, sweep.task.key, indices, [point_key(sweep.point(i)) for i in indices]
+        )
+        winners = [record_files(raw)[0] for raw in raws]
+        settle(self.queue.connection, sweep, self.ref.sweep_id, self.opts, self.kept, winners)
+        self.kept = []
 
 
 class _Heartbeat:

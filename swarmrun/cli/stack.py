@@ -175,10 +175,17 @@ def scale(state: State, replicas: int, no_wait: bool) -> None:
 @click.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming.")
 @click.option("--tail", type=int, default=100, show_default=True, help="Lines per worker to start with.")
+@click.option("--point", type=click.IntRange(min=0), metavar="INDEX", help="Print the log of one point.")
+@click.option("--sweep", "sweep_id", metavar="ID", help="With --point: the sweep (default: the newest).")
 @redis_options
 @pass_state
-def logs(state: State, follow: bool, tail: int) -> None:
-    """Worker logs of the stack."""
+def logs(state: State, follow: bool, tail: int, point: int | None, sweep_id: str | None) -> None:
+    """Worker logs of the stack, or with --point the log of one point of a sweep."""
+    if point is not None:
+        from swarmrun.cli.sweeps import point_log
+
+        click.echo(point_log(state, sweep_id, point), nl=False)
+        return
     _stack_name(state)
     for line in state.swarm().logs(follow=follow, tail=tail):
         click.echo(line)

@@ -1,0 +1,80 @@
+"""Everything known about one point, for `swarmrun show` and `swarmrun logs --point`."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from swarmrun.errors import ExitCode, SwarmrunError
+from swarmrun.outputs import OutputFile
+from swarmrun.outputstore import record_files
+from swarmrun.pointlog import Execution, PointLogs
+from swarmrun.queue import SweepQueue
+from swarmrun.results import Result
+from swarmrun.sweep import Sweep, point_key
+
+
+class PointNotFound(SwarmrunError):
+    """The index is outside the sweep."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+@dataclass(frozen=True)
+class PointInfo:
+    index: int
+    params: dict[str, object]
+    result: Result | None
+    token: str | None
+    files: tuple[OutputFile, ...]
+    executions: tuple[Execution, ...]
+    log: str | None
+
+    def lines(self) -> list[str]:
+        out = [f"point {self.index}", f"  params: {json.dumps(self.params, default=str)}"]
+        r = self.result
+        if r is None:
+            out.append("  status: pending (no result yet)")
+        else:
+            out.append(f"  status: {r.status}" + (" (cached from another sweep)" if r.cached else ""))
+            if r.status == "ok":
+                out.append(f"  value: {json.dumps(r.value, default=str)}")
+            if r.error:
+                out.append(f"  error: {r.error}")
+            if r.traceback:
+                out.append("  traceback:")
+                out.extend("    " + line for line in r.traceback.rstrip().splitlines())
+        if self.executions:
+            out.append(f"  executions ({len(self.executions)}):")
+            for e in self.executions:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.start))
+                mark = " (recorded)" if self.token and e.token == self.token else ""
+                code = "" if e.exit_code is None else f" exit {e.exit_code}"
+                out.append(
+                    f"    {e.token} {e.status:<7} worker {e.worker} node {e.node} "
+                    f"start {when} {e.duration:.3f}s{code}{mark}"
+                )
+        if self.files:
+            out.append(f"  output files ({len(self.files)}):")
+            out.extend(f"    {f.name}  {f.size} bytes  sha256 {f.sha256}" for f in self.files)
+        if self.log:
+            out.append("  log (tail):")
+            out.extend("    " + line for line in self.log.rstrip().splitlines()[-40:])
+        else:
+            out.append("  log: none kept")
+        return out
+
+
+def point_info(queue: SweepQueue, sweep: Sweep, sweep_id: str, index: int) -> PointInfo:
+    if not 0 <= index < sweep.size:
+        raise PointNotFound(f"point {index} is outside the sweep's [0, {sweep.size})")
+    params = sweep.point(index)
+    raw = queue.records(sweep_id, sweep.task.key, [index], [point_key(params)])[0]
+    result = Result.decode(index, params, raw, sweep_id) if raw is not None else None
+    token, files = record_files(raw)
+    logs = PointLogs(queue.connection)
+    executions = tuple(logs.executions(sweep_id, index))
+    shown = token or (executions[-1].token if executions else None)
+    log = logs.log(sweep_id, index, shown) if shown else None
+    return PointInfo(index, params, result, token, tuple(files), executions, log)

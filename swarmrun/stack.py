@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from swarmrun.mounts import Mount
+
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 ROLE_LABEL = "swarmrun.role"
 SPEC_LABEL = "swarmrun.spec"
@@ -53,6 +55,7 @@ class StackConfig:
     env: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     password_file: str = "./redis_password"
+    mounts: tuple[Mount, ...] = ()  # every worker's mounts (`--mount`, swarmrun.mounts)
 
 
 def template_config() -> StackConfig:
@@ -84,6 +87,7 @@ def definition(config: StackConfig) -> dict[str, Any]:
         "SWARMRUN_QUEUE": config.queue,
         "SWARMRUN_HEARTBEAT_TTL": str(config.heartbeat_ttl),
         "SWARMRUN_WORKER_NAME": "{{.Node.Hostname}}-{{.Task.Slot}}",
+        "SWARMRUN_NODE": "{{.Node.Hostname}}",
         **dict(config.env),
     }
     worker_deploy: dict[str, Any] = {
@@ -107,6 +111,24 @@ def definition(config: StackConfig) -> dict[str, Any]:
         if config.max_replicas_per_node:
             placement["max_replicas_per_node"] = config.max_replicas_per_node
         worker_deploy["placement"] = placement
+    worker: dict[str, Any] = {
+        "image": config.image,
+        "init": True,
+        "environment": worker_env,
+        "secrets": [SECRET],
+        "networks": ["net"],
+        "stop_grace_period": f"{config.stop_grace_period}s",
+        "labels": {ROLE_LABEL: "worker", **labels},
+        "deploy": worker_deploy,
+    }
+    volumes: dict[str, Any] = {"redis-data": {"labels": labels} if labels else {}}
+    if config.mounts:
+        worker["volumes"] = []
+        for mount in config.mounts:
+            entry, top = mount.compose()
+            worker["volumes"].append(entry)
+            if top is not None:
+                volumes[top[0]] = top[1]
     return {
         "version": "3.8",
         "services": {
@@ -130,19 +152,10 @@ def definition(config: StackConfig) -> dict[str, Any]:
                     "labels": {ROLE_LABEL: "redis", **labels},
                 },
             },
-            "worker": {
-                "image": config.image,
-                "init": True,
-                "environment": worker_env,
-                "secrets": [SECRET],
-                "networks": ["net"],
-                "stop_grace_period": f"{config.stop_grace_period}s",
-                "labels": {ROLE_LABEL: "worker", **labels},
-                "deploy": worker_deploy,
-            },
+            "worker": worker,
         },
         "networks": {"net": {"labels": labels} if labels else {}},
-        "volumes": {"redis-data": {"labels": labels} if labels else {}},
+        "volumes": volumes,
         "secrets": {SECRET: {"file": config.password_file}},
     }
 
@@ -265,6 +278,9 @@ def service_plans(
             kwargs["args"] = svc["command"]
         mounts = []
         for volume in svc.get("volumes", []):
+            if isinstance(volume, dict):  # a `--mount` in long syntax: the named volume keeps its name
+                mounts.append(Mount.from_compose(volume, data["volumes"]).sdk())
+                continue
             source, target = volume.split(":", 1)
             mounts.append(
                 {

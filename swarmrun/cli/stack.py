@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from swarmrun.cli.common import DEFAULT_STACK, State, pass_state, redis_options
+from swarmrun.mounts import parse_all as parse_mounts
 from swarmrun.progress import replicas_text
 from swarmrun.settings import redact
 from swarmrun.stack import StackConfig
@@ -66,6 +67,14 @@ def stack_options(func: F) -> F:
         metavar="KEY=VALUE",
         help="Label on every resource the stack creates (repeatable).",
     )
+    @click.option(
+        "--mount",
+        "mounts",
+        multiple=True,
+        metavar="SPEC",
+        help="Mount in every worker, in docker's --mount syntax, e.g. "
+        "type=bind,source=/srv/data,target=/data,readonly (repeatable).",
+    )
     @functools.wraps(func)
     def wrapper(
         *args: Any,
@@ -81,6 +90,7 @@ def stack_options(func: F) -> F:
         max_per_node: int | None,
         env: tuple[str, ...],
         labels: tuple[str, ...],
+        mounts: tuple[str, ...],
         **kwargs: Any,
     ) -> Any:
         state = click.get_current_context().find_object(State)
@@ -101,6 +111,7 @@ def stack_options(func: F) -> F:
             max_replicas_per_node=max_per_node,
             env=_pairs(env, "--env"),
             labels=_pairs(labels, "--label"),
+            mounts=parse_mounts(mounts),
         )
         return func(*args, **kwargs)
 

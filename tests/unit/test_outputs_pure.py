@@ -1,0 +1,120 @@
+"""Output keys of a sweep file, matching output files in a point directory, log buffers, error groups."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from swarmrun.errors import SweepFileError
+from swarmrun.failures import group
+from swarmrun.outputs import OutputTooLarge, PointDir, match, parse_size
+from swarmrun.pointlog import CUT_MARK, TailBuffer, capture, keep_log
+from swarmrun.sweepfile import parse_sweep, sweep_from_dict
+
+
+def test_output_options_parse_round_trip_and_keep_the_sweep_id() -> None:
+    base = {"task": {"command": ["prog", "{outdir}"]}, "params": {"x": [1, 2]}}
+    plain = parse_sweep(base)
+    with_outputs = parse_sweep(
+        {**base, "outputs": ["*.npz", "plots/*.png"], "max_output_bytes": "1MiB", "logs": "failed"}
+    )
+    assert with_outputs.id == plain.id  # options, not identity
+    assert with_outputs.options.outputs == ("*.npz", "plots/*.png")
+    assert with_outputs.options.max_output_bytes == 2**20
+    assert sweep_from_dict(with_outputs.to_dict()).options == with_outputs.options
+    assert "outputs" not in plain.to_dict()["options"]  # older specs stay as they were
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ({"outputs": ["../x"]}, "leaves the point's directory"),
+        ({"outputs": ["/abs/*.txt"]}, "is an absolute path"),
+        ({"outputs": ["ok/*", "a/../../b"]}, "outputs[1]"),
+        ({"outputs": [3]}, "expected a glob"),
+        ({"max_output_bytes": "lots"}, "expected a number of bytes"),
+        ({"max_output_bytes": 0}, "at least 1 byte"),
+        ({"logs": "some"}, "expected one of all, failed, none"),
+        ({"outputs_dir": "relative/dir"}, "expected an absolute path"),
+        ({"outptus": ["*"]}, "outptus"),
+    ],
+)
+def test_bad_output_keys_are_one_line_errors(extra: dict[str, object], why: str) -> None:
+    with pytest.raises(SweepFileError, match=why.replace("[", r"\[").replace("]", r"\]")):
+        parse_sweep({"task": {"call": "m:f"}, **extra}, source="s.yaml")
+
+
+def test_parse_size_units() -> None:
+    assert [parse_size("x", v) for v in (10, "100KiB", "16 MiB", "2GB", "1.5k")] == [
+        10,
+        102400,
+        16 * 2**20,
+        2 * 10**9,
+        1500,
+    ]
+
+
+def test_match_finds_files_by_glob_never_outside_and_enforces_the_cap(tmp_path: Path) -> None:
+    with PointDir("abcdef0123456789", 7, base=str(tmp_path)) as d:
+        (d / "a.npz").write_bytes(b"12345")
+        (d / "plots").mkdir()
+        (d / "plots" / "p.png").write_bytes(b"png")
+        (d / "skip.log").write_text("no")
+        outside = tmp_path / "secret.npz"
+        outside.write_text("outside")
+        (d / "link.npz").symlink_to(outside)
+        files = match(d, ["*.npz", "plots/*.png", "**/*.png"], max_bytes=100)
+        assert [(f.name, f.size) for _, f in files] == [("a.npz", 5), ("plots/p.png", 3)]
+        assert files[0][1].sha256 == "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
+        with pytest.raises(
+            OutputTooLarge, match="output file a.npz is 5 bytes, over max_output_bytes \\(4\\)"
+        ):
+            match(d, ["*.npz"], max_bytes=4)
+        with pytest.raises(OutputTooLarge, match="outputs reach 8 bytes"):
+            match(d, ["*.npz", "plots/*"], max_bytes=6)
+    assert not d.exists()  # removed on exit
+
+
+def test_point_dir_is_removed_when_the_point_raises(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), PointDir("s" * 16, 1, base=str(tmp_path)) as d:
+        (d / "x").write_text("y")
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tail_buffer_keeps_the_last_characters() -> None:
+    buffer = TailBuffer(limit=100)
+    for n in range(1000):
+        buffer.write(f"line {n}\n")
+    text = buffer.getvalue()
+    assert text.startswith(CUT_MARK) and text.endswith("line 999\n") and len(text) <= 100 + len(CUT_MARK)
+    small = TailBuffer(limit=100)
+    small.write("hi\n")
+    assert small.getvalue() == "hi\n"
+
+
+def test_capture_takes_prints_stderr_and_logging_then_restores(capsys: pytest.CaptureFixture[str]) -> None:
+    out, err = sys.stdout, sys.stderr
+    with capture() as buffer:
+        print("to stdout")
+        print("to stderr", file=sys.stderr)
+        logging.getLogger("sim.step").info("step %d", 3)
+    assert sys.stdout is out and sys.stderr is err
+    assert buffer.getvalue() == "to stdout\nto stderr\nINFO sim.step: step 3\n"
+    assert isinstance(buffer, io.TextIOBase)
+
+
+def test_log_policy_and_error_groups() -> None:
+    assert [keep_log(p, s) for p in ("all", "failed", "none") for s in ("ok", "error")] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert group(["b", "a", "b", "c", "a", "b"]) == [("b", 3), ("a", 2), ("c", 1)]

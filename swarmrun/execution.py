@@ -62,9 +62,10 @@ def execute(
     options: Options,
     worker: str,
     connection: redis.Redis,
+    token: str | None = None,
 ) -> tuple[Outcome, Extras]:
     """Run one execution in a fresh point directory (removed whatever happens); collect its outputs."""
-    token = secrets.token_hex(4)
+    token = token or secrets.token_hex(4)
     began = time.time()
     files: tuple[OutputFile, ...] = ()
     staged: Path | None = None

@@ -177,7 +177,12 @@ class PointLogs:
         if not raw:
             return []
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return [Execution.from_json(json.loads(line)) for line in text.splitlines() if line.strip()]
+        merged: dict[str, Execution] = {}  # a "running" entry is replaced by its execution's end
+        for line in text.splitlines():
+            if line.strip():
+                execution = Execution.from_json(json.loads(line))
+                merged[execution.token] = execution
+        return list(merged.values())
 
     def log(self, sweep_id: str, index: int, token: str) -> str | None:
         raw = self.connection.hget(logs_key(sweep_id), f"{index}:{token}")

@@ -36,9 +36,9 @@ from rq.worker import SimpleWorker, WorkerStatus
 
 from swarmrun.chunk import ChunkRef, bits, plan_size
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
-from swarmrun.execution import Extras, execute, settle
+from swarmrun.execution import Extras, execute, node_name, settle
 from swarmrun.outputs import parse_output_options
-from swarmrun.pointlog import PointLogs
+from swarmrun.pointlog import Execution, PointLogs
 from swarmrun.queue import CHUNK_RETRIES, SweepQueue, connect
 from swarmrun.results import encode_record
 from swarmrun.settings import Settings, redact
@@ -78,6 +78,16 @@ class WorkerContext:
     settings: Settings
     name: str
     loaded: dict[str, LoadedSweep] = field(default_factory=dict)
+    # The execution running now (sweep id, index, execution), announced by the heartbeat thread
+    # so that `show` lists an execution killed mid-point; no cost per point.
+    current: tuple[str, int, Execution] | None = None
+    announced: str = ""
+
+    def announce(self) -> None:
+        current = self.current
+        if current is not None and current[2].token != self.announced:
+            self.announced = current[2].token
+            PointLogs(self.queue.connection).store(current[0], [(current[1], current[2])], [])
 
     def load(self, sweep_id: str) -> LoadedSweep:
         """The sweep and its compiled task, imported once per process (ids are content hashes)."""
@@ -216,6 +226,9 @@ class ChunkRun:
         attempt = 1
         sweep = self.context.load(self.ref.sweep_id).sweep
         while True:
+            token = secrets.token_hex(4)
+            started = Execution(token, self.context.name, node_name(), time.time(), 0.0, None, "running")
+            self.context.current = (self.ref.sweep_id, index, started)
             outcome, extras = execute(
                 task,
                 params,
@@ -225,7 +238,9 @@ class ChunkRun:
                 options=opts,
                 worker=self.context.name,
                 connection=self.queue.connection,
+                token=token,
             )
+            self.context.current = None
             self.summary["executed"] += 1
             if opts.logs != "none":
                 self.runs.append((index, extras))
@@ -346,11 +361,15 @@ class ChunkWorker(SimpleWorker):
         token = _CONTEXT.set(self.context)
         interval = max(1.0, self.context.settings.heartbeat_ttl / 3)
         try:
-            with _Heartbeat(interval, lambda: self.maintain_heartbeats(job, execution)):
+            with _Heartbeat(interval, lambda: self._beat(job, execution)):
                 self.perform_job(job, queue, execution)
         finally:
             _CONTEXT.reset(token)
         self.set_state(WorkerStatus.IDLE)
+
+    def _beat(self, job: Job, execution: Any) -> None:
+        self.maintain_heartbeats(job, execution)
+        self.context.announce()
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_requested_by_signal = True

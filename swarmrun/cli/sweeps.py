@@ -26,7 +26,7 @@ from swarmrun.cli.autoscale import (
 )
 from swarmrun.cli.common import State, pass_state, redis_options
 from swarmrun.cli.stack import stack_options
-from swarmrun.errors import DockerUnavailable, ExitCode
+from swarmrun.errors import DockerUnavailable, ExitCode, SweepFileError
 from swarmrun.failures import FailureFeed, failure_lines
 from swarmrun.failures import group as group_errors
 from swarmrun.outputs import sweep_dir_name
@@ -399,6 +399,10 @@ def run(
         )
         return _finish(queue, sweep, sid, output, final, follow)
     origin = sweep_file.resolve().parent
+    if sweep.options.outputs_dir and not Path(sweep.options.outputs_dir).is_dir():
+        raise SweepFileError(
+            f"{sweep_file.name}: outputs_dir: {sweep.options.outputs_dir} is not a directory here"
+        )
     queue = state.queue()
     sub = queue.submit(sweep, origin=origin)
     click.echo(f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done", err=True)

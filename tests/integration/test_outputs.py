@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import redis
 
 from swarmrun.queue import SweepQueue
 from swarmrun.sweepfile import load_sweep
-from tests.conftest import ROOT, Processes, read_csv, write_sweep
+from tests.conftest import ROOT, Processes, read_csv, wait_until, write_sweep
 
 pytestmark = pytest.mark.timeout(180)
 PROGRAM = ROOT / "tests" / "fixtures" / "write_outputs.py"
@@ -207,3 +208,139 @@ def test_results_outputs_fetches_files_on_demand(
     lines = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
     assert lines[0]["files"][0]["name"] == "data.bin" and lines[0]["files"][0]["bytes"] == 1_200_000
     assert not list(rconn.scan_iter(match=f"swarmrun:sweep:{sid}:out:*"))
+
+
+def test_shared_outputs_dir_moves_files_and_only_names_travel(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = outputs_sweep(tmp_path, points=6, extra=f"outputs_dir: {shared}")
+    r = procs.cli("run", str(path), "-w", "2", "-o", str(tmp_path / "s.csv"))
+    assert r.returncode == 0, r.stderr
+    sid = load_sweep(path).id
+    base = shared / f"files-{sid[:8]}"
+    for i in range(6):
+        assert (base / "points" / str(i) / "data.bin").read_bytes() == expected_bin(i, 3000)
+    assert list((base / ".staging").iterdir()) == []
+    assert not list(rconn.scan_iter(match=f"swarmrun:sweep:{sid}:out:*"))
+    assert rconn.scard(f"swarmrun:sweep:{sid}:outq") == 0
+    assert all(row["files"] == "data.bin notes/summary.txt" for row in read_csv(tmp_path / "s.csv"))
+
+
+def test_a_missing_outputs_dir_is_one_line_exit_3(procs: Processes, tmp_path: Path) -> None:
+    path = outputs_sweep(tmp_path, points=2, extra=f"outputs_dir: {tmp_path / 'nowhere'}")
+    r = procs.cli("run", str(path), "-w", "1")
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines() == [
+        f"Error: sweep.yaml: outputs_dir: {tmp_path / 'nowhere'} is not a directory here"
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_redis_memory_is_back_near_the_start_after_1000_points_of_100_kib(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    path = write_sweep(
+        tmp_path,
+        """
+task: {call: "fixtures.tasks:write_files"}
+outputs: ["*.bin"]
+logs: none
+params:
+  size: [102400]
+  i: {range: [0, 1000]}
+""",
+    )
+    rconn.execute_command("MEMORY", "PURGE")
+    before = int(rconn.info("memory")["used_memory"])
+    peak = [before]
+    r = procs.cli("run", str(path), "-w", "2", "-q", "-o", str(tmp_path / "m.csv"), timeout=280)
+    assert r.returncode == 0, r.stderr
+    rconn.execute_command("MEMORY", "PURGE")
+    after = int(rconn.info("memory")["used_memory"])
+    peak.append(int(rconn.info("memory")["used_memory_peak"]))
+    files = list((tmp_path / "m" / "points").glob("*/data.bin"))
+    assert len(files) == 1000 and all(f.stat().st_size == 102400 for f in files)
+    print(f"Redis used_memory before {before / 2**20:.1f} MiB, after {after / 2**20:.1f} MiB")
+    assert after - before < 3 * 2**20  # 100 MiB went through; pieces did not linger
+
+
+def test_a_killed_execution_leaves_no_partial_file_and_files_come_from_the_winner(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    flag = tmp_path / "hung.pid"
+    path = write_sweep(
+        tmp_path,
+        f"""
+task: {{call: "fixtures.tasks:write_then_hang"}}
+outputs: ["*.bin", "*.txt"]
+chunk: 1
+params:
+  hang: [3]
+  flag: ["{flag}"]
+  i: {{range: [0, 8]}}
+""",
+    )
+    sid = procs.cli("submit", str(path)).stdout.strip()
+    victim = procs.worker()
+    wait_until(flag.exists, 60, message="point 3 hanging")
+    # The heartbeat announces the running execution, so `show` lists it after the kill.
+    wait_until(lambda: rconn.hget(f"swarmrun:sweep:{sid}:runs", "3"), 10, message="execution announced")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    hung_pid = int(flag.read_text())
+    procs.worker()
+    wait_until(lambda: SweepQueue(rconn, "swarmrun").progress(sid).complete, 90, message="sweep done")
+    dest = tmp_path / "got"
+    r = procs.cli("results", sid, "-o", str(tmp_path / "k.csv"), "--outputs", str(dest))
+    assert r.returncode == 0, r.stderr
+    data = (dest / "points" / "3" / "data.bin").read_bytes()
+    assert data == expected_bin(3, 2000)  # never the killed execution's "partial"
+    assert int((dest / "points" / "3" / "pid.txt").read_text()) != hung_pid
+    assert not [p for p in dest.rglob("*") if ".part" in p.name]
+    show = procs.cli("show", sid, "3")
+    assert "executions (2):" in show.stdout and "(recorded)" in show.stdout, show.stdout
+    assert " running " in show.stdout  # the killed one never finished
+
+
+def test_a_duplicate_execution_s_files_are_discarded(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    """A worker frozen past its heartbeat: its chunk runs again elsewhere and wins; the frozen one
+    wakes up, finishes, uploads its files and loses; they never reach the results."""
+    flag = tmp_path / "slow.pid"
+    (tmp_path / "slow.py").write_text(
+        "import os, time\n"
+        "from pathlib import Path\n"
+        "def run(i, flag):\n"
+        "    point = Path(os.environ['SWARMRUN_POINT_DIR'])\n"
+        "    if i == 2 and not os.path.exists(flag):\n"
+        "        Path(flag).write_text(str(os.getpid()))\n"
+        "        time.sleep(2)\n"
+        "    (point / 'who.txt').write_text(str(os.getpid()))\n"
+        "    return os.getpid()\n"
+    )
+    path = write_sweep(
+        tmp_path,
+        f'task: {{call: "slow:run"}}\noutputs: ["*.txt"]\nchunk: 1\n'
+        f'params: {{flag: ["{flag}"], i: {{range: [0, 4]}}}}\n',
+    )
+    sid = procs.cli("submit", str(path)).stdout.strip()
+    frozen = procs.worker()
+    wait_until(flag.exists, 60, message="point 2 running")
+    frozen.send_signal(signal.SIGSTOP)
+    procs.worker()
+    queue = SweepQueue(rconn, "swarmrun")
+    wait_until(lambda: queue.progress(sid).complete, 90, message="point 2 re-run elsewhere")
+    frozen.send_signal(signal.SIGCONT)
+    wait_until(
+        lambda: queue.progress(sid).duplicates >= 1, 60, message="the frozen execution records a duplicate"
+    )
+    dest = tmp_path / "dup"
+    assert procs.cli("results", sid, "-o", str(tmp_path / "d.csv"), "--outputs", str(dest)).returncode == 0
+    assert int((dest / "points" / "2" / "who.txt").read_text()) != frozen.pid
+    wait_until(
+        lambda: not list(rconn.scan_iter(match=f"swarmrun:sweep:{sid}:out:*")), 10, message="no pieces"
+    )
+    assert rconn.scard(f"swarmrun:sweep:{sid}:outq") == 0

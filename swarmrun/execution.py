@@ -62,6 +62,7 @@ def execute(
     options: Options,
     worker: str,
     connection: redis.Redis,
+    point_dir: PointDir,
     token: str | None = None,
 ) -> tuple[Outcome, Extras]:
     """Run one execution in a fresh point directory (removed whatever happens); collect its outputs."""
@@ -69,13 +70,13 @@ def execute(
     began = time.time()
     files: tuple[OutputFile, ...] = ()
     staged: Path | None = None
-    with PointDir(sweep_id, index) as point_dir:
+    with point_dir as path:
         outcome = task.run(
-            params, index=index, timeout=options.timeout, point_dir=point_dir, log=options.logs != "none"
+            params, index=index, timeout=options.timeout, point_dir=path, log=options.logs != "none"
         )
         if options.outputs and outcome.status == "ok":
             try:
-                found = match(point_dir, options.outputs, max_bytes=options.max_output_bytes)
+                found = match(path, options.outputs, max_bytes=options.max_output_bytes)
                 outputstore.reserve(
                     connection, sweep_id, sum(f.size for _, f in found), options.max_sweep_output_bytes
                 )

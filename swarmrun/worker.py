@@ -37,7 +37,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 from swarmrun.chunk import ChunkRef, bits, plan_size
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
 from swarmrun.execution import Extras, execute, node_name, settle
-from swarmrun.outputs import parse_output_options
+from swarmrun.outputs import PointDir, parse_output_options
 from swarmrun.pointlog import Execution, PointLogs
 from swarmrun.queue import CHUNK_RETRIES, SweepQueue, connect
 from swarmrun.results import encode_record
@@ -82,6 +82,7 @@ class WorkerContext:
     # so that `show` lists an execution killed mid-point; no cost per point.
     current: tuple[str, int, Execution] | None = None
     announced: str = ""
+    point_dir: PointDir = field(default_factory=PointDir)
 
     def announce(self) -> None:
         current = self.current
@@ -238,6 +239,7 @@ class ChunkRun:
                 options=opts,
                 worker=self.context.name,
                 connection=self.queue.connection,
+                point_dir=self.context.point_dir,
                 token=token,
             )
             self.context.current = None
@@ -438,7 +440,10 @@ def serve(
     context = WorkerContext(SweepQueue(connection, settings.queue), settings, worker_label(name))
     worker = ChunkWorker(context)
     log.info("worker %s listening on queue %r", worker.name, settings.queue)
-    worker.work(burst=burst, logging_level="WARNING", max_idle_time=max_idle)
+    try:
+        worker.work(burst=burst, logging_level="WARNING", max_idle_time=max_idle)
+    finally:
+        context.point_dir.remove()
     if burst or worker.stop_requested_by_signal or max_idle is not None:
         return 0
     log.error("worker %s stopped unexpectedly", worker.name)

@@ -344,3 +344,17 @@ def test_a_duplicate_execution_s_files_are_discarded(
         lambda: not list(rconn.scan_iter(match=f"swarmrun:sweep:{sid}:out:*")), 10, message="no pieces"
     )
     assert rconn.scard(f"swarmrun:sweep:{sid}:outq") == 0
+
+
+def test_the_outputs_example_runs_end_to_end(procs: Processes, tmp_path: Path) -> None:
+    example = ROOT / "examples" / "outputs" / "sweep.yaml"
+    r = procs.cli("run", str(example), "-w", "2", "-o", str(tmp_path / "logistic.csv"))
+    assert r.returncode == 0, r.stderr
+    rows = read_csv(tmp_path / "logistic.csv")
+    assert len(rows) == 16 and all(row["files"] == "plots/trajectory.svg trajectory.csv" for row in rows)
+    chaotic = next(row for row in rows if row["r"] == "3.95")
+    assert float(chaotic["spread"]) > 0.5
+    for i in range(16):
+        point = tmp_path / "logistic" / "points" / str(i)
+        assert (point / "trajectory.csv").read_text().startswith("step,x\n0,")
+        assert (point / "plots" / "trajectory.svg").read_text().startswith("<svg")

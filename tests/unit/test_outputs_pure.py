@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,8 @@ def test_parse_size_units() -> None:
 
 
 def test_match_finds_files_by_glob_never_outside_and_enforces_the_cap(tmp_path: Path) -> None:
-    with PointDir("abcdef0123456789", 7, base=str(tmp_path)) as d:
+    dirs = PointDir(base=str(tmp_path))
+    with dirs as d:
         (d / "a.npz").write_bytes(b"12345")
         (d / "plots").mkdir()
         (d / "plots" / "p.png").write_bytes(b"png")
@@ -76,14 +78,23 @@ def test_match_finds_files_by_glob_never_outside_and_enforces_the_cap(tmp_path: 
             match(d, ["*.npz"], max_bytes=4)
         with pytest.raises(OutputTooLarge, match="outputs reach 8 bytes"):
             match(d, ["*.npz", "plots/*"], max_bytes=6)
-    assert not d.exists()  # removed on exit
+    assert list(d.iterdir()) == []  # emptied on exit
+    dirs.remove()
+    assert not d.exists()
 
 
-def test_point_dir_is_removed_when_the_point_raises(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError), PointDir("s" * 16, 1, base=str(tmp_path)) as d:
+def test_point_dir_is_emptied_when_the_point_raises_and_dead_workers_dirs_go(tmp_path: Path) -> None:
+    dead = tmp_path / "swarmrun-point-999999999-abc"
+    (dead / "sub").mkdir(parents=True)
+    dirs = PointDir(base=str(tmp_path))
+    with pytest.raises(RuntimeError), dirs as d:
         (d / "x").write_text("y")
+        (d / "deep" / "er").mkdir(parents=True)
         raise RuntimeError
-    assert list(tmp_path.iterdir()) == []
+    assert list(d.iterdir()) == []
+    assert not dead.exists()
+    with dirs as again:
+        assert again == d and list(again.iterdir()) == []
 
 
 def test_tail_buffer_keeps_the_last_characters() -> None:
@@ -118,3 +129,18 @@ def test_log_policy_and_error_groups() -> None:
         False,
     ]
     assert group(["b", "a", "b", "c", "a", "b"]) == [("b", 3), ("a", 2), ("c", 1)]
+
+
+def test_point_dir_is_empty_for_every_point_even_within_one_clock_tick(tmp_path: Path) -> None:
+    dirs = PointDir(base=str(tmp_path))
+    for n in range(300):  # fast enough that many points share a timestamp tick
+        with dirs as d:
+            assert list(d.iterdir()) == [], n
+            if n % 7 == 0:
+                (d / f"f{n}").write_text("x")
+    time.sleep(0.15)
+    for n in range(50):
+        with dirs as d:
+            assert list(d.iterdir()) == [], n
+            if n % 5 == 0:
+                (d / "sub").mkdir()

@@ -144,3 +144,33 @@ def test_point_dir_is_empty_for_every_point_even_within_one_clock_tick(tmp_path:
             assert list(d.iterdir()) == [], n
             if n % 5 == 0:
                 (d / "sub").mkdir()
+
+
+def test_a_record_names_its_execution_and_files_only_when_it_has_any() -> None:
+    from swarmrun.execution import Extras
+    from swarmrun.outputs import OutputFile
+    from swarmrun.outputstore import record_files
+    from swarmrun.pointlog import Execution
+    from swarmrun.results import Result
+
+    execution = Execution("ab12cd34", "w", "n", 0.0, 0.1, 0, "ok")
+    record = '{"s":"ok","d":0.1,"v":1}'
+    assert Extras("ab12cd34", execution, None, ()).extend(record) == record  # a no-op point: as before
+    files = (OutputFile("a.npz", 5, "f" * 64),)
+    extended = Extras("ab12cd34", execution, "log", files).extend(record)
+    assert record_files(extended) == ("ab12cd34", list(files))
+    assert Result.decode(0, {}, extended, "s").files == (("a.npz", 5, "f" * 64),)
+
+
+def test_a_command_gets_its_point_dir_as_outdir_and_env_and_its_log(tmp_path: Path) -> None:
+    from swarmrun.task import CommandTask
+
+    script = (
+        "import os, sys; print(str(sys.argv[1] == os.environ['SWARMRUN_POINT_DIR']).lower()); "
+        "print('e', file=sys.stderr)"
+    )
+    task = CommandTask((sys.executable, "-c", script, "{outdir}"), env={}, cwd=None, sweep_id="s" * 16)
+    outcome = task.run({}, index=0, timeout=None, point_dir=tmp_path, log=True)
+    assert outcome.value is True
+    assert outcome.log == "--- stdout ---\ntrue\n\n--- stderr ---\ne\n"
+    assert task.run({}, index=0, timeout=None, point_dir=tmp_path).log is None

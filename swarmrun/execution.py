@@ -63,6 +63,7 @@ def execute(
     worker: str,
     connection: redis.Redis,
     point_dir: PointDir,
+    uploader: outputstore.Uploader,
     token: str | None = None,
 ) -> tuple[Outcome, Extras]:
     """Run one execution in a fresh point directory (removed whatever happens); collect its outputs."""
@@ -84,7 +85,7 @@ def execute(
                     staged = outputstore.staging_dir(options.outputs_dir, sweep, sweep_id, index, token)
                     outputstore.stage(options.outputs_dir, staged, found)
                 elif found:
-                    outputstore.upload(connection, sweep_id, index, token, found)
+                    uploader.add(sweep_id, index, token, found)
                 files = tuple(f for _, f in found)
             except OutputTooLarge as e:
                 outcome = replace(outcome, status="error", error=str(e), value=None)

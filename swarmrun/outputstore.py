@@ -22,7 +22,8 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import redis
 
@@ -68,29 +69,40 @@ def reserve(connection: redis.Redis, sweep_id: str, total: int, cap: int | None)
         )
 
 
-def upload(
-    connection: redis.Redis, sweep_id: str, index: int, token: str, files: Sequence[tuple[Path, OutputFile]]
-) -> None:
-    """Send files as pieces; the upload is registered first, so a killed worker's pieces are found."""
-    connection.sadd(queue_key(sweep_id), f"{index}:{token}")
-    pipe = connection.pipeline(transaction=False)
-    queued = 0
-    for file_no, (path, _) in enumerate(files):
-        with path.open("rb") as f:
-            piece = 0
-            while True:
-                block = f.read(PIECE)
-                if not block and piece:
-                    break
-                pipe.set(piece_key(sweep_id, index, token, file_no, piece), block, ex=PIECE_TTL)
-                queued += len(block)
-                piece += 1
-                if queued >= PIPELINE_BYTES:
-                    pipe.execute()
-                    queued = 0
-                if len(block) < PIECE:
-                    break
-    pipe.execute()
+class Uploader:
+    """Sends output files as pieces, batched: one round trip per `PIPELINE_BYTES`, not per point.
+
+    Call `flush()` before recording the results whose files were added: a recorded file list is
+    then always complete in Redis. Each upload is registered (in `outq`) before its pieces, so a
+    worker killed mid-upload leaves pieces that the manager finds and deletes.
+    """
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.connection = connection
+        self._pipe = connection.pipeline(transaction=False)
+        self._queued = 0
+
+    def add(self, sweep_id: str, index: int, token: str, files: Sequence[tuple[Path, OutputFile]]) -> None:
+        self._pipe.sadd(queue_key(sweep_id), f"{index}:{token}")
+        for file_no, (path, _) in enumerate(files):
+            with path.open("rb") as f:
+                piece = 0
+                while True:
+                    block = f.read(PIECE)
+                    if not block and piece:
+                        break
+                    self._pipe.set(piece_key(sweep_id, index, token, file_no, piece), block, ex=PIECE_TTL)
+                    self._queued += len(block) + 64
+                    piece += 1
+                    if self._queued >= PIPELINE_BYTES:
+                        self.flush()
+                    if len(block) < PIECE:
+                        break
+
+    def flush(self) -> None:
+        if len(self._pipe):
+            self._pipe.execute()
+        self._queued = 0
 
 
 def discard(
@@ -98,11 +110,17 @@ def discard(
 ) -> None:
     """Delete an upload's pieces (a losing execution's, or once collected) and unregister it."""
     pipe = connection.pipeline(transaction=False)
-    for file_no, f in enumerate(files):
-        for piece in range(pieces(f.size)):
-            pipe.delete(piece_key(sweep_id, index, token, file_no, piece))
-    pipe.srem(queue_key(sweep_id), f"{index}:{token}")
+    _discard(pipe, sweep_id, index, token, files)
     pipe.execute()
+
+
+def _discard(pipe: Any, sweep_id: str, index: int, token: str, files: Sequence[OutputFile]) -> None:
+    keys = [
+        piece_key(sweep_id, index, token, n, p) for n, f in enumerate(files) for p in range(pieces(f.size))
+    ]
+    if keys:
+        pipe.delete(*keys)
+    pipe.srem(queue_key(sweep_id), f"{index}:{token}")
 
 
 def discard_unknown(connection: redis.Redis, sweep_id: str, index: int, token: str) -> None:
@@ -172,9 +190,14 @@ class OutputCollector:
         self.sweep = sweep
         self.sweep_id = sweep_id
         self.dest = dest
+        self._made: set[Path] = set()
 
     def collect(self) -> Collected:
-        """One pass over the uploads not collected yet; uploads of unfinished points wait."""
+        """One pass over the uploads not collected yet; uploads of unfinished points wait.
+
+        Batched: per 256 uploads one read of their records, one `MGET` round trip per
+        `PIPELINE_BYTES` of small files, one pipeline deleting what was fetched.
+        """
         out = Collected()
         problems: list[str] = []
         members = [m.decode() for m in self.connection.sscan_iter(queue_key(self.sweep_id), count=1000)]
@@ -184,31 +207,98 @@ class OutputCollector:
             indices = [i for i, _ in batch]
             keys = [point_key(self.sweep.point(i)) for i in indices]
             raws = self.queue.records(self.sweep_id, self.sweep.task.key, indices, keys)
+            ready: list[tuple[int, str, list[OutputFile]]] = []
             for (index, token), raw in zip(batch, raws, strict=True):
-                winner, files = record_files(raw)
                 if raw is None:
                     continue  # not recorded yet: still running, or to be re-run
+                winner, files = record_files(raw)
                 if winner != token:
                     discard_unknown(self.connection, self.sweep_id, index, token)
                     out.discarded += 1
+                else:
+                    ready.append((index, token, files))
+            done: list[tuple[int, str, list[OutputFile]]] = []
+            group: list[tuple[int, str, list[OutputFile]]] = []
+            size = 0
+            for upload in [*ready, None]:
+                if upload is not None and sum(f.size for f in upload[2]) > PIPELINE_BYTES:
+                    problem = self._fetch_large(*upload)
+                    problems += [problem] if problem else []
+                    done += [] if problem else [upload]
                     continue
-                problem = self._fetch(index, token, files)
-                if problem:
-                    problems.append(problem)
-                    continue
-                discard(self.connection, self.sweep_id, index, token, files)
+                if upload is None or size + sum(f.size for f in upload[2]) > PIPELINE_BYTES:
+                    fetched, failed = self._fetch_group(group)
+                    done += fetched
+                    problems += failed
+                    group, size = [], 0
+                if upload is not None:
+                    group.append(upload)
+                    size += sum(f.size for f in upload[2])
+            pipe = self.connection.pipeline(transaction=False)
+            for index, token, files in done:
+                _discard(pipe, self.sweep_id, index, token, files)
                 out.files += len(files)
                 out.bytes += sum(f.size for f in files)
+            pipe.execute()
         out.problems = tuple(problems)
         return out
 
-    def _fetch(self, index: int, token: str, files: Sequence[OutputFile]) -> str | None:
-        point = self.dest / "points" / str(index)
-        for file_no, f in enumerate(files):
-            dest = point / f.name
-            if not dest.resolve().is_relative_to(point.resolve()):
-                return f"point {index}: refused output name {f.name!r}"
+    def _point_dir(self, index: int) -> Path:
+        return self.dest / "points" / str(index)
+
+    def _target(self, index: int, f: OutputFile) -> Path | None:
+        """Where a file lands; None for a name that could leave the point's directory."""
+        name = PurePosixPath(f.name)
+        if name.is_absolute() or ".." in name.parts or not name.parts or "\\" in f.name:
+            return None
+        dest = self._point_dir(index).joinpath(*name.parts)
+        if dest.parent not in self._made:
             dest.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(dest.parent)
+        return dest
+
+    def _write(self, index: int, token: str, f: OutputFile, blocks: Sequence[bytes | None]) -> str | None:
+        """Write one file under a temporary name, rename it into place once its sha256 matches."""
+        dest = self._target(index, f)
+        if dest is None:
+            return f"point {index}: refused output name {f.name!r}"
+        if any(b is None for b in blocks):
+            return f"point {index}: a piece of {f.name} is missing from Redis (expired?)"
+        data = b"".join(b for b in blocks if b is not None)
+        if hashlib.sha256(data).hexdigest() != f.sha256:
+            return f"point {index}: {f.name} arrived with a different sha256"
+        part = dest.with_name(f".{dest.name}.part-{token}")
+        part.write_bytes(data)
+        os.replace(part, dest)
+        return None
+
+    def _fetch_group(
+        self, group: list[tuple[int, str, list[OutputFile]]]
+    ) -> tuple[list[tuple[int, str, list[OutputFile]]], list[str]]:
+        """Small uploads: every piece of every file of the group in one round trip."""
+        if not group:
+            return [], []
+        pipe = self.connection.pipeline(transaction=False)
+        for index, token, files in group:
+            for file_no, f in enumerate(files):
+                pipe.mget([piece_key(self.sweep_id, index, token, file_no, p) for p in range(pieces(f.size))])
+        answers = iter(pipe.execute())
+        fetched, problems = [], []
+        for index, token, files in group:
+            failed = [self._write(index, token, f, next(answers)) for f in files]
+            problem = next((p for p in failed if p), None)
+            if problem:
+                problems.append(problem)
+            else:
+                fetched.append((index, token, files))
+        return fetched, problems
+
+    def _fetch_large(self, index: int, token: str, files: Sequence[OutputFile]) -> str | None:
+        """A large upload, a few pieces at a time (bounded memory), streamed to a temporary file."""
+        for file_no, f in enumerate(files):
+            dest = self._target(index, f)
+            if dest is None:
+                return f"point {index}: refused output name {f.name!r}"
             part = dest.with_name(f".{dest.name}.part-{token}")
             digest = hashlib.sha256()
             with part.open("wb") as handle:

@@ -38,6 +38,7 @@ from swarmrun.chunk import ChunkRef, bits, plan_size
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
 from swarmrun.execution import Extras, execute, node_name, settle
 from swarmrun.outputs import PointDir, parse_output_options
+from swarmrun.outputstore import Uploader
 from swarmrun.pointlog import Execution, PointLogs
 from swarmrun.queue import CHUNK_RETRIES, SweepQueue, connect
 from swarmrun.results import encode_record
@@ -140,6 +141,7 @@ class ChunkRun:
         self.runs: list[tuple[int, Extras]] = []  # every execution since the last flush
         self.kept: list[tuple[int, Extras]] = []  # executions whose record carries files
         self.logs = PointLogs(self.queue.connection)
+        self.uploader = Uploader(self.queue.connection)
         self.opts = Options()
 
     def run(self) -> dict[str, Any]:
@@ -240,6 +242,7 @@ class ChunkRun:
                 worker=self.context.name,
                 connection=self.queue.connection,
                 point_dir=self.context.point_dir,
+                uploader=self.uploader,
                 token=token,
             )
             self.context.current = None
@@ -274,6 +277,7 @@ class ChunkRun:
     def _flush(self) -> bool:
         """Store pending results; True when the sweep was cancelled meanwhile."""
         now = time.perf_counter()
+        self.uploader.flush()  # files before the records that list them
         if self.runs:
             self.logs.store(
                 self.ref.sweep_id,

@@ -358,3 +358,14 @@ def test_the_outputs_example_runs_end_to_end(procs: Processes, tmp_path: Path) -
         point = tmp_path / "logistic" / "points" / str(i)
         assert (point / "trajectory.csv").read_text().startswith("step,x\n0,")
         assert (point / "plots" / "trajectory.svg").read_text().startswith("<svg")
+
+
+def test_the_per_sweep_cap_fails_the_points_past_it(procs: Processes, tmp_path: Path) -> None:
+    path = outputs_sweep(tmp_path, points=6, extra="max_sweep_output_bytes: 10000")
+    r = procs.cli("run", str(path), "-w", "1", "-o", str(tmp_path / "cap.csv"))
+    assert r.returncode == 1
+    rows = read_csv(tmp_path / "cap.csv")
+    ok = [row for row in rows if row["status"] == "ok"]
+    assert len(ok) == 3  # 3 x (3000 + 8 bytes) fit in 10,000 bytes, a fourth would not
+    failed = [row for row in rows if row["status"] == "error"]
+    assert all("over max_sweep_output_bytes (10000)" in row["error"] for row in failed) and len(failed) == 3

@@ -7,6 +7,7 @@ shared mount before the record is written, so a recorded file list is always com
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -27,6 +28,7 @@ from swarmrun.sweep import Options, Sweep
 from swarmrun.task import Outcome, Task
 
 
+@functools.cache
 def node_name() -> str:
     """The node this worker runs on: `SWARMRUN_NODE` (set by the stack), else the host name."""
     return os.environ.get("SWARMRUN_NODE") or socket.gethostname()

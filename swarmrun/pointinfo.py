@@ -75,6 +75,35 @@ def point_info(queue: SweepQueue, sweep: Sweep, sweep_id: str, index: int) -> Po
     token, files = record_files(raw)
     logs = PointLogs(queue.connection)
     executions = tuple(logs.executions(sweep_id, index))
+    if result is not None and not result.cached and token not in {e.token for e in executions}:
+        finished = [e for e in executions if e.status != "running"]
+        if token is None and finished:  # stored, but the record names none: the last one finished
+            token = finished[-1].token
+        else:  # an ok point with no log or files stores no execution: its record describes it
+            recorded = _from_record(raw)
+            if recorded is not None:
+                executions = (*executions, recorded)
+                token = recorded.token
     shown = token or (executions[-1].token if executions else None)
     log = logs.log(sweep_id, index, shown) if shown else None
     return PointInfo(index, params, result, token, tuple(files), executions, log)
+
+
+def _from_record(raw: bytes | str | None) -> Execution | None:
+    """The execution a record describes (for points that stored none of their own)."""
+    if raw is None:
+        return None
+    r = json.loads(raw)
+    worker = str(r.get("w") or "")
+    duration = float(r.get("d") or 0.0)
+    base = worker.split(".")[0]
+    node = base.rsplit("-", 1)[0] if base.rsplit("-", 1)[-1].isdigit() else base
+    return Execution(
+        token=str(r.get("ex") or "record"),
+        worker=worker,
+        node=node,
+        start=float(r.get("t") or 0.0) - duration,
+        duration=duration,
+        exit_code=r.get("x"),
+        status=str(r.get("s") or ""),
+    )

@@ -87,25 +87,62 @@ class TailBuffer(io.TextIOBase):
         return CUT_MARK + text[-self.limit :] if self.cut or len(text) > self.limit else text
 
 
+class _Null(io.TextIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+_NULL = _Null()
+
+
+class LogCapture:
+    """Captures a call task's stdout, stderr and `logging` records into one buffer per point.
+
+    Made once per task and reused: its handler stays on the root logger (writing nowhere between
+    points), because adding and removing a handler per point costs more than a no-op point.
+    Records reach it at the levels the task's own logging set-up lets through (the root logger's
+    default is WARNING).
+    """
+
+    def __init__(self, limit: int = LOG_CHARS) -> None:
+        self.limit = limit
+        self.handler: logging.StreamHandler[Any] = logging.StreamHandler(_NULL)
+        self.handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self._installed = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[TailBuffer]:
+        if not self._installed:
+            logging.getLogger().addHandler(self.handler)
+            self._installed = True
+        buffer = TailBuffer(self.limit)
+        self.handler.stream = buffer
+        out, err = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = buffer
+        try:
+            yield buffer
+        finally:
+            sys.stdout, sys.stderr = out, err
+            self.handler.stream = _NULL
+
+    def remove(self) -> None:
+        if self._installed:
+            logging.getLogger().removeHandler(self.handler)
+            self._installed = False
+
+
 @contextmanager
 def capture(limit: int = LOG_CHARS) -> Iterator[TailBuffer]:
-    """Capture a call task's stdout, stderr and `logging` records (root logger) into one buffer."""
-    buffer = TailBuffer(limit)
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    previous_level = root.level
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    out, err = sys.stdout, sys.stderr
-    sys.stdout = sys.stderr = buffer
+    """One capture (a `LogCapture` used once)."""
+    once = LogCapture(limit)
     try:
-        yield buffer
+        with once() as buffer:
+            yield buffer
     finally:
-        sys.stdout, sys.stderr = out, err
-        root.removeHandler(handler)
-        root.setLevel(previous_level)
+        once.remove()
 
 
 @dataclass(frozen=True)

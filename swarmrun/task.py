@@ -28,7 +28,7 @@ from typing import IO, Any, Protocol
 
 from swarmrun.errors import SweepFileError, TaskImportError
 from swarmrun.outputs import POINT_DIR_ENV
-from swarmrun.pointlog import LOG_CHARS, capture, clip
+from swarmrun.pointlog import LOG_CHARS, LogCapture, clip
 from swarmrun.sweep import BUILTIN_PLACEHOLDERS, TaskSpec, command_placeholders
 
 TAIL_CHARS = 2000
@@ -137,6 +137,8 @@ class CallTask:
 
     def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function
+        self._capture = LogCapture()
+        self._point_dir: Path | None = None
 
     def run(
         self,
@@ -147,11 +149,12 @@ class CallTask:
         point_dir: Path | None = None,
         log: bool = False,
     ) -> Outcome:
-        if point_dir is not None:
+        if point_dir is not None and point_dir != self._point_dir:  # the same directory point after point
             os.environ[POINT_DIR_ENV] = str(point_dir)
+            self._point_dir = point_dir
         if not log:
             return self._run(params, timeout)
-        with capture() as buffer:
+        with self._capture() as buffer:
             outcome = self._run(params, timeout)
         return replace(outcome, log=buffer.getvalue())
 

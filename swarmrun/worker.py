@@ -81,15 +81,25 @@ class WorkerContext:
     loaded: dict[str, LoadedSweep] = field(default_factory=dict)
     # The execution running now (sweep id, index, execution), announced by the heartbeat thread
     # so that `show` lists an execution killed mid-point; no cost per point.
-    current: tuple[str, int, Execution] | None = None
+    current: tuple[str, int, str, float] | None = None  # sweep id, index, token, start
     announced: str = ""
+    _prefix: str = field(default_factory=lambda: secrets.token_hex(2))
+    _count: int = 0
+
+    def token(self) -> str:
+        """A new execution token, unique across workers: a random prefix and a counter."""
+        self._count += 1
+        return f"{self._prefix}{self._count:x}"
+
     point_dir: PointDir = field(default_factory=PointDir)
 
     def announce(self) -> None:
         current = self.current
-        if current is not None and current[2].token != self.announced:
-            self.announced = current[2].token
-            PointLogs(self.queue.connection).store(current[0], [(current[1], current[2])], [])
+        if current is not None and current[2] != self.announced:
+            sweep_id, index, token, start = current
+            self.announced = token
+            running = Execution(token, self.name, node_name(), start, 0.0, None, "running")
+            PointLogs(self.queue.connection).store(sweep_id, [(index, running)], [])
 
     def load(self, sweep_id: str) -> LoadedSweep:
         """The sweep and its compiled task, imported once per process (ids are content hashes)."""
@@ -229,9 +239,8 @@ class ChunkRun:
         attempt = 1
         sweep = self.context.load(self.ref.sweep_id).sweep
         while True:
-            token = secrets.token_hex(4)
-            started = Execution(token, self.context.name, node_name(), time.time(), 0.0, None, "running")
-            self.context.current = (self.ref.sweep_id, index, started)
+            token = self.context.token()
+            self.context.current = (self.ref.sweep_id, index, token, time.time())
             outcome, extras = execute(
                 task,
                 params,
@@ -247,7 +256,15 @@ class ChunkRun:
             )
             self.context.current = None
             self.summary["executed"] += 1
-            if opts.logs != "none":
+            # An ok point with nothing to show stores no execution: its record says it all
+            # (worker, finish time, duration, exit code), and no-op points stay cheap.
+            if opts.logs != "none" and (
+                extras.log is not None
+                or extras.files
+                or outcome.status != "ok"
+                or attempt > 1
+                or self.isolated
+            ):
                 self.runs.append((index, extras))
             if outcome.status == "ok" or attempt > opts.retries:
                 break

@@ -161,6 +161,12 @@ def test_errors_grouped_as_they_happen_in_run_and_status(procs: Processes, tmp_p
     assert any("RuntimeError: divisible by three" in n for n in notes)
     assert "  10 x RuntimeError: divisible by three" in r.stderr  # 3, 6, ..., 30
     assert "  4 x KeyError: 'five'" in r.stderr  # 5, 10, 20, 25 (15 and 30 are divisible by 3)
+    quiet = procs.cli("show", "0")  # an ok point that printed nothing: its record is its execution
+    assert "executions (1):" in quiet.stdout and "(recorded)" in quiet.stdout, quiet.stdout
+    assert "log: none kept" in quiet.stdout
+    failed = procs.cli("show", "2")  # x = 3
+    assert "executions (1):" in failed.stdout and "error " in failed.stdout, failed.stdout
+    assert "(recorded)" in failed.stdout
     status = procs.cli("status")
     assert "failures by error (14 points):" in status.stdout
     assert "    10 x RuntimeError: divisible by three" in status.stdout

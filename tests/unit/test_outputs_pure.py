@@ -113,10 +113,11 @@ def test_capture_takes_prints_stderr_and_logging_then_restores(capsys: pytest.Ca
     with capture() as buffer:
         print("to stdout")
         print("to stderr", file=sys.stderr)
-        logging.getLogger("sim.step").info("step %d", 3)
+        logging.getLogger("sim.step").warning("step %d", 3)
     assert sys.stdout is out and sys.stderr is err
-    assert buffer.getvalue() == "to stdout\nto stderr\nINFO sim.step: step 3\n"
+    assert buffer.getvalue() == "to stdout\nto stderr\nWARNING sim.step: step 3\n"
     assert isinstance(buffer, io.TextIOBase)
+    assert not [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is buffer]
 
 
 def test_log_policy_and_error_groups() -> None:

@@ -6,7 +6,9 @@ Keys (prefix `swarmrun:sweep:{id}:`), apart from the result records, so records 
 - `logs`  hash: `index:token` -> the last `LOG_CHARS` characters of that execution's output
 
 A point's record names its execution token (`ex`) whenever it has a log or files, so `show`
-tells the winning execution's log from a duplicate's. A call task's prints and `logging`
+tells the winning execution's log from a duplicate's. An ok execution with neither stores no
+`runs` entry (its record describes it); the heartbeat announces a running one (status
+`running`), so an execution killed mid-point is listed too. A call task's prints and `logging`
 output are captured by `capture()`; a command's stdout and stderr by `swarmrun.task`.
 """
 

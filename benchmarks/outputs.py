@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import ROOT, RedisServer, Row, bench_env, load_average, processes, say, wait_for
-from swarmrun.outputstore import OutputCollector, queue_key
-from swarmrun.queue import SweepQueue
-from swarmrun.sweepfile import parse_sweep
+from swarmrun.definition.sweepfile import parse_sweep
+from swarmrun.execution.outputstore import OutputCollector, queue_key
+from swarmrun.execution.queue import SweepQueue
 
 SIZE = 100 * 1024
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmrun.stack import NAMESPACE_LABEL
-from swarmrun.sweepfile import load_sweep
+from swarmrun.backends.swarm.stack import NAMESPACE_LABEL
+from swarmrun.definition.sweepfile import load_sweep
 from tests.cluster.conftest import ClusterStack
 from tests.conftest import read_csv, wait_until, write_sweep
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from swarmrun.queue import SweepQueue
-from swarmrun.stack import NAMESPACE_LABEL
-from swarmrun.sweepfile import load_sweep
+from swarmrun.backends.swarm.stack import NAMESPACE_LABEL
+from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import read_csv, write_sweep
 from tests.swarm.conftest import Stack, cli
 

@@ -6,8 +6,8 @@ import docker.types
 import pytest
 import yaml
 
-from swarmrun.mounts import Mount, MountError, parse, parse_all
-from swarmrun.stack import StackConfig, definition, render, service_plans
+from swarmrun.backends.mounts import Mount, MountError, parse, parse_all
+from swarmrun.backends.swarm.stack import StackConfig, definition, render, service_plans
 
 
 @pytest.mark.parametrize(

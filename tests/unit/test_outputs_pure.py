@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from swarmrun.definition.sweepfile import parse_sweep, sweep_from_dict
 from swarmrun.errors import SweepFileError
-from swarmrun.failures import group
-from swarmrun.outputs import OutputTooLarge, PointDir, match, parse_size
-from swarmrun.pointlog import CUT_MARK, TailBuffer, capture, keep_log
-from swarmrun.sweepfile import parse_sweep, sweep_from_dict
+from swarmrun.execution.failures import group
+from swarmrun.execution.outputs import OutputTooLarge, PointDir, match, parse_size
+from swarmrun.execution.pointlog import CUT_MARK, TailBuffer, capture, keep_log
 
 
 def test_output_options_parse_round_trip_and_keep_the_sweep_id() -> None:
@@ -148,11 +148,11 @@ def test_point_dir_is_empty_for_every_point_even_within_one_clock_tick(tmp_path:
 
 
 def test_a_record_names_its_execution_and_files_only_when_it_has_any() -> None:
-    from swarmrun.execution import Extras
-    from swarmrun.outputs import OutputFile
-    from swarmrun.outputstore import record_files
-    from swarmrun.pointlog import Execution
-    from swarmrun.results import Result
+    from swarmrun.execution.outputs import OutputFile
+    from swarmrun.execution.outputstore import record_files
+    from swarmrun.execution.pointlog import Execution
+    from swarmrun.execution.pointrun import Extras
+    from swarmrun.execution.results import Result
 
     execution = Execution("ab12cd34", "w", "n", 0.0, 0.1, 0, "ok")
     record = '{"s":"ok","d":0.1,"v":1}'
@@ -164,7 +164,7 @@ def test_a_record_names_its_execution_and_files_only_when_it_has_any() -> None:
 
 
 def test_a_command_gets_its_point_dir_as_outdir_and_env_and_its_log(tmp_path: Path) -> None:
-    from swarmrun.task import CommandTask
+    from swarmrun.execution.task import CommandTask
 
     script = (
         "import os, sys; print(str(sys.argv[1] == os.environ['SWARMRUN_POINT_DIR']).lower()); "

@@ -19,10 +19,17 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmrun.axes import repeat_seed
+from swarmrun.definition.axes import repeat_seed
+from swarmrun.definition.sweep import (
+    Options,
+    Sweep,
+    TaskSpec,
+    canonical_json,
+    command_placeholders,
+    point_key,
+)
+from swarmrun.definition.sweepfile import load_sweep, parse_sweep, sweep_from_dict
 from swarmrun.errors import SweepFileError
-from swarmrun.sweep import Options, Sweep, TaskSpec, canonical_json, command_placeholders, point_key
-from swarmrun.sweepfile import load_sweep, parse_sweep, sweep_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 CALL = {"call": "pkg.mod:func"}
@@ -235,7 +242,7 @@ def test_samples_within_bounds_and_reproducible() -> None:
 def test_samples_and_repeat_seeds_same_in_a_fresh_process_with_another_hash_seed() -> None:
     s = sweep(samples=SAMPLES, repeat={"n": 3, "seed": 42}, params={"x": ["a", "b"]})
     script = (
-        "import json, sys; from swarmrun.sweepfile import sweep_from_dict; "
+        "import json, sys; from swarmrun.definition.sweepfile import sweep_from_dict; "
         "s = sweep_from_dict(json.loads(sys.stdin.read())); "
         "print(json.dumps([s.point(i) for i in range(s.size)]))"
     )

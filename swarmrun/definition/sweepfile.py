@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from swarmrun.axes import (
+from swarmrun.definition.axes import (
     Axis,
     Distribution,
     LinspaceAxis,
@@ -32,9 +32,16 @@ from swarmrun.axes import (
     ValuesAxis,
     ZipAxis,
 )
+from swarmrun.definition.sweep import (
+    BUILTIN_PLACEHOLDERS,
+    FORMAT,
+    Options,
+    Sweep,
+    TaskSpec,
+    command_placeholders,
+)
 from swarmrun.errors import SweepFileError
-from swarmrun.outputs import OUTPUT_KEYS, parse_output_options
-from swarmrun.sweep import BUILTIN_PLACEHOLDERS, FORMAT, Options, Sweep, TaskSpec, command_placeholders
+from swarmrun.execution.outputs import OUTPUT_KEYS, parse_output_options
 
 OPTION_KEYS = ("timeout", "retries", "backoff", "chunk", *OUTPUT_KEYS)
 AXIS_KEYS = ("params", "zip", "rows", "samples", "repeat")

@@ -27,9 +27,9 @@ from typing import Any
 
 import redis
 
-from swarmrun.outputs import OutputFile, OutputTooLarge, sweep_dir_name
-from swarmrun.queue import SweepQueue
-from swarmrun.sweep import Sweep, point_key
+from swarmrun.definition.sweep import Sweep, point_key
+from swarmrun.execution.outputs import OutputFile, OutputTooLarge, sweep_dir_name
+from swarmrun.execution.queue import SweepQueue
 
 PIECE = 512 * 1024
 PIECE_TTL = 7 * 24 * 3600

@@ -1,7 +1,7 @@
 """Sweeps: the task, the axes and options, the canonical form and the id; point `i` from the spec.
 
-Pure. Reading and validating sweep files and `-p` overrides is `swarmrun.sweepfile`; the axis
-kinds are `swarmrun.axes`. A sweep is identified by its task and axes (not its name or options).
+Pure. Reading and validating sweep files and `-p` overrides is `swarmrun.definition.sweepfile`; the axis
+kinds are `swarmrun.definition.axes`. A sweep is identified by its task and axes (not its name or options).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from swarmrun.axes import Axis
-from swarmrun.outputs import DEFAULT_MAX_OUTPUT_BYTES
+from swarmrun.definition.axes import Axis
+from swarmrun.execution.outputs import DEFAULT_MAX_OUTPUT_BYTES
 
 FORMAT = 1
 BUILTIN_PLACEHOLDERS = ("index", "sweep_id", "outdir")
@@ -100,10 +100,10 @@ class Options:
     retries: int = 0
     backoff: float = 1.0
     chunk: int | None = None  # None: chunk sizes adapt to the measured time per point
-    outputs: tuple[str, ...] = ()  # globs relative to the point's directory (swarmrun.outputs)
+    outputs: tuple[str, ...] = ()  # globs relative to the point's directory (swarmrun.execution.outputs)
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES  # per point
     max_sweep_output_bytes: int | None = None
-    logs: str = "all"  # all | failed | none (swarmrun.pointlog)
+    logs: str = "all"  # all | failed | none (swarmrun.execution.pointlog)
     outputs_dir: str | None = None  # a shared mount: files are moved there, not sent through Redis
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from swarmrun.queue import Keys, SweepQueue
+from swarmrun.execution.queue import Keys, SweepQueue
 
 
 def group(errors: Iterable[str]) -> list[tuple[str, int]]:

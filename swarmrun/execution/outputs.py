@@ -2,7 +2,7 @@
 
 A point runs with a fresh directory of its own (`$SWARMRUN_POINT_DIR`, the `{outdir}` placeholder),
 removed after the point whatever happens. The files in it that match the sweep's `outputs:` globs
-are the point's outputs; they are moved to the manager by `swarmrun.outputstore`.
+are the point's outputs; they are moved to the manager by `swarmrun.execution.outputstore`.
 Parsing and the glob checks are pure; `PointDir` and `match` touch the file system only.
 """
 

@@ -9,7 +9,7 @@ A point's record names its execution token (`ex`) whenever it has a log or files
 tells the winning execution's log from a duplicate's. An ok execution with neither stores no
 `runs` entry (its record describes it); the heartbeat announces a running one (status
 `running`), so an execution killed mid-point is listed too. A call task's prints and `logging`
-output are captured by `capture()`; a command's stdout and stderr by `swarmrun.task`.
+output are captured by `capture()`; a command's stdout and stderr by `swarmrun.execution.task`.
 """
 
 from __future__ import annotations

@@ -6,13 +6,13 @@ import json
 import time
 from dataclasses import dataclass
 
+from swarmrun.definition.sweep import Sweep, point_key
 from swarmrun.errors import ExitCode, SwarmrunError
-from swarmrun.outputs import OutputFile
-from swarmrun.outputstore import record_files
-from swarmrun.pointlog import Execution, PointLogs
-from swarmrun.queue import SweepQueue
-from swarmrun.results import Result
-from swarmrun.sweep import Sweep, point_key
+from swarmrun.execution.outputs import OutputFile
+from swarmrun.execution.outputstore import record_files
+from swarmrun.execution.pointlog import Execution, PointLogs
+from swarmrun.execution.queue import SweepQueue
+from swarmrun.execution.results import Result
 
 
 class PointNotFound(SwarmrunError):

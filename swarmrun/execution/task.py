@@ -26,10 +26,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Protocol
 
+from swarmrun.definition.sweep import BUILTIN_PLACEHOLDERS, TaskSpec, command_placeholders
 from swarmrun.errors import SweepFileError, TaskImportError
-from swarmrun.outputs import POINT_DIR_ENV
-from swarmrun.pointlog import LOG_CHARS, LogCapture, clip
-from swarmrun.sweep import BUILTIN_PLACEHOLDERS, TaskSpec, command_placeholders
+from swarmrun.execution.outputs import POINT_DIR_ENV
+from swarmrun.execution.pointlog import LOG_CHARS, LogCapture, clip
 
 TAIL_CHARS = 2000
 ERROR_CHARS = 1000

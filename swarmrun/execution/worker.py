@@ -34,19 +34,19 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 from rq.worker import SimpleWorker, WorkerStatus
 
-from swarmrun.chunk import ChunkRef, bits, plan_size
+from swarmrun.definition.chunk import ChunkRef, bits, plan_size
+from swarmrun.definition.sweep import Options, Sweep, point_key
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
-from swarmrun.execution import Extras, execute, node_name, settle
-from swarmrun.outputs import PointDir, parse_output_options
-from swarmrun.outputstore import Uploader
-from swarmrun.pointlog import Execution, PointLogs
-from swarmrun.queue import CHUNK_RETRIES, SweepQueue, connect
-from swarmrun.results import encode_record
+from swarmrun.execution.outputs import PointDir, parse_output_options
+from swarmrun.execution.outputstore import Uploader
+from swarmrun.execution.pointlog import Execution, PointLogs
+from swarmrun.execution.pointrun import Extras, execute, node_name, settle
+from swarmrun.execution.queue import CHUNK_RETRIES, SweepQueue, connect
+from swarmrun.execution.results import encode_record
+from swarmrun.execution.task import Outcome, Task, compile_task
 from swarmrun.settings import Settings, redact
-from swarmrun.sweep import Options, Sweep, point_key
-from swarmrun.task import Outcome, Task, compile_task
 
-log = logging.getLogger("swarmrun.worker")
+log = logging.getLogger("swarmrun.execution.worker")
 
 BLOCK = 512
 FLUSH_SECONDS = 0.5
@@ -320,8 +320,8 @@ class ChunkRun:
         return self.cancelled
 
     def _settle_outputs(self, sweep: Sweep) -> None:
-        """Keep the files of executions whose record won; drop the others' (see swarmrun.execution)."""
-        from swarmrun.outputstore import record_files
+        """Keep the files of executions whose record won; drop the others' (see swarmrun.execution.pointrun)."""
+        from swarmrun.execution.outputstore import record_files
 
         indices = [i for i, _ in self.kept]
         raws = self.queue.records(

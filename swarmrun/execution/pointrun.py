@@ -21,11 +21,11 @@ from typing import Any
 
 import redis
 
-from swarmrun import outputstore
-from swarmrun.outputs import OutputFile, OutputTooLarge, PointDir, match
-from swarmrun.pointlog import Execution, keep_log
-from swarmrun.sweep import Options, Sweep
-from swarmrun.task import Outcome, Task
+from swarmrun.definition.sweep import Options, Sweep
+from swarmrun.execution import outputstore
+from swarmrun.execution.outputs import OutputFile, OutputTooLarge, PointDir, match
+from swarmrun.execution.pointlog import Execution, keep_log
+from swarmrun.execution.task import Outcome, Task
 
 
 @functools.cache

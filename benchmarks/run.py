@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.harness import Row, load_average, machine, others_busy, redis_server, say
 from benchmarks.report import table, write_csv, write_png
 
-SECTIONS = ("call", "command", "submit", "results", "peers", "swarm")
+SECTIONS = ("call", "command", "submit", "results", "peers", "outputs", "swarm")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -90,6 +90,11 @@ def main(argv: list[str] | None = None) -> None:
 
             with redis_server() as server:
                 peers.run(rows, server, quick=args.quick, workers=args.workers, nonce=nonce)
+        if "outputs" in sections:
+            from benchmarks import outputs
+
+            with redis_server() as server:
+                outputs.run(rows, server, quick=args.quick, workers=args.workers, nonce=nonce)
         if "swarm" in sections:
             from benchmarks import swarm
 

@@ -232,7 +232,7 @@ def build_fixture_image(
 
     context = tmp_path_factory.mktemp("context")
     (context / "fixtures").mkdir()
-    for name in ("__init__.py", "tasks.py"):
+    for name in ("__init__.py", "tasks.py", "write_outputs.py"):
         (context / "fixtures" / name).write_text((ROOT / "tests" / "fixtures" / name).read_text())
     home = Path(os.environ.get("SWARMRUN_TEST_CACHE", tmp_path_factory.mktemp("home")))
     build_image(client, context=context, tag=tag, base_image=base_image, labels=labels, home=home)  # type: ignore[arg-type]

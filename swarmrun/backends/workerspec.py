@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from swarmrun.backends.mounts import Mount
+
 SECRET = "redis_password"
 SECRET_DIR = "/run/secrets"
 SECRET_PATH = f"{SECRET_DIR}/{SECRET}"
@@ -62,6 +64,7 @@ class WorkerSpec:
     image_pull_policy: str = "IfNotPresent"
     redis_storage: str = "1Gi"
     storage_class: str | None = None
+    mounts: tuple[Mount, ...] = ()  # every worker's mounts (`--mount`, swarmrun.backends.mounts)
 
 
 def swarm_constraints(spec: WorkerSpec) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+from pathlib import Path
 
 import click
 
@@ -17,9 +18,16 @@ from swarmrun.errors import BadOption, SwarmrunError
     "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port."
 )
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between live updates.")
+@click.option(
+    "--results-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("swarmrun-results"),
+    show_default=True,
+    help="Where `run` puts output files (served for download; fetched there when still in Redis).",
+)
 @redis_options
 @pass_state
-def dashboard(state: State, host: str, port: int, interval: float) -> None:
+def dashboard(state: State, host: str, port: int, interval: float, results_dir: Path) -> None:
     """Serve a web dashboard of the sweeps (live progress, failures, retry, plots, downloads).
 
     On loopback (the default) no token is needed; on any other address every request needs the
@@ -35,8 +43,10 @@ def dashboard(state: State, host: str, port: int, interval: float) -> None:
         raise BadOption(f"the dashboard needs its extra: {hint}") from None
     token = None if is_loopback(host) else secrets.token_urlsafe(24)
     policy = Policy(token=token, csrf=secrets.token_urlsafe(24))
-    replicas = state.swarm().replicas if state.stack else None
-    app = create_app(Dashboard(state.queue(), policy, replicas=replicas, interval=interval))
+    replicas = state.stack_backend().replicas if state.stack or state.kube is not None else None
+    app = create_app(
+        Dashboard(state.queue(), policy, replicas=replicas, interval=interval, results_dir=results_dir)
+    )
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

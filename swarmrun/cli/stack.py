@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from swarmrun.backends.mounts import parse_all as parse_mounts
 from swarmrun.backends.swarm.stack import StackConfig, render
 from swarmrun.backends.workerspec import PULL_POLICIES, check, grace_warning
 from swarmrun.cli.common import DEFAULT_STACK, State, pass_state, redis_options
@@ -100,6 +101,14 @@ def stack_options(func: F) -> F:
         metavar="KEY=VALUE",
         help="Label on every resource the stack creates (repeatable).",
     )
+    @click.option(
+        "--mount",
+        "mounts",
+        multiple=True,
+        metavar="SPEC",
+        help="Mount in every worker, in docker's --mount syntax, e.g. "
+        "type=bind,source=/srv/data,target=/data,readonly (repeatable).",
+    )
     @functools.wraps(func)
     def wrapper(
         *args: Any,
@@ -120,6 +129,7 @@ def stack_options(func: F) -> F:
         redis_storage: str,
         env: tuple[str, ...],
         labels: tuple[str, ...],
+        mounts: tuple[str, ...],
         **kwargs: Any,
     ) -> Any:
         state = click.get_current_context().find_object(State)
@@ -145,6 +155,7 @@ def stack_options(func: F) -> F:
             image_pull_policy=image_pull_policy,
             storage_class=storage_class,
             redis_storage=redis_storage,
+            mounts=parse_mounts(mounts),
         )
         try:
             check(kwargs["stack_config"])
@@ -290,10 +301,17 @@ def scale(state: State, replicas: int, no_wait: bool) -> None:
 @click.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming.")
 @click.option("--tail", type=int, default=100, show_default=True, help="Lines per worker to start with.")
+@click.option("--point", type=click.IntRange(min=0), metavar="INDEX", help="Print the log of one point.")
+@click.option("--sweep", "sweep_id", metavar="ID", help="With --point: the sweep (default: the newest).")
 @redis_options
 @pass_state
-def logs(state: State, follow: bool, tail: int) -> None:
-    """Worker logs of the stack."""
+def logs(state: State, follow: bool, tail: int, point: int | None, sweep_id: str | None) -> None:
+    """Worker logs of the stack, or with --point the log of one point of a sweep."""
+    if point is not None:
+        from swarmrun.cli.sweeps import point_log
+
+        click.echo(point_log(state, sweep_id, point), nl=False)
+        return
     _stack_name(state)
     for line in state.stack_backend().logs(follow=follow, tail=tail):
         click.echo(line)

@@ -27,9 +27,15 @@ from swarmrun.cli.common import State, pass_state, redis_options
 from swarmrun.cli.stack import stack_options
 from swarmrun.definition.sweep import Sweep
 from swarmrun.definition.sweepfile import load_sweep
-from swarmrun.errors import BadOption, DockerUnavailable, ExitCode
+from swarmrun.errors import BadOption, DockerUnavailable, ExitCode, SweepFileError
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.autoscale import Autoscaler, Policy
+from swarmrun.execution.failures import FailureFeed, failure_lines
+from swarmrun.execution.failures import group as group_errors
+from swarmrun.execution.outputs import sweep_dir_name
+from swarmrun.execution.outputstore import OutputCollector
+from swarmrun.execution.pointinfo import point_info
+from swarmrun.execution.pointlog import PointLogs
 from swarmrun.execution.queue import Progress, SweepQueue
 from swarmrun.execution.results import export, format_of
 from swarmrun.execution.task import preflight
@@ -67,6 +73,13 @@ output = click.option(
     callback=_output_name,
     help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv",
 )
+
+
+def outputs_dest(sweep: Sweep, sweep_id: str, output: Path | None) -> Path:
+    """A sweep's results directory: beside its results file, `<sweep-name>-<id8>/`."""
+    if output is not None:
+        return output.parent / output.stem
+    return default_output(sweep.name, sweep_id).parent / sweep_dir_name(sweep.name, sweep_id)
 
 
 class Printer:
@@ -110,11 +123,57 @@ class Autoscaling:
         )
 
 
-def _with_autoscaler(printer: Printer, scaler: Autoscaler | None) -> ProgressCallback:
+class Follow:
+    """What `run` does beside progress: fetch output files, print new errors, fail fast."""
+
+    def __init__(
+        self, queue: SweepQueue, sweep: Sweep, sweep_id: str, dest: Path, fail_fast: int | None
+    ) -> None:
+        self.queue, self.sweep, self.sweep_id = queue, sweep, sweep_id
+        self.collector = OutputCollector(queue, sweep, sweep_id, dest) if sweep.options.outputs else None
+        self.feed = FailureFeed(queue, sweep_id)
+        self.fail_fast = fail_fast
+        self.tripped = False
+        self.fetched = 0
+        self.last = 0.0
+        self.shown: dict[str, int] = {}
+
+    def tick(self, printer: Printer) -> None:
+        now = time.monotonic()
+        if self.collector is not None and now - self.last >= 1.0:
+            self.last = now
+            self._collect(printer)
+        for new in self.feed.poll():
+            self.shown[new.message] = new.count
+            printer.note(f"error at point {new.index} ({new.count} so far): {new.message}")
+        if self.fail_fast is not None and not self.tripped and self.feed.failed >= self.fail_fast:
+            self.tripped = True
+            self.queue.cancel(self.sweep_id)
+
+    def _collect(self, printer: Printer) -> None:
+        assert self.collector is not None
+        got = self.collector.collect()
+        self.fetched += got.files
+        for problem in got.problems:
+            printer.note(f"outputs: {problem}")
+
+    def finish(self, printer: Printer) -> None:
+        if self.collector is not None:
+            self._collect(printer)
+            click.echo(f"Output files: {self.fetched} fetched into {self.collector.dest}", err=True)
+        for message, count in group_errors(list(self.feed.counts.elements())):
+            click.echo(f"  {count} x {message}", err=True)
+
+
+def _with_autoscaler(
+    printer: Printer, scaler: Autoscaler | None, follow: Follow | None = None
+) -> ProgressCallback:
     """The progress callback, also giving the autoscaler its turn (it keeps its own interval)."""
 
     def report(p: Progress, rate: float | None, replicas: Replicas | None) -> None:
         printer(p, rate, replicas)
+        if follow is not None:
+            follow.tick(printer)
         if scaler is not None and not p.complete:
             scaler.tick()
 
@@ -139,6 +198,7 @@ def _drive(
     cwd: Path | None,
     quiet: bool,
     autoscaling: Autoscaling | None = None,
+    follow: Follow | None = None,
 ) -> Progress:
     """Run local workers until the sweep completes; Ctrl-C stops them warm (a second one, at once)."""
     log_dir = state.settings.home / "logs" / sweep_id[:12]
@@ -150,7 +210,7 @@ def _drive(
         final = watch(
             queue,
             sweep_id,
-            on_progress=_with_autoscaler(printer, scaler),
+            on_progress=_with_autoscaler(printer, scaler, follow),
             replicas=backend.replicas,
             supervise=backend.supervise,
         )
@@ -170,12 +230,30 @@ def _drive(
     finally:
         backend.stop()
     printer.done()
+    if follow is not None:
+        follow.finish(printer)
     return final
 
 
-def _finish(queue: SweepQueue, sweep: Sweep, sweep_id: str, out: Path | None, final: Progress) -> int:
+def _finish(
+    queue: SweepQueue,
+    sweep: Sweep,
+    sweep_id: str,
+    out: Path | None,
+    final: Progress,
+    follow: Follow | None = None,
+) -> int:
     path = out or default_output(sweep.name, sweep_id)
     rows = export(queue, sweep, sweep_id, path)
+    if follow is not None and follow.tripped:
+        first = sorted(follow.feed.first.items(), key=lambda item: item[1])
+        which = ", ".join(f"point {i}: {m}" for m, i in first[:3])
+        click.echo(
+            f"--fail-fast: cancelled the sweep after {follow.feed.failed} failed points ({which}); "
+            f"{final.done}/{final.size} points done. Results so far: {path}",
+            err=True,
+        )
+        return ExitCode.POINTS_FAILED
     click.echo(
         f"{final.done}/{final.size} points done: {final.ok} ok ({final.cached} cached), "
         f"{final.error} error, {final.timeout} timeout; {final.duplicates} duplicate executions.",
@@ -223,7 +301,9 @@ def _run_on_swarm(
     config: StackConfig,
     quiet: bool,
     autoscaling: Autoscaling | None = None,
-) -> tuple[SweepQueue, str, Progress]:
+    output: Path | None = None,
+    fail_fast: int | None = None,
+) -> tuple[SweepQueue, str, Progress, Follow]:
     """Ensure the stack, submit to its Redis, follow progress with replicas per node.
 
     With autoscaling, a new stack starts at the minimum, and when the sweep is done the workers
@@ -246,13 +326,18 @@ def _run_on_swarm(
     )
     printer = Printer(quiet)
     scaler = autoscaling.start(state, backend, printer) if autoscaling else None
+    follow = Follow(queue, sweep, sub.sweep_id, outputs_dest(sweep, sub.sweep_id, output), fail_fast)
     final = watch(
-        queue, sub.sweep_id, on_progress=_with_autoscaler(printer, scaler), replicas=backend.replicas
+        queue,
+        sub.sweep_id,
+        on_progress=_with_autoscaler(printer, scaler, follow),
+        replicas=backend.replicas,
     )
     if scaler is not None:
         scaler.settle_down()
     printer.done()
-    return queue, sub.sweep_id, final
+    follow.finish(printer)
+    return queue, sub.sweep_id, final, follow
 
 
 @click.command()
@@ -274,6 +359,15 @@ def _run_on_swarm(
 )
 @tuning_options
 @output
+@click.option(
+    "--fail-fast",
+    type=click.IntRange(min=1),
+    is_flag=False,
+    flag_value=1,
+    default=None,
+    metavar="[N]",
+    help="Cancel the sweep after N failed points (default 1); exit code 1.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No live progress.")
 @no_check
 @redis_options
@@ -287,6 +381,7 @@ def run(
     autoscale_bounds: str | None,
     tuning: dict[str, float],
     output: Path | None,
+    fail_fast: int | None,
     quiet: bool,
     no_check: bool,
     stack_config: StackConfig,
@@ -310,17 +405,30 @@ def run(
     if chosen == "kubernetes" and state.kube is None:
         state.kube = state.kube_request  # `--backend auto` chose it: --namespace / --context apply
     if chosen in ("swarm", "kubernetes"):
-        queue, sid, final = _run_on_swarm(
-            state, sweep, workers=workers, config=stack_config, quiet=quiet, autoscaling=autoscaling
+        queue, sid, final, follow = _run_on_swarm(
+            state,
+            sweep,
+            workers=workers,
+            config=stack_config,
+            quiet=quiet,
+            autoscaling=autoscaling,
+            output=output,
+            fail_fast=fail_fast,
         )
-        return _finish(queue, sweep, sid, output, final)
+        return _finish(queue, sweep, sid, output, final, follow)
     origin = sweep_file.resolve().parent
+    if sweep.options.outputs_dir and not Path(sweep.options.outputs_dir).is_dir():
+        raise SweepFileError(
+            f"{sweep_file.name}: outputs_dir: {sweep.options.outputs_dir} is not a directory here"
+        )
     queue = state.queue()
     sub = queue.submit(sweep, origin=origin)
     click.echo(f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done", err=True)
+    follow = Follow(queue, sweep, sub.sweep_id, outputs_dest(sweep, sub.sweep_id, output), fail_fast)
     if sub.done >= sub.size:
         click.echo("Every point is already done; nothing to run.", err=True)
         final = queue.progress(sub.sweep_id)
+        follow.finish(Printer(quiet))
     else:
         final = _drive(
             state,
@@ -331,8 +439,9 @@ def run(
             cwd=origin,
             quiet=quiet,
             autoscaling=autoscaling,
+            follow=follow,
         )
-    return _finish(queue, sweep, sub.sweep_id, output, final)
+    return _finish(queue, sweep, sub.sweep_id, output, final, follow)
 
 
 @click.command()
@@ -375,6 +484,7 @@ def status(state: State, sweep_id: str | None, follow: bool, interval: float) ->
     def show(p: Progress, rate: float | None, replicas: Replicas | None) -> None:
         live = queue.live_workers()
         lines = fmt.status_lines(p, rate, replicas or Replicas(live, live), queue.chunk_counts(sid))
+        lines += failure_lines(queue, sid) if p.failed else []
         if follow and sys.stdout.isatty():
             click.clear()
         click.echo("\n".join(lines))
@@ -386,9 +496,15 @@ def status(state: State, sweep_id: str | None, follow: bool, interval: float) ->
 @click.command()
 @click.argument("sweep_id", required=False)
 @output
+@click.option(
+    "--outputs",
+    "outputs_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also fetch the output files not fetched yet into DIR/points/INDEX/.",
+)
 @redis_options
 @pass_state
-def results(state: State, sweep_id: str | None, output: Path | None) -> None:
+def results(state: State, sweep_id: str | None, output: Path | None, outputs_dir: Path | None) -> None:
     """Export a sweep's results (default: the newest sweep) to CSV, JSON Lines or Parquet."""
     queue = state.queue()
     sid = queue.resolve(sweep_id)
@@ -396,6 +512,11 @@ def results(state: State, sweep_id: str | None, output: Path | None) -> None:
     path = output or default_output(sweep.name, sid)
     rows = export(queue, sweep, sid, path)
     click.echo(f"{rows} results written to {path}", err=True)
+    if outputs_dir is not None:
+        got = OutputCollector(queue, sweep, sid, outputs_dir).collect()
+        for problem in got.problems:
+            click.echo(f"outputs: {problem}", err=True)
+        click.echo(f"{got.files} output files ({got.bytes} bytes) fetched into {outputs_dir}", err=True)
 
 
 @click.command()
@@ -448,6 +569,8 @@ def purge(state: State, sweep_id: str) -> None:
     """Delete a sweep and its records (results shared with other sweeps of the same task stay)."""
     queue = state.queue()
     sid = queue.resolve(sweep_id)
+    OutputCollector(queue, queue.load(sid), sid, Path(".")).purge()
+    PointLogs(queue.connection).purge(sid)
     queue.purge(sid)
     click.echo(f"sweep {sid} purged")
 
@@ -471,6 +594,31 @@ def ls(state: State) -> None:
         )
 
 
+@click.command()
+@click.argument("args", nargs=-1, metavar="[ID] INDEX")
+@redis_options
+@pass_state
+def show(state: State, args: tuple[str, ...]) -> None:
+    """Everything about one point: params, status, value, error, executions, files, log tail."""
+    sid, index = _point_args(state, args)
+    queue = state.queue()
+    click.echo("\n".join(point_info(queue, queue.load(sid), sid, index).lines()))
+
+
+def _point_args(state: State, args: tuple[str, ...]) -> tuple[str, int]:
+    if len(args) not in (1, 2) or not args[-1].isdigit():
+        raise click.UsageError("expected [ID] INDEX: an optional sweep id and a point index")
+    return state.queue().resolve(args[0] if len(args) == 2 else None), int(args[-1])
+
+
+def point_log(state: State, sweep_id: str | None, index: int) -> str:
+    """The log of a point's recorded execution (else its last), for `swarmrun logs --point`."""
+    queue = state.queue()
+    sid = queue.resolve(sweep_id)
+    info = point_info(queue, queue.load(sid), sid, index)
+    return info.log or ""
+
+
 def register(group: click.Group) -> None:
-    for command in (run, submit, worker, status, results, retry, cancel, purge, ls, autoscale):
+    for command in (run, submit, worker, status, results, retry, cancel, purge, ls, autoscale, show):
         group.add_command(command)

@@ -49,8 +49,10 @@ class Dashboard:
         *,
         replicas: Callable[[], Replicas] | None = None,
         interval: float = 1.0,
+        results_dir: Path = Path("swarmrun-results"),
     ) -> None:
         self.queue = queue
+        self.results_dir = results_dir
         self.policy = policy
         self.replicas = replicas
         self.interval = interval
@@ -158,15 +160,15 @@ def create_app(dash: Dashboard) -> Starlette:
     def point_file(request: Request) -> Response:
         sid = dash.resolve(request)
         index, name = int(request.path_params["index"]), str(request.path_params["name"])
-        content = data.point_file(dash.queue, sid, index, name)
-        if content is None:
-            return PlainTextResponse(f"point {index} has no output file {name!r}", status_code=404)
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)
-        return Response(
-            content,
-            media_type="application/octet-stream",
-            headers={"Content-Disposition": f'attachment; filename="{safe}"'},
+        sweep = dash.sweep(sid)
+        path = (
+            data.point_file(dash.queue, sweep, sid, index, name, dash.results_dir)
+            if index < sweep.size
+            else None
         )
+        if path is None:
+            return PlainTextResponse(f"point {index} has no output file {name!r} here", status_code=404)
+        return FileResponse(path, media_type="application/octet-stream", filename=Path(name).name)
 
     def plot(request: Request) -> Response:
         sid = dash.resolve(request)

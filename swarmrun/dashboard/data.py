@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rq.utils import utcparse
@@ -22,6 +23,9 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from swarmrun.backends import Placement, Replicas
 from swarmrun.definition.sweep import Sweep, point_key
 from swarmrun.execution import progress as fmt
+from swarmrun.execution.outputs import sweep_dir_name
+from swarmrun.execution.outputstore import OutputCollector
+from swarmrun.execution.pointinfo import point_info
 from swarmrun.execution.queue import Keys, Progress, SweepQueue, worker_alive
 from swarmrun.execution.results import Result, iter_results
 
@@ -184,47 +188,36 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def point_log(record: dict[str, Any]) -> str:
-    """A point's log tail. Today the record's stdout/stderr tails; the per-point logs of the
-    outputs work plug in here (one function, so the lead can connect them)."""
-    parts = [record[k] for k in ("o", "r") if record.get(k)]
-    return "\n".join(str(p) for p in parts)
+def point_file(
+    queue: SweepQueue, sweep: Sweep, sid: str, index: int, name: str, results_dir: Path
+) -> Path | None:
+    """Where one output file of a point is on this machine, None when the point has no such file.
 
-
-def point_files(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """A point's output files as `{name, size}`. The record format of the outputs work is not
-    merged yet; this reads a list under `f` when a record has one (one function to connect)."""
-    files = record.get("f")
-    if not isinstance(files, list):
-        return []
-    return [
-        {"name": str(f.get("name", f)) if isinstance(f, dict) else str(f), "size": _size(f)} for f in files
-    ]
-
-
-def point_file(queue: SweepQueue, sid: str, index: int, name: str) -> bytes | None:
-    """The content of one output file of a point, None when there is none. A stub until the
-    outputs work (files through Redis or a shared mount) is merged: connect it here."""
-    return None
-
-
-def _size(f: Any) -> int | None:
-    return int(f["size"]) if isinstance(f, dict) and isinstance(f.get("size"), int) else None
+    Files are where `run` collects them (`<results_dir>/<name>-<id8>/points/<index>/`), or on
+    the shared `outputs_dir:` mount; ones still in Redis (a sweep only submitted) are fetched
+    there first. Only names the point's record lists are served.
+    """
+    info = point_info(queue, sweep, sid, index)
+    if name not in {f.name for f in info.files}:
+        return None
+    base = Path(sweep.options.outputs_dir) if sweep.options.outputs_dir else results_dir
+    dest = base / sweep_dir_name(sweep.name, sid)
+    path = dest / "points" / str(index) / name
+    if not path.is_file() and not sweep.options.outputs_dir:
+        OutputCollector(queue, sweep, sid, dest).collect()
+    return path if path.is_file() else None
 
 
 def point(queue: SweepQueue, sweep: Sweep, sid: str, index: int) -> dict[str, Any]:
     """One point: params, status, value, error and traceback, executions, log tail, files."""
-    params = sweep.point(index)
-    raw = queue.records(sid, sweep.task.key, [index], [point_key(params)])[0]
-    mask = queue.done_mask(sid, index, index + 1)
-    done = bool(mask) and bool(mask[0] & (0x80 >> (index % 8)))
-    inflight = queue.connection.hget(Keys(sid).inflight, str(index))
-    record: dict[str, Any] = json.loads(raw) if raw is not None and done else {}
-    r = Result.decode(index, params, raw, sid) if raw is not None and done else None
+    info = point_info(queue, sweep, sid, index)
+    r = info.result
     return {
         "index": index,
-        "params": _json_safe(params),
-        "status": r.status if r else "pending",
+        "params": _json_safe(info.params),
+        "status": r.status
+        if r
+        else ("running" if any(e.status == "running" for e in info.executions) else "pending"),
         "value": _json_safe(r.value) if r else None,
         "error": r.error if r else None,
         "traceback": r.traceback if r else None,
@@ -233,9 +226,21 @@ def point(queue: SweepQueue, sweep: Sweep, sid: str, index: int) -> dict[str, An
         "attempt": r.attempt if r else None,
         "cached": r.cached if r else False,
         "exit_code": r.exit_code if r else None,
-        "executions": int(inflight) if inflight else (1 if r and not r.cached else 0),
-        "log": point_log(record),
-        "files": point_files(record),
+        "executions": [
+            {
+                "token": e.token,
+                "worker": e.worker,
+                "node": e.node,
+                "start": e.start,
+                "duration": e.duration,
+                "exit_code": e.exit_code,
+                "status": e.status,
+                "won": e.token == info.token,
+            }
+            for e in info.executions
+        ],
+        "log": info.log or "\n".join(t for t in (r.stdout, r.stderr) if t) if r else info.log or "",
+        "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in info.files],
     }
 
 
@@ -312,13 +317,14 @@ def plot(
 def _strided(queue: SweepQueue, sweep: Sweep, sid: str, stride: int) -> Iterator[Result]:
     """Every `stride`-th point's result (a bounded sample of a huge sweep), in index order."""
     indices = range(0, sweep.size, stride)
+    origins = queue.origins(sweep.task.key)
     for start in range(0, len(indices), 4096):
         block = list(indices[start : start + 4096])
         params = [sweep.point(i) for i in block]
-        raws = queue.records(sid, sweep.task.key, block, [point_key(p) for p in params])
+        raws = queue.record_values(sid, sweep.task.key, block, [point_key(p) for p in params])
         for index, p, raw in zip(block, params, raws, strict=True):
             if raw is not None:
-                yield Result.decode(index, p, raw, sid)
+                yield Result.decode(index, p, raw, sid, origins)
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:

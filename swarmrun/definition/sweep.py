@@ -15,9 +15,10 @@ from types import MappingProxyType
 from typing import Any
 
 from swarmrun.definition.axes import Axis
+from swarmrun.execution.outputs import DEFAULT_MAX_OUTPUT_BYTES
 
 FORMAT = 1
-BUILTIN_PLACEHOLDERS = ("index", "sweep_id")
+BUILTIN_PLACEHOLDERS = ("index", "sweep_id", "outdir")
 
 
 # Built once: `json.dumps` with options builds an encoder per call (a point key is one per point).
@@ -103,14 +104,31 @@ class Options:
     retries: int = 0
     backoff: float = 1.0
     chunk: int | None = None  # None: chunk sizes adapt to the measured time per point
+    outputs: tuple[str, ...] = ()  # globs relative to the point's directory (swarmrun.execution.outputs)
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES  # per point
+    max_sweep_output_bytes: int | None = None
+    logs: str = "all"  # all | failed | none (swarmrun.execution.pointlog)
+    outputs_dir: str | None = None  # a shared mount: files are moved there, not sent through Redis
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The four original keys always; output and log keys only when set (older specs read the same)."""
+        d: dict[str, Any] = {
             "timeout": self.timeout,
             "retries": self.retries,
             "backoff": self.backoff,
             "chunk": self.chunk,
         }
+        if self.outputs:
+            d["outputs"] = list(self.outputs)
+        if self.max_output_bytes != DEFAULT_MAX_OUTPUT_BYTES:
+            d["max_output_bytes"] = self.max_output_bytes
+        if self.max_sweep_output_bytes is not None:
+            d["max_sweep_output_bytes"] = self.max_sweep_output_bytes
+        if self.logs != "all":
+            d["logs"] = self.logs
+        if self.outputs_dir is not None:
+            d["outputs_dir"] = self.outputs_dir
+        return d
 
 
 # ----------------------------------------------------------------------------------------------- sweep

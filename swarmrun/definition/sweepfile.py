@@ -41,8 +41,9 @@ from swarmrun.definition.sweep import (
     command_placeholders,
 )
 from swarmrun.errors import SweepFileError
+from swarmrun.execution.outputs import OUTPUT_KEYS, parse_output_options
 
-OPTION_KEYS = ("timeout", "retries", "backoff", "chunk")
+OPTION_KEYS = ("timeout", "retries", "backoff", "chunk", *OUTPUT_KEYS)
 AXIS_KEYS = ("params", "zip", "rows", "samples", "repeat")
 TOP_KEYS = ("name", "task", *OPTION_KEYS, *AXIS_KEYS)
 TASK_KEYS = ("call", "command", "env", "version")
@@ -328,6 +329,7 @@ def _parse_options(where: str, data: Mapping[str, Any]) -> Options:
         retries,
         backoff,
         None if chunk in ("auto", None) else chunk,
+        **parse_output_options(where, data),
     )
 
 

@@ -717,6 +717,13 @@ class SweepQueue:
         )
         return _text(answer)
 
+    def record_values(
+        self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: Sequence[str]
+    ) -> list[Any]:
+        """The decoded records of points (as `records`), None where a point has none."""
+        values = json.loads(f"[{self.records(sweep_id, task_key, indices, point_keys)}]")
+        return [None if v == 0 else v for v in values]
+
     def origins(self, task_key: str) -> dict[int, tuple[str, str]]:
         """Origin id -> (sweep id, worker) of a task's ok records."""
         out: dict[int, tuple[str, str]] = {}

@@ -7,13 +7,15 @@ Record format 2 (written since 2026-12), JSON-safe, never pickled:
   optionally followed by ONE object of optional fields: `[origin, value, duration, attempt,
   time, {"x": 0}]`. `origin` is a small integer naming the sweep and worker that wrote it
   (interned per task in `swarmrun:results:{task}:origins`); `time` is the finish time (Unix s).
-  Optional fields, left out when unset: `x` exit code (commands). New optional fields go into
+  Optional fields, left out when unset: `x` exit code (commands), `ex` the execution token and
+  `f` its output files `[[name, bytes, sha256], ...]` (points with a log or files, see
+  `swarmrun.execution.pointrun`). New optional fields go into
   that object (short keys; readers ignore keys they do not know), so the array never changes
   shape. No-op results take about 50 bytes of Redis memory each.
 - A **failure record** (error / timeout), in the sweep's own `errors` hash, is a JSON object with
   short keys: `s` status, `e` error text, `tb` traceback tail, `d` duration (s), `w` worker,
   `a` attempt, `sw` the sweep that executed it, `t` finish time, `x` exit code, `o`/`r`
-  stdout/stderr tails. Failures are few, so readability wins over bytes there.
+  stdout/stderr tails, and `ex` / `f` as above. Failures are few, so readability wins over bytes.
 - Format-1 ok records (before 2026-12) were such objects too, under `swarmrun:results:{task}`;
   they are still read (and still count as cached results), never written.
 
@@ -115,6 +117,8 @@ class Result:
     traceback: str | None
     stdout: str | None
     stderr: str | None
+    files: tuple[tuple[str, int, str], ...] = ()  # output files: (relative name, bytes, sha256)
+    finished: float | None = None  # finish time (Unix s)
 
     @classmethod
     def decode(
@@ -144,6 +148,8 @@ class Result:
                 traceback=None,
                 stdout=None,
                 stderr=None,
+                files=_files(extra),
+                finished=r[4],
             )
         return cls(
             index=index,
@@ -159,7 +165,31 @@ class Result:
             traceback=r.get("tb"),
             stdout=r.get("o"),
             stderr=r.get("r"),
+            files=_files(r),
+            finished=r.get("t"),
         )
+
+
+def optional_fields(record: Any) -> dict[str, Any]:
+    """The optional fields of a decoded record: a format-2 ok record's trailing object, or the
+    record object itself (failures, format 1)."""
+    if isinstance(record, list):
+        return record[5] if len(record) > 5 and isinstance(record[5], dict) else {}
+    return record if isinstance(record, dict) else {}
+
+
+def with_fields(record: str, fields: str) -> str:
+    """A record from `encode_record` with optional fields added; `fields` is their JSON text
+    without braces (`"ex":"ab12","f":[...]`)."""
+    if record.endswith("}]"):  # a format-2 ok record that has its optional object
+        return record[:-2] + "," + fields + "}]"
+    if record.endswith("]"):
+        return record[:-1] + ",{" + fields + "}]"
+    return record[:-1] + "," + fields + "}"
+
+
+def _files(fields: Mapping[str, Any]) -> tuple[tuple[str, int, str], ...]:
+    return tuple((str(f[0]), int(f[1]), str(f[2])) for f in fields.get("f") or ())
 
 
 # One decoded block: indices, their params, their records (list = format 2 ok, dict = failure or
@@ -227,6 +257,7 @@ class _Rows:
 
     def __init__(self, sweep: Sweep, sweep_id: str, origins: Origins, value_keys: list[str] | None) -> None:
         self.names = sweep.param_names
+        self.files = bool(sweep.options.outputs)  # a `files` column: the names of each point's files
         self.sweep_id = sweep_id
         self.origins = {o: (w, s != sweep_id) for o, (s, w) in origins.items()}
         self.fixed = value_keys is not None
@@ -251,6 +282,7 @@ class _Rows:
             "worker",
             "attempt",
             "cached",
+            *(["files"] if self.files else []),
         ]
 
     def learn(self, records: list[Any]) -> None:
@@ -292,6 +324,8 @@ class _Rows:
                     else:
                         row.append(_cell(value.get(key)) if isinstance(value, dict) else None)
             row += [error, duration, worker, attempt, cached]
+            if self.files:
+                row.append(" ".join(f[0] for f in optional_fields(r).get("f") or ()))
             out.append(row)
         return out
 
@@ -360,6 +394,9 @@ def _write_jsonl(f: IO[str], queue: SweepQueue, sweep: Sweep, sweep_id: str) -> 
                 for key, name in _FAILURE_FIELDS:
                     if r.get(key):
                         line[name] = r[key]
+            files = optional_fields(r).get("f")
+            if files:
+                line["files"] = [{"name": n, "bytes": b, "sha256": h} for n, b, h in files]
             lines.append(_json_line(line))
         lines.append("")
         f.write("\n".join(lines))

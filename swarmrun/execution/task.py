@@ -21,13 +21,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Protocol
 
 from swarmrun.definition.sweep import BUILTIN_PLACEHOLDERS, TaskSpec, command_placeholders
 from swarmrun.errors import SweepFileError, TaskImportError
+from swarmrun.execution.outputs import POINT_DIR_ENV
+from swarmrun.execution.pointlog import LOG_CHARS, LogCapture, clip
 
 TAIL_CHARS = 2000
 ERROR_CHARS = 1000
@@ -52,10 +54,19 @@ class Outcome:
     exit_code: int | None = None
     stdout: str | None = None
     stderr: str | None = None
+    log: str | None = None  # the point's output (last LOG_CHARS), when asked for with `log=True`
 
 
 class Task(Protocol):
-    def run(self, params: Mapping[str, Any], *, index: int, timeout: float | None) -> Outcome: ...
+    def run(
+        self,
+        params: Mapping[str, Any],
+        *,
+        index: int,
+        timeout: float | None,
+        point_dir: Path | None = None,
+        log: bool = False,
+    ) -> Outcome: ...
 
 
 def json_default(obj: Any) -> Any:
@@ -126,8 +137,28 @@ class CallTask:
 
     def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function
+        self._capture = LogCapture()
+        self._point_dir: Path | None = None
 
-    def run(self, params: Mapping[str, Any], *, index: int, timeout: float | None) -> Outcome:
+    def run(
+        self,
+        params: Mapping[str, Any],
+        *,
+        index: int,
+        timeout: float | None,
+        point_dir: Path | None = None,
+        log: bool = False,
+    ) -> Outcome:
+        if point_dir is not None and point_dir != self._point_dir:  # the same directory point after point
+            os.environ[POINT_DIR_ENV] = str(point_dir)
+            self._point_dir = point_dir
+        if not log:
+            return self._run(params, timeout)
+        with self._capture() as buffer:
+            outcome = self._run(params, timeout)
+        return replace(outcome, log=buffer.getvalue())
+
+    def _run(self, params: Mapping[str, Any], timeout: float | None) -> Outcome:
         start = time.perf_counter()
         try:
             if timeout is None:  # the common case, without the alarm's set-up per point
@@ -150,11 +181,22 @@ class CallTask:
         return Outcome("ok", value=value, duration=time.perf_counter() - start)
 
 
-def _tail(handle: IO[bytes]) -> str:
+def _tail(handle: IO[bytes], chars: int = TAIL_CHARS) -> str:
     handle.seek(0, os.SEEK_END)
     size = handle.tell()
-    handle.seek(max(0, size - 4 * TAIL_CHARS))
-    return handle.read().decode("utf-8", "replace")[-TAIL_CHARS:]
+    handle.seek(max(0, size - 4 * chars))
+    return handle.read().decode("utf-8", "replace")[-chars:]
+
+
+def _command_log(out: IO[bytes], err: IO[bytes]) -> str:
+    """A command's log: its stdout tail, then its stderr tail (each up to LOG_CHARS / 2)."""
+    parts = []
+    for label, handle in (("stdout", out), ("stderr", err)):
+        handle.seek(0, os.SEEK_END)
+        if handle.tell():
+            text = _tail(handle, LOG_CHARS // 2 + 1)
+            parts.append(f"--- {label} ---\n" + clip(text, LOG_CHARS // 2))
+    return "\n".join(parts)
 
 
 def _last_line_value(stdout: str) -> Any:
@@ -182,12 +224,22 @@ class CommandTask:
         self.cwd = cwd
         self.sweep_id = sweep_id
 
-    def render(self, params: Mapping[str, Any], index: int) -> list[str]:
-        values = {**params, "index": index, "sweep_id": self.sweep_id}
+    def render(self, params: Mapping[str, Any], index: int, point_dir: Path | None = None) -> list[str]:
+        values = {**params, "index": index, "sweep_id": self.sweep_id, "outdir": str(point_dir or "")}
         return [arg.format_map(values) for arg in self.argv]
 
-    def run(self, params: Mapping[str, Any], *, index: int, timeout: float | None) -> Outcome:
-        argv = self.render(params, index)
+    def run(
+        self,
+        params: Mapping[str, Any],
+        *,
+        index: int,
+        timeout: float | None,
+        point_dir: Path | None = None,
+        log: bool = False,
+    ) -> Outcome:
+        argv = self.render(params, index, point_dir)
+        env = self.env if point_dir is None else {**self.env, POINT_DIR_ENV: str(point_dir)}
+        text: str | None = None
         start = time.perf_counter()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
@@ -197,7 +249,7 @@ class CommandTask:
                     stdout=out,
                     stderr=err,
                     cwd=self.cwd,
-                    env=self.env,
+                    env=env,
                     process_group=0,
                 )
             except OSError as e:
@@ -218,6 +270,8 @@ class CommandTask:
                     proc.wait()
             duration = time.perf_counter() - start
             stdout, stderr = _tail(out), _tail(err)
+            if log:
+                text = _command_log(out, err)
         if code is None:
             return Outcome(
                 "timeout",
@@ -225,6 +279,7 @@ class CommandTask:
                 duration=duration,
                 stdout=stdout,
                 stderr=stderr,
+                log=text,
             )
         if code != 0:
             reason = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
@@ -237,8 +292,9 @@ class CommandTask:
                 exit_code=code,
                 stdout=stdout,
                 stderr=stderr,
+                log=text,
             )
-        return Outcome("ok", value=_last_line_value(stdout), duration=duration, exit_code=0)
+        return Outcome("ok", value=_last_line_value(stdout), duration=duration, exit_code=0, log=text)
 
 
 def check_placeholders(spec: TaskSpec, param_names: tuple[str, ...]) -> None:

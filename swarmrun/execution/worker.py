@@ -37,6 +37,10 @@ from rq.worker import SimpleWorker, WorkerStatus
 from swarmrun.definition.chunk import ChunkRef, bits, plan_size
 from swarmrun.definition.sweep import Options, Sweep, point_key
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
+from swarmrun.execution.outputs import PointDir, parse_output_options
+from swarmrun.execution.outputstore import Uploader
+from swarmrun.execution.pointlog import Execution, PointLogs
+from swarmrun.execution.pointrun import Extras, execute, node_name, settle
 from swarmrun.execution.queue import CHUNK_RETRIES, SweepQueue, connect
 from swarmrun.execution.results import encode_record
 from swarmrun.execution.task import Outcome, Task, compile_task
@@ -75,6 +79,27 @@ class WorkerContext:
     settings: Settings
     name: str
     loaded: dict[str, LoadedSweep] = field(default_factory=dict)
+    # The execution running now (sweep id, index, execution), announced by the heartbeat thread
+    # so that `show` lists an execution killed mid-point; no cost per point.
+    current: tuple[str, int, str, float] | None = None  # sweep id, index, token, start
+    announced: str = ""
+    _prefix: str = field(default_factory=lambda: secrets.token_hex(2))
+    _count: int = 0
+
+    def token(self) -> str:
+        """A new execution token, unique across workers: a random prefix and a counter."""
+        self._count += 1
+        return f"{self._prefix}{self._count:x}"
+
+    point_dir: PointDir = field(default_factory=PointDir)
+
+    def announce(self) -> None:
+        current = self.current
+        if current is not None and current[2] != self.announced:
+            sweep_id, index, token, start = current
+            self.announced = token
+            running = Execution(token, self.name, node_name(), start, 0.0, None, "running")
+            PointLogs(self.queue.connection).store(sweep_id, [(index, running)], [])
 
     def load(self, sweep_id: str) -> LoadedSweep:
         """The sweep and its compiled task, imported once per process (ids are content hashes)."""
@@ -123,6 +148,11 @@ class ChunkRun:
         self.pending_since = time.perf_counter()
         self.summary = {"executed": 0, "cached": 0, "recorded": 0, "failed": 0}
         self.cancelled = False
+        self.runs: list[tuple[int, Extras]] = []  # every execution since the last flush
+        self.kept: list[tuple[int, Extras]] = []  # executions whose record carries files
+        self.logs = PointLogs(self.queue.connection)
+        self.uploader = Uploader(self.queue.connection)
+        self.opts = Options()
 
     def run(self) -> dict[str, Any]:
         ref = self.ref
@@ -137,7 +167,9 @@ class ChunkRun:
             retries=int(options.get("retries", 0)),
             backoff=float(options.get("backoff", 1.0)),
             chunk=options.get("chunk"),
+            **parse_output_options("sweep options", options),
         )
+        self.opts = opts
         split = self.job.meta.get("split")
         first = self.queue.first_missing(ref.sweep_id, ref.start, ref.stop)
         if split is None:
@@ -205,21 +237,53 @@ class ChunkRun:
                 self._add(index, key, outcome, attempt=starts - 1)
                 return
         attempt = 1
+        sweep = self.context.load(self.ref.sweep_id).sweep
         while True:
-            outcome = task.run(params, index=index, timeout=opts.timeout)
+            token = self.context.token()
+            self.context.current = (self.ref.sweep_id, index, token, time.time())
+            outcome, extras = execute(
+                task,
+                params,
+                index=index,
+                sweep=sweep,
+                sweep_id=self.ref.sweep_id,
+                options=opts,
+                worker=self.context.name,
+                connection=self.queue.connection,
+                point_dir=self.context.point_dir,
+                uploader=self.uploader,
+                token=token,
+            )
+            self.context.current = None
             self.summary["executed"] += 1
+            # An ok point with nothing to show stores no execution: its record says it all
+            # (worker, finish time, duration, exit code), and no-op points stay cheap.
+            if opts.logs != "none" and (
+                extras.log is not None
+                or extras.files
+                or outcome.status != "ok"
+                or attempt > 1
+                or self.isolated
+            ):
+                self.runs.append((index, extras))
             if outcome.status == "ok" or attempt > opts.retries:
                 break
             time.sleep(min(MAX_BACKOFF, opts.backoff * 2 ** (attempt - 1)))
             attempt += 1
-        self._add(index, key, outcome, attempt)
+        self._add(index, key, outcome, attempt, extras)
         if self.isolated:
             self._flush()
 
-    def _add(self, index: int, key: str, outcome: Outcome, attempt: int) -> None:
+    def _add(
+        self, index: int, key: str, outcome: Outcome, attempt: int, extras: Extras | None = None
+    ) -> None:
         status, record = encode_record(
             outcome, attempt=attempt, worker=self.context.name, sweep_id=self.ref.sweep_id
         )
+        if extras is not None:
+            record = extras.extend(record)
+            if extras.files or extras.staged is not None:
+                self.kept.append((index, extras))
         if status != "ok":
             self.summary["failed"] += 1
         self.pending.append((index, key, status, record))
@@ -230,6 +294,14 @@ class ChunkRun:
     def _flush(self) -> bool:
         """Store pending results; True when the sweep was cancelled meanwhile."""
         now = time.perf_counter()
+        self.uploader.flush()  # files before the records that list them
+        if self.runs:
+            self.logs.store(
+                self.ref.sweep_id,
+                [(i, x.execution) for i, x in self.runs],
+                [(i, x.token, x.log) for i, x in self.runs if x.log is not None],
+            )
+            self.runs = []
         if self.pending:
             loaded = self.context.load(self.ref.sweep_id)
             fresh, state = self.queue.record(
@@ -242,9 +314,23 @@ class ChunkRun:
             )
             self.summary["recorded"] += fresh
             self.pending = []
+            if self.kept:
+                self._settle_outputs(loaded.sweep)
             self.cancelled = state == "cancelled"
         self.pending_since = now
         return self.cancelled
+
+    def _settle_outputs(self, sweep: Sweep) -> None:
+        """Keep the files of executions whose record won; drop the others' (see execution.pointrun)."""
+        from swarmrun.execution.outputstore import record_files
+
+        indices = [i for i, _ in self.kept]
+        raws = self.queue.record_values(
+            self.ref.sweep_id, sweep.task.key, indices, [point_key(sweep.point(i)) for i in indices]
+        )
+        winners = [record_files(raw)[0] for raw in raws]
+        settle(self.queue.connection, sweep, self.ref.sweep_id, self.opts, self.kept, winners)
+        self.kept = []
 
 
 class _Heartbeat:
@@ -299,7 +385,7 @@ class ChunkWorker(SimpleWorker):
         token = _CONTEXT.set(self.context)
         interval = max(1.0, self.context.settings.heartbeat_ttl / 3)
         try:
-            with _Heartbeat(interval, lambda: self.maintain_heartbeats(job, execution)):
+            with _Heartbeat(interval, lambda: self._beat(job, execution)):
                 self.perform_job(job, queue, execution)
         finally:
             _CONTEXT.reset(token)
@@ -313,6 +399,10 @@ class ChunkWorker(SimpleWorker):
             self.pubsub_thread.stop()
             self.pubsub_thread.join(timeout=0.05)
             self.pubsub.close()
+
+    def _beat(self, job: Job, execution: Any) -> None:
+        self.maintain_heartbeats(job, execution)
+        self.context.announce()
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_requested_by_signal = True
@@ -381,7 +471,10 @@ def serve(
     context = WorkerContext(SweepQueue(connection, settings.queue), settings, worker_label(name))
     worker = ChunkWorker(context)
     log.info("worker %s listening on queue %r", worker.name, settings.queue)
-    worker.work(burst=burst, logging_level="WARNING", max_idle_time=max_idle)
+    try:
+        worker.work(burst=burst, logging_level="WARNING", max_idle_time=max_idle)
+    finally:
+        context.point_dir.remove()
     if burst or worker.stop_requested_by_signal or max_idle is not None:
         return 0
     log.error("worker %s stopped unexpectedly", worker.name)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from swarmrun.backends.kubernetes import manifests as km
+from swarmrun.backends.mounts import parse as parse_mount
 from swarmrun.backends.workerspec import SECRET_PATH, WorkerSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,21 @@ FULL = WorkerSpec(
     tolerations=("gpu=true:NoSchedule", "spot"),
     image_pull_policy="Never",
     storage_class="fast",
+)
+
+
+MOUNTED = WorkerSpec(
+    mounts=tuple(
+        parse_mount(spec)
+        for spec in (
+            "type=bind,source=/srv/data,target=/data,readonly",
+            "type=volume,source=results,target=/results",
+            "type=volume,source=nfsdata,target=/nfs,volume-driver=local,"
+            '"volume-opt=o=addr=10.0.0.5,rw","volume-opt=type=nfs","volume-opt=device=:/export/x"',
+            "type=volume,target=/scratch",
+            "type=tmpfs,target=/tmp/fast,tmpfs-size=67108864",
+        )
+    )
 )
 
 
@@ -136,6 +152,7 @@ def test_manifests_validate_against_current_schemas(version: str) -> None:
     variants = [
         km.manifests(FULL, password="pw"),
         km.manifests(WorkerSpec(), redis_volume="emptydir", password="pw"),
+        km.manifests(MOUNTED, password="pw"),
         [
             o
             for f in sorted((ROOT / "stacks" / "kubernetes").glob("*.yaml"))
@@ -145,3 +162,25 @@ def test_manifests_validate_against_current_schemas(version: str) -> None:
     for objects in variants:
         for obj in objects:
             kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_mounts_become_volumes_and_volume_mounts() -> None:
+    volumes, mounts = km.kubernetes_mounts(MOUNTED)
+    assert volumes == [
+        {"name": "mount-0", "hostPath": {"path": "/srv/data"}},
+        {"name": "mount-1", "persistentVolumeClaim": {"claimName": "results"}},
+        {"name": "mount-2", "nfs": {"server": "10.0.0.5", "path": "/export/x"}},
+        {"name": "mount-3", "emptyDir": {}},
+        {"name": "mount-4", "emptyDir": {"medium": "Memory", "sizeLimit": "67108864"}},
+    ]
+    assert mounts == [
+        {"name": "mount-0", "mountPath": "/data", "readOnly": True},
+        {"name": "mount-1", "mountPath": "/results"},
+        {"name": "mount-2", "mountPath": "/nfs"},
+        {"name": "mount-3", "mountPath": "/scratch"},
+        {"name": "mount-4", "mountPath": "/tmp/fast"},
+    ]
+    worker = by_kind(km.manifests(MOUNTED, password="pw"))["Deployment/swarmrun-worker"]
+    pod = worker["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]][-5:] == [f"mount-{n}" for n in range(5)]
+    assert pod["containers"][0]["volumeMounts"][-5:] == mounts

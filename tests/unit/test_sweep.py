@@ -503,7 +503,8 @@ def test_bad_overrides(tmp_path: Path, override: str, message: str) -> None:
         ({"task": {"command": ["x", True]}}, "task.command[1]: expected a string or a number"),
         (
             {"task": {"command": ["x", "{gama}"]}, "params": {"gamma": 1, "alpha": 2}},
-            "sweep.yaml: task.command[1]: unknown placeholder {gama}; known: alpha, gamma, index, sweep_id",
+            "sweep.yaml: task.command[1]: unknown placeholder {gama}; "
+            "known: alpha, gamma, index, outdir, sweep_id",
         ),
         ({"task": {"command": ["x", "{}"]}}, "task.command[1]: positional placeholder"),
         ({"task": {"command": ["x", "{0}"]}}, "task.command[1]: positional placeholder"),

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
+from swarmrun.backends.mounts import Mount
 from swarmrun.backends.swarm.stack import memory_bytes
 from swarmrun.backends.workerspec import (
     DATA_DIR,
@@ -201,12 +202,44 @@ def redis_deployment(spec: WorkerSpec, redis_volume: RedisVolume) -> dict[str, A
 
 
 def kubernetes_mounts(spec: WorkerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The worker's extra (volumes, volumeMounts) from the spec's mounts.
+    """The worker's extra (volumes, volumeMounts) from the spec's mounts (Docker's `--mount`).
 
-    TO BE FILLED AT MERGE: the `mounts` field (swarmrun/backends/mounts.py, outputs branch) is not on this
-    branch; render each mount as a volume (hostPath / nfs / persistentVolumeClaim) and its mount.
+    bind -> hostPath (the same path on every node, as on Swarm); a named volume -> the
+    PersistentVolumeClaim of that name (create it first), or an `nfs` volume when its options are
+    the local driver's NFS ones (`type=nfs`, `o=addr=HOST`, `device=:/path`); an anonymous volume
+    -> emptyDir; tmpfs -> a memory-backed emptyDir (`tmpfs-size` as its size limit).
     """
-    return [], []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for n, m in enumerate(spec.mounts):
+        name = f"mount-{n}"
+        source: dict[str, Any]
+        if m.type == "bind":
+            source = {"hostPath": {"path": m.source}}
+        elif m.type == "tmpfs":
+            source = {
+                "emptyDir": {"medium": "Memory", **({"sizeLimit": str(m.tmpfs_size)} if m.tmpfs_size else {})}
+            }
+        elif _nfs(m) is not None:
+            source = {"nfs": _nfs(m)}
+        elif m.source:
+            source = {"persistentVolumeClaim": {"claimName": m.source}}
+        else:
+            source = {"emptyDir": {}}
+        volumes.append({"name": name, **source})
+        mounts.append({"name": name, "mountPath": m.target, **({"readOnly": True} if m.readonly else {})})
+    return volumes, mounts
+
+
+def _nfs(m: Mount) -> dict[str, Any] | None:
+    """The `nfs` volume source of a local-driver NFS volume (`docker volume create` options), or None."""
+    opts = dict(m.volume_options)
+    if opts.get("type") not in ("nfs", "nfs4") or not opts.get("device", "").startswith(":"):
+        return None
+    addr = next((o[5:] for o in opts.get("o", "").split(",") if o.startswith("addr=")), None)
+    if not addr:
+        return None
+    return {"server": addr, "path": opts["device"][1:], **({"readOnly": True} if m.readonly else {})}
 
 
 def worker_env(spec: WorkerSpec) -> list[dict[str, Any]]:

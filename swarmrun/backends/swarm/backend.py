@@ -22,6 +22,7 @@ from typing import Any
 import docker
 import docker.errors
 from docker.types import (
+    DriverConfig,
     EndpointSpec,
     Mount,
     NetworkAttachmentConfig,
@@ -61,7 +62,8 @@ def _sdk_kwargs(plan_kwargs: dict[str, Any]) -> dict[str, Any]:
     kw["restart_policy"] = RestartPolicy(**kw["restart_policy"])
     if "mounts" in kw:
         kw["mounts"] = [
-            Mount(m["target"], m["source"], type=m["type"], labels=m["labels"]) for m in kw["mounts"]
+            Mount(**{**m, "driver_config": DriverConfig(**m["driver_config"])} if "driver_config" in m else m)
+            for m in kw["mounts"]
         ]
     if "resources" in kw:
         kw["resources"] = Resources(**kw["resources"])

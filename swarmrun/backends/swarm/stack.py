@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from swarmrun.backends.mounts import Mount
 from swarmrun.backends.workerspec import REDIS_PORT as REDIS_PORT
 from swarmrun.backends.workerspec import REDIS_SCRIPT as REDIS_SCRIPT
 from swarmrun.backends.workerspec import SECRET as SECRET
@@ -64,6 +65,7 @@ def definition(config: StackConfig) -> dict[str, Any]:
         "SWARMRUN_QUEUE": config.queue,
         "SWARMRUN_HEARTBEAT_TTL": str(config.heartbeat_ttl),
         "SWARMRUN_WORKER_NAME": "{{.Node.Hostname}}-{{.Task.Slot}}",
+        "SWARMRUN_NODE": "{{.Node.Hostname}}",
         **dict(config.env),
     }
     worker_deploy: dict[str, Any] = {
@@ -88,6 +90,24 @@ def definition(config: StackConfig) -> dict[str, Any]:
         if config.max_replicas_per_node:
             placement["max_replicas_per_node"] = config.max_replicas_per_node
         worker_deploy["placement"] = placement
+    worker: dict[str, Any] = {
+        "image": config.image,
+        "init": True,
+        "environment": worker_env,
+        "secrets": [SECRET],
+        "networks": ["net"],
+        "stop_grace_period": f"{config.stop_grace_period}s",
+        "labels": {ROLE_LABEL: "worker", **labels},
+        "deploy": worker_deploy,
+    }
+    volumes: dict[str, Any] = {"redis-data": {"labels": labels} if labels else {}}
+    if config.mounts:
+        worker["volumes"] = []
+        for mount in config.mounts:
+            entry, top = mount.compose()
+            worker["volumes"].append(entry)
+            if top is not None:
+                volumes[top[0]] = top[1]
     return {
         "version": "3.8",
         "services": {
@@ -111,19 +131,10 @@ def definition(config: StackConfig) -> dict[str, Any]:
                     "labels": {ROLE_LABEL: "redis", **labels},
                 },
             },
-            "worker": {
-                "image": config.image,
-                "init": True,
-                "environment": worker_env,
-                "secrets": [SECRET],
-                "networks": ["net"],
-                "stop_grace_period": f"{config.stop_grace_period}s",
-                "labels": {ROLE_LABEL: "worker", **labels},
-                "deploy": worker_deploy,
-            },
+            "worker": worker,
         },
         "networks": {"net": {"labels": labels} if labels else {}},
-        "volumes": {"redis-data": {"labels": labels} if labels else {}},
+        "volumes": volumes,
         "secrets": {SECRET: {"file": config.password_file}},
     }
 
@@ -247,6 +258,9 @@ def service_plans(
             kwargs["args"] = svc["command"]
         mounts = []
         for volume in svc.get("volumes", []):
+            if isinstance(volume, dict):  # a `--mount` in long syntax: the named volume keeps its name
+                mounts.append(Mount.from_compose(volume, data["volumes"]).sdk())
+                continue
             source, target = volume.split(":", 1)
             mounts.append(
                 {

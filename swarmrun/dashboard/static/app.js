@@ -198,14 +198,15 @@ async function pointView(sid, index) {
   const p = await getJSON(`/api/sweeps/${sid}/points/${index}`);
   crumbs.innerHTML = `/ <a href="#/sweep/${esc(sid)}">sweep <code>${esc(sid.slice(0, 12))}</code></a> / point ${p.index}`;
   const rows = [["status", badge(p.status)], ["value", `<code>${fmtNum(p.value)}</code>`], ["duration", p.duration === null ? "—" : `${p.duration.toFixed(4)} s`],
-    ["worker", esc(p.worker ?? "—")], ["attempt", esc(p.attempt ?? "—")], ["executions", esc(p.executions)], ["cached", p.cached ? "yes" : "no"],
+    ["worker", esc(p.worker ?? "—")], ["attempt", esc(p.attempt ?? "—")], ["executions", esc(p.executions.length)], ["cached", p.cached ? "yes" : "no"],
     ...(p.exit_code !== null ? [["exit code", esc(p.exit_code)]] : [])];
   view.innerHTML = `<div class="grid">
     <div class="card"><h3>Point ${p.index}</h3><table class="kv">${rows.map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("")}</table></div>
     <div class="card"><h3>Params</h3><table class="kv">${Object.entries(p.params).map(([k, v]) => `<tr><td>${esc(k)}</td><td><code>${fmtNum(v, 8)}</code></td></tr>`).join("")}</table></div></div>
     ${p.error ? `<div class="card" style="margin-top:16px"><h3>Error</h3><pre id="error">${esc(p.error)}</pre>${p.traceback ? `<h3 style="margin-top:12px">Traceback</h3><pre>${esc(p.traceback)}</pre>` : ""}</div>` : ""}
+    ${p.executions.length ? `<div class="card" style="margin-top:16px"><h3>Executions</h3><table class="kv" id="executions"><tr><td>worker</td><td>node</td><td>started</td><td>duration</td><td>exit</td><td>status</td></tr>${p.executions.map((e) => `<tr><td>${esc(e.worker)}${e.won ? " <span class=\"muted\">(recorded)</span>" : ""}</td><td>${esc(e.node)}</td><td>${e.start ? esc(new Date(e.start * 1000).toLocaleTimeString()) : "—"}</td><td>${e.duration.toFixed(3)} s</td><td>${esc(e.exit_code ?? "—")}</td><td>${badge(e.status)}</td></tr>`).join("")}</table></div>` : ""}
     <div class="card" style="margin-top:16px"><h3>Log tail</h3>${p.log ? `<pre>${esc(p.log)}</pre>` : `<div class="empty">No log recorded.</div>`}</div>
-    <div class="card"><h3>Output files</h3>${p.files.length ? `<ul>${p.files.map((f) => `<li><a href="/api/sweeps/${esc(sid)}/points/${p.index}/files/${encodeURIComponent(f.name)}">${esc(f.name)}</a> ${f.size === null ? "" : `<span class="muted">${f.size} bytes</span>`}</li>`).join("")}</ul>` : `<div class="empty">No output files.</div>`}</div>`;
+    <div class="card"><h3>Output files</h3>${p.files.length ? `<ul>${p.files.map((f) => `<li><a href="/api/sweeps/${esc(sid)}/points/${p.index}/files/${encodeURIComponent(f.name)}">${esc(f.name)}</a> ${f.size === null ? "" : `<span class="muted">${f.size} bytes · sha256 ${esc(f.sha256.slice(0, 12))}</span>`}</li>`).join("")}</ul>` : `<div class="empty">No output files.</div>`}</div>`;
 }
 
 // ---------------------------------------------------------------------------------------- router

@@ -1,0 +1,106 @@
+"""Everything known about one point, for `swarmrun show` and `swarmrun logs --point`."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from swarmrun.definition.sweep import Sweep, point_key
+from swarmrun.errors import ExitCode, SwarmrunError
+from swarmrun.execution.outputs import OutputFile
+from swarmrun.execution.outputstore import record_files
+from swarmrun.execution.pointlog import Execution, PointLogs
+from swarmrun.execution.queue import SweepQueue
+from swarmrun.execution.results import Result
+
+
+class PointNotFound(SwarmrunError):
+    """The index is outside the sweep."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+@dataclass(frozen=True)
+class PointInfo:
+    index: int
+    params: dict[str, object]
+    result: Result | None
+    token: str | None
+    files: tuple[OutputFile, ...]
+    executions: tuple[Execution, ...]
+    log: str | None
+
+    def lines(self) -> list[str]:
+        out = [f"point {self.index}", f"  params: {json.dumps(self.params, default=str)}"]
+        r = self.result
+        if r is None:
+            out.append("  status: pending (no result yet)")
+        else:
+            out.append(f"  status: {r.status}" + (" (cached from another sweep)" if r.cached else ""))
+            if r.status == "ok":
+                out.append(f"  value: {json.dumps(r.value, default=str)}")
+            if r.error:
+                out.append(f"  error: {r.error}")
+            if r.traceback:
+                out.append("  traceback:")
+                out.extend("    " + line for line in r.traceback.rstrip().splitlines())
+        if self.executions:
+            out.append(f"  executions ({len(self.executions)}):")
+            for e in self.executions:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.start))
+                mark = " (recorded)" if self.token and e.token == self.token else ""
+                code = "" if e.exit_code is None else f" exit {e.exit_code}"
+                out.append(
+                    f"    {e.token} {e.status:<7} worker {e.worker} node {e.node} "
+                    f"start {when} {e.duration:.3f}s{code}{mark}"
+                )
+        if self.files:
+            out.append(f"  output files ({len(self.files)}):")
+            out.extend(f"    {f.name}  {f.size} bytes  sha256 {f.sha256}" for f in self.files)
+        if self.log:
+            out.append("  log (tail):")
+            out.extend("    " + line for line in self.log.rstrip().splitlines()[-40:])
+        else:
+            out.append("  log: none kept")
+        return out
+
+
+def point_info(queue: SweepQueue, sweep: Sweep, sweep_id: str, index: int) -> PointInfo:
+    if not 0 <= index < sweep.size:
+        raise PointNotFound(f"point {index} is outside the sweep's [0, {sweep.size})")
+    params = sweep.point(index)
+    raw = queue.record_values(sweep_id, sweep.task.key, [index], [point_key(params)])[0]
+    origins = queue.origins(sweep.task.key) if isinstance(raw, list) else {}
+    result = Result.decode(index, params, raw, sweep_id, origins) if raw is not None else None
+    token, files = record_files(raw)
+    logs = PointLogs(queue.connection)
+    executions = tuple(logs.executions(sweep_id, index))
+    if result is not None and not result.cached and token not in {e.token for e in executions}:
+        finished = [e for e in executions if e.status != "running"]
+        if token is None and finished:  # stored, but the record names none: the last one finished
+            token = finished[-1].token
+        else:  # an ok point with no log or files stores no execution: its record describes it
+            recorded = _from_record(result, token)
+            executions = (*executions, recorded)
+            token = recorded.token
+    shown = token or (executions[-1].token if executions else None)
+    log = logs.log(sweep_id, index, shown) if shown else None
+    return PointInfo(index, params, result, token, tuple(files), executions, log)
+
+
+def _from_record(result: Result, token: str | None) -> Execution:
+    """The execution a record describes (for points that stored none of their own)."""
+    worker = result.worker or ""
+    duration = float(result.duration or 0.0)
+    base = worker.split(".")[0]
+    node = base.rsplit("-", 1)[0] if base.rsplit("-", 1)[-1].isdigit() else base
+    return Execution(
+        token=token or "record",
+        worker=worker,
+        node=node,
+        start=float(result.finished or 0.0) - duration,
+        duration=duration,
+        exit_code=result.exit_code,
+        status=result.status,
+    )

@@ -16,6 +16,8 @@ from swarmrun.dashboard.security import Policy
 from swarmrun.definition.sweep import point_key
 from swarmrun.definition.sweepfile import parse_sweep
 from swarmrun.execution.queue import SweepQueue
+from swarmrun.execution.results import encode_record
+from swarmrun.execution.task import Outcome
 
 N = 1_000_000
 FAILED = 2000
@@ -43,12 +45,12 @@ def test_endpoints_answer_quickly_with_a_million_points(rconn: redis.Redis) -> N
         for i in range(start, start + block):
             p = sweep.point(i)
             if i % (N // FAILED) == 1:
-                rec = f'{{"s":"error","e":"ValueError: bad omega {i % 3}","sw":"{sid}","d":0.001}}'
-                entries.append((i, point_key(p), "error", rec))
+                outcome = Outcome("error", error=f"ValueError: bad omega {i % 3}", duration=0.001)
             else:
-                rec = f'{{"s":"ok","d":0.001,"w":"w1","a":1,"sw":"{sid}","t":0,"v":{{"amp":{i * 0.5}}}}}'
-                entries.append((i, point_key(p), "ok", rec))
-        queue.record(sid, sweep.task.key, entries, seconds=0.001 * block)
+                outcome = Outcome("ok", value={"amp": i * 0.5}, duration=0.001)
+            status, rec = encode_record(outcome, attempt=1, worker="w1", sweep_id=sid)
+            entries.append((i, point_key(p), status, rec))
+        queue.record(sid, sweep.task.key, entries, seconds=0.001 * block, worker="w1")
     print(f"recorded {N} results in {time.monotonic() - t0:.1f} s")
     assert queue.progress(sid).done == N
 

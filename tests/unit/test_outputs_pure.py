@@ -154,13 +154,26 @@ def test_a_record_names_its_execution_and_files_only_when_it_has_any() -> None:
     from swarmrun.execution.pointrun import Extras
     from swarmrun.execution.results import Result
 
+    from swarmrun.execution.results import complete_record, encode_record
+    from swarmrun.execution.task import Outcome
+
     execution = Execution("ab12cd34", "w", "n", 0.0, 0.1, 0, "ok")
-    record = '{"s":"ok","d":0.1,"v":1}'
-    assert Extras("ab12cd34", execution, None, ()).extend(record) == record  # a no-op point: as before
     files = (OutputFile("a.npz", 5, "f" * 64),)
-    extended = Extras("ab12cd34", execution, "log", files).extend(record)
-    assert record_files(extended) == ("ab12cd34", list(files))
-    assert Result.decode(0, {}, extended, "s").files == (("a.npz", 5, "f" * 64),)
+    origins = {3: ("s", "w")}
+    for outcome in (
+        Outcome("ok", value=1, duration=0.1),  # a format-2 ok record: [origin, value, d, a, t]
+        Outcome("ok", value={"a": [1]}, duration=0.1, exit_code=0),  # ... with its optional object
+        Outcome("error", error="boom", duration=0.1),  # a failure record: an object
+    ):
+        status, record = encode_record(outcome, attempt=1, worker="w", sweep_id="s")
+        assert Extras("ab12cd34", execution, None, ()).extend(record) == record  # nothing to add
+        extended = Extras("ab12cd34", execution, "log", files).extend(record)
+        stored = complete_record(extended, 3) if status == "ok" else extended
+        assert record_files(stored) == ("ab12cd34", list(files))
+        result = Result.decode(0, {}, stored, "s", origins)
+        assert result.files == (("a.npz", 5, "f" * 64),)
+        assert (result.status, result.value, result.exit_code) == (status, outcome.value, outcome.exit_code)
+    assert record_files(None) == (None, [])
 
 
 def test_a_command_gets_its_point_dir_as_outdir_and_env_and_its_log(tmp_path: Path) -> None:

@@ -50,7 +50,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Does a process with this pid exist on this machine (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -171,7 +172,7 @@ class EmbeddedRedis:
             try:
                 client.srem(CLIENTS, os.getpid())
                 others = [int(pid) for pid in client.smembers(CLIENTS)]
-                alive = [pid for pid in others if _alive(pid)]
+                alive = [pid for pid in others if process_alive(pid)]
                 if len(alive) != len(others):
                     client.srem(CLIENTS, *[p for p in others if p not in alive])
                 if not alive:

@@ -25,7 +25,6 @@ Chunk jobs go through RQ with its JSON serializer; nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -50,6 +49,7 @@ from swarmrun.definition.chunk import ChunkRef, bits, first_clear, job_prefix
 from swarmrun.definition.sweep import Sweep, canonical_json
 from swarmrun.definition.sweepfile import sweep_from_dict
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable, SweepNotFound
+from swarmrun.redis_server import process_alive
 from swarmrun.settings import redact
 
 PREFIX = "swarmrun:"
@@ -309,13 +309,7 @@ def worker_alive(
 ) -> bool:
     """Is a registered worker alive: its process exists (on this host), or it heartbeat lately."""
     if hostname == here and pid:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return process_alive(pid)
     if last_heartbeat is None:
         return False
     if last_heartbeat.tzinfo is None:  # RQ writes UTC without a zone

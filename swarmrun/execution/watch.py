@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from swarmrun.backends import Replicas
+from swarmrun.execution.outputs import sweep_dir_name
 from swarmrun.execution.progress import RateMeter
 from swarmrun.execution.queue import Progress, SweepQueue
 from swarmrun.redis_server import EmbeddedRedis
@@ -36,8 +37,7 @@ def redis_url(settings: Settings) -> Iterator[str]:
 
 
 def default_output(sweep_name: str, sweep_id: str, directory: Path = Path("swarmrun-results")) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sweep_name) or "sweep"
-    return directory / f"{safe}-{sweep_id[:8]}.csv"
+    return directory / f"{sweep_dir_name(sweep_name, sweep_id)}.csv"
 
 
 def watch(

@@ -152,9 +152,7 @@ def test_a_record_names_its_execution_and_files_only_when_it_has_any() -> None:
     from swarmrun.execution.outputstore import record_files
     from swarmrun.execution.pointlog import Execution
     from swarmrun.execution.pointrun import Extras
-    from swarmrun.execution.results import Result
-
-    from swarmrun.execution.results import complete_record, encode_record
+    from swarmrun.execution.results import Result, complete_record, encode_record
     from swarmrun.execution.task import Outcome
 
     execution = Execution("ab12cd34", "w", "n", 0.0, 0.1, 0, "ok")

@@ -18,6 +18,7 @@ from swarmrun.axes import Axis
 
 FORMAT = 1
 BUILTIN_PLACEHOLDERS = ("index", "sweep_id")
+MAX_POINTS = 10**9  # a sweep keeps one result record per point in Redis: more is a mistake, not a sweep
 
 
 def canonical_json(obj: Any) -> str:

@@ -236,3 +236,34 @@ def test_scaling_down_from_nine_replicas_to_one_mid_sweep_loses_nothing(
         assert scaled.returncode == 0 and "workers 1/1 running" in scaled.stdout, scaled.stderr
         p = finish(sweep, recovery, "scaled 9 -> 1 replicas at 25 %")
     assert p.duplicates == 0  # stopping workers finish their chunk (warm stop within the grace period)
+
+
+def test_sigkilling_the_redis_container_mid_sweep_loses_nothing(
+    chaos_stack: ClusterStack, tmp_path: Path
+) -> None:
+    """`docker kill --signal KILL` of Redis (append-only file, fsync every second): the writes of
+    its last second may be gone; the points they recorded run again, each is recorded once."""
+    scale(chaos_stack, 6, tmp_path)
+    sweep = start(chaos_stack, tmp_path, test="redis-sigkill", points=1200, seconds=0.05)
+    with closing(chaos_stack.cluster.manager_client()) as manager:
+        label = f"com.docker.swarm.service.name={chaos_stack.name}_redis"
+        (container,) = manager.containers.list(filters={"label": label})
+        with Recovery(sweep.queue, sweep.sweep_id) as recovery:
+            sweep.wait_done(0.3)
+            recovery.disrupt("Redis container SIGKILLed")
+            killed_at = time.monotonic()
+            container.kill(signal="KILL")
+
+            def replaced() -> bool:
+                running = manager.containers.list(filters={"label": label})
+                return any(c.id != container.id for c in running)
+
+            wait_until(replaced, 120, interval=0.3, message="a new Redis container")
+            back = time.monotonic() - killed_at
+            wait_until(lambda: _done_or_none(sweep) is not None, 60, message="Redis answering")
+            finish(
+                sweep,
+                recovery,
+                "SIGKILLed the Redis container at 30 % (append-only file, fsync every second)",
+                note=f"new Redis container running after {back:.1f}s",
+            )

@@ -340,3 +340,31 @@ def reconnect(network: docker.models.networks.Network, node: Node) -> None:
         network.connect(node.container, ipv4_address=node.ip)
     except docker.errors.APIError:  # a network without a user-configured subnet
         network.connect(node.container)
+
+
+def test_restarting_a_worker_nodes_engine_mid_sweep_loses_nothing(
+    chaos_stack: ClusterStack, tmp_path: Path
+) -> None:
+    """Stop and start a worker node's dockerd (PID 1 of its node container: `docker restart`):
+    its workers get SIGTERM and stop warm; the node rejoins and takes replicas again."""
+    cluster = chaos_stack.cluster
+    scale(chaos_stack, 6, tmp_path)
+    node = cluster.node("worker1")
+    sweep = start(chaos_stack, tmp_path, test="engine-restart", points=1200, seconds=0.05)
+    try:
+        with Recovery(sweep.queue, sweep.sweep_id) as recovery:
+            sweep.wait_done(0.3)
+            recovery.disrupt("worker engine restarted")
+            restarted_at = time.monotonic()
+            cluster.host.containers.get(node.container).stop(timeout=30)
+            cluster.start_node("worker1")
+            back = time.monotonic() - restarted_at
+            finish(
+                sweep,
+                recovery,
+                "restarted the engine of worker node 1 at 30 %",
+                note=f"engine back in {back:.1f}s",
+            )
+    finally:
+        with suppress(docker.errors.APIError):
+            cluster.start_node("worker1")

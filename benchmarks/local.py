@@ -22,9 +22,9 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
 from benchmarks import tasks
 from benchmarks.harness import ROOT, RedisServer, Row, bench_env, load_average, processes, say, wait_for
-from swarmrun.queue import SweepQueue
-from swarmrun.sweep import Sweep
-from swarmrun.sweepfile import parse_sweep
+from swarmrun.definition.sweep import Sweep
+from swarmrun.definition.sweepfile import parse_sweep
+from swarmrun.execution.queue import SweepQueue
 
 RQ = str(Path(sys.executable).parent / "rq")
 

@@ -34,12 +34,12 @@ from benchmarks.harness import (
     wait_for,
 )
 from benchmarks.local import make_sweep
-from swarmrun import engine
-from swarmrun.backends.swarm import SwarmBackend
-from swarmrun.image import build_image, stage_images
-from swarmrun.queue import SweepQueue
+from swarmrun.backends.swarm import engine
+from swarmrun.backends.swarm.backend import SwarmBackend
+from swarmrun.backends.swarm.image import build_image, stage_images
+from swarmrun.backends.swarm.stack import StackConfig
+from swarmrun.execution.queue import SweepQueue
 from swarmrun.settings import Settings
-from swarmrun.stack import StackConfig
 
 LABEL = "swarmrun.bench"
 SLEEP_MS = 100.0

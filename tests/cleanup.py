@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 import sys
 
-from swarmrun import engine
-from swarmrun.stack import NAMESPACE_LABEL
+from swarmrun.backends.swarm import engine
+from swarmrun.backends.swarm.stack import NAMESPACE_LABEL
 from tests.cluster.harness import CLUSTER_LABEL
 from tests.cluster.harness import remove as remove_cluster
 from tests.swarm.conftest import TEST_LABEL, remove_labelled

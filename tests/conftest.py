@@ -228,7 +228,7 @@ def build_fixture_image(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
     """A worker image holding swarmrun and tests/fixtures (the task code), built as a user would."""
-    from swarmrun.image import build_image
+    from swarmrun.backends.swarm.image import build_image
 
     context = tmp_path_factory.mktemp("context")
     (context / "fixtures").mkdir()

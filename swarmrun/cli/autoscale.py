@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from swarmrun.autoscale import Autoscaler, Event, Meter, Policy
 from swarmrun.cli.common import DEFAULT_STACK, State, pass_state, redis_options
+from swarmrun.execution.autoscale import Autoscaler, Event, Meter, Policy
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from swarmrun import __version__
-from swarmrun.queue import SweepQueue, connect
-from swarmrun.run import redis_url
+from swarmrun.backends.swarm.stack import StackConfig
+from swarmrun.execution.queue import SweepQueue, connect
+from swarmrun.execution.watch import redis_url
+from swarmrun.execution.worker import wait_for_redis
 from swarmrun.settings import Settings
-from swarmrun.stack import StackConfig
-from swarmrun.worker import wait_for_redis
 
 if TYPE_CHECKING:
-    from swarmrun.backends.swarm import SwarmBackend
+    from swarmrun.backends.swarm.backend import SwarmBackend
 
 DEFAULT_STACK = "swarmrun"
 
@@ -62,8 +62,8 @@ class State:
     def swarm(self, config: StackConfig | None = None, labels: dict[str, str] | None = None) -> SwarmBackend:
         """The swarm backend of `--stack` (connecting to Docker on first use)."""
         if self._swarm is None or config is not None:
-            from swarmrun import engine
-            from swarmrun.backends.swarm import SwarmBackend
+            from swarmrun.backends.swarm import engine
+            from swarmrun.backends.swarm.backend import SwarmBackend
 
             config = config or StackConfig(name=self.stack or DEFAULT_STACK)
             self._swarm = SwarmBackend(engine.connect(), config, home=self.settings.home, extra_labels=labels)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import click
 
-from swarmrun import distribute as dist
-from swarmrun import engine
-from swarmrun.cli.common import State
-from swarmrun.image import (
+from swarmrun.backends.swarm import distribute as dist
+from swarmrun.backends.swarm import engine
+from swarmrun.backends.swarm.image import (
     DEFAULT_BASE_IMAGE,
     DEFAULT_TAG,
     build_image,
@@ -19,6 +18,7 @@ from swarmrun.image import (
     read_requirements,
     target_interpreter,
 )
+from swarmrun.cli.common import State
 from swarmrun.settings import Settings
 
 base_image_option = click.option(

@@ -9,10 +9,10 @@ from typing import Any, TypeVar
 
 import click
 
+from swarmrun.backends.swarm.stack import StackConfig
 from swarmrun.cli.common import DEFAULT_STACK, State, pass_state, redis_options
-from swarmrun.progress import replicas_text
+from swarmrun.execution.progress import replicas_text
 from swarmrun.settings import redact
-from swarmrun.stack import StackConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,7 +132,9 @@ def up(state: State, replicas: int | None, no_wait: bool, stack_config: StackCon
     click.echo(f"stack {name}: Redis at {redact(url)}; workers {replicas_text(current)}")
     image = stack_config.image
     elapsed = time.monotonic() - started
-    from swarmrun.distribute import nodes_without_image  # the docker SDK, only for stack commands
+    from swarmrun.backends.swarm.distribute import (
+        nodes_without_image,  # the docker SDK, only for stack commands
+    )
 
     lacking = nodes_without_image(backend.client, backend.worker_service, within=elapsed + 5)
     if lacking:

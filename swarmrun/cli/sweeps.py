@@ -12,10 +12,9 @@ from typing import Any
 
 import click
 
-from swarmrun import progress as fmt
-from swarmrun.autoscale import Autoscaler, Policy
 from swarmrun.backends import Replicas
 from swarmrun.backends.local import LocalBackend
+from swarmrun.backends.swarm.stack import StackConfig
 from swarmrun.cli.autoscale import (
     autoscale,
     event_line,
@@ -26,15 +25,16 @@ from swarmrun.cli.autoscale import (
 )
 from swarmrun.cli.common import State, pass_state, redis_options
 from swarmrun.cli.stack import stack_options
+from swarmrun.definition.sweep import Sweep
+from swarmrun.definition.sweepfile import load_sweep
 from swarmrun.errors import DockerUnavailable, ExitCode
-from swarmrun.queue import Progress, SweepQueue
-from swarmrun.results import export
-from swarmrun.run import ProgressCallback, default_output, watch
-from swarmrun.stack import StackConfig
-from swarmrun.sweep import Sweep
-from swarmrun.sweepfile import load_sweep
-from swarmrun.task import preflight
-from swarmrun.worker import serve
+from swarmrun.execution import progress as fmt
+from swarmrun.execution.autoscale import Autoscaler, Policy
+from swarmrun.execution.queue import Progress, SweepQueue
+from swarmrun.execution.results import export
+from swarmrun.execution.task import preflight
+from swarmrun.execution.watch import ProgressCallback, default_output, watch
+from swarmrun.execution.worker import serve
 
 sweep_file = click.argument("sweep_file", metavar="SWEEP", type=click.Path(dir_okay=False, path_type=Path))
 overrides = click.option(
@@ -184,7 +184,9 @@ def _choose_backend(state: State, backend: str) -> str:
     """`auto`: swarm when the Docker engine is a swarm manager, local otherwise (and say which)."""
     if backend != "auto":
         return backend
-    from swarmrun import engine  # the docker SDK: imported only when a command needs the engine
+    from swarmrun.backends.swarm import (
+        engine,  # the docker SDK: imported only when a command needs the engine
+    )
 
     try:
         engine.require_manager(engine.connect())

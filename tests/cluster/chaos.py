@@ -17,8 +17,8 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from swarmrun.chunk import ChunkRef
-from swarmrun.queue import SweepQueue
+from swarmrun.definition.chunk import ChunkRef
+from swarmrun.execution.queue import SweepQueue
 
 
 @dataclass

@@ -21,10 +21,10 @@ from typing import Any
 import docker
 import pytest
 
-from swarmrun import engine
-from swarmrun.backends.swarm import SwarmBackend
-from swarmrun.queue import SweepQueue, connect
-from swarmrun.stack import StackConfig
+from swarmrun.backends.swarm import engine
+from swarmrun.backends.swarm.backend import SwarmBackend
+from swarmrun.backends.swarm.stack import StackConfig
+from swarmrun.execution.queue import SweepQueue, connect
 from tests.cluster.harness import NODE_IMAGE, Cluster, Node
 from tests.conftest import build_fixture_image, docker_available, require, run_cli, swarmrun_env
 

@@ -33,7 +33,7 @@ import docker
 import docker.errors
 from docker.types import Mount
 
-from swarmrun import distribute, engine
+from swarmrun.backends.swarm import distribute, engine
 
 NODE_IMAGE = os.environ.get("SWARMRUN_TEST_NODE_IMAGE", "swarmrun-node:bookworm")
 CLUSTER_LABEL = "swarmrun.cluster"

@@ -17,8 +17,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from swarmrun.queue import Progress, SweepQueue
-from swarmrun.sweepfile import load_sweep
+from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.queue import Progress, SweepQueue
 from tests.cluster.chaos import Recovery
 from tests.cluster.conftest import SESSION, ClusterStack, report
 from tests.cluster.harness import Cluster, Node

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import redis
 
-from swarmrun.queue import SweepQueue
-from swarmrun.sweepfile import load_sweep
+from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import Processes, write_sweep
 
 CHANGE = re.compile(r"autoscale: \S+ workers (\d+) -> (\d+): (.*)")

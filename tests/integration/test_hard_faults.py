@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from swarmrun.queue import SweepQueue
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import read_csv, swarmrun_env, wait_until, write_sweep
 
 SWEEP = """

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from swarmrun.queue import SweepQueue
-from swarmrun.sweepfile import load_sweep
+from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import Processes, read_csv, wait_until, write_sweep
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from swarmrun import engine
-from swarmrun.backends.swarm import SwarmBackend
-from swarmrun.stack import NAMESPACE_LABEL, StackConfig
+from swarmrun.backends.swarm import engine
+from swarmrun.backends.swarm.backend import SwarmBackend
+from swarmrun.backends.swarm.stack import NAMESPACE_LABEL, StackConfig
 from tests.conftest import build_fixture_image, docker_available, free_port, require, run_cli, swarmrun_env
 
 SESSION = uuid.uuid4().hex[:8]

@@ -20,10 +20,10 @@ import docker.errors
 import pytest
 from click.testing import CliRunner
 
-from swarmrun import engine
+from swarmrun.backends.swarm import engine
+from swarmrun.backends.swarm.image import build_image, make_wheelhouse, stage_images, target_interpreter
 from swarmrun.cli.image import image as image_cli
 from swarmrun.errors import ImageBuildError
-from swarmrun.image import build_image, make_wheelhouse, stage_images, target_interpreter
 from tests.conftest import docker_available, require
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(240)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from swarmrun.queue import SweepQueue
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import read_csv, wait_until, write_sweep
 from tests.swarm.conftest import Stack, cli
 

@@ -13,8 +13,8 @@ import pytest
 import redis
 from rq import Worker
 
-from swarmrun.queue import SweepQueue
-from swarmrun.stack import NAMESPACE_LABEL, render
+from swarmrun.backends.swarm.stack import NAMESPACE_LABEL, render
+from swarmrun.execution.queue import SweepQueue
 from tests.conftest import read_csv, swarmrun_env, wait_until, write_sweep
 from tests.swarm.conftest import REDIS_IMAGE, SESSION, TEST_LABEL, Stack, cli, remove_labelled
 

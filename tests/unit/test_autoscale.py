@@ -7,7 +7,15 @@ from dataclasses import replace
 
 import pytest
 
-from swarmrun.autoscale import Measurement, Meter, Observation, Policy, decide, knee, useful_replicas
+from swarmrun.execution.autoscale import (
+    Measurement,
+    Meter,
+    Observation,
+    Policy,
+    decide,
+    knee,
+    useful_replicas,
+)
 
 POLICY = Policy(min_replicas=1, max_replicas=32, up_cooldown=15, down_cooldown=60)
 

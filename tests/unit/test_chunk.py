@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmrun.chunk import ChunkRef, bits, first_clear, plan_size
+from swarmrun.definition.chunk import ChunkRef, bits, first_clear, plan_size
 
 
 def test_chunk_ids_round_trip_and_are_valid_rq_ids() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from swarmrun.distribute import (
+from swarmrun.backends.swarm.distribute import (
     Delivery,
     NodeEngine,
     check_deliveries,

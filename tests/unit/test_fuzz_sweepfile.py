@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from swarmrun.definition.sweepfile import load_sweep
 from swarmrun.errors import SweepFileError
-from swarmrun.sweepfile import load_sweep
 from tests import fuzz
 
 

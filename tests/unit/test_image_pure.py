@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from swarmrun.errors import ImageBuildError
-from swarmrun.image import (
+from swarmrun.backends.swarm.image import (
     closure_gaps,
     context_files,
     excluded,
@@ -28,6 +27,7 @@ from swarmrun.image import (
     unmarked,
     write_context,
 )
+from swarmrun.errors import ImageBuildError
 
 # What PROBE printed inside swarmrun-base:bookworm (Debian 12's python3).
 DEBIAN_PROBE = json.loads("""{"markers": {"implementation_name": "cpython",

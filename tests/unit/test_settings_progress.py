@@ -8,8 +8,8 @@ import pytest
 
 from swarmrun.backends import Placement, Replicas
 from swarmrun.errors import SwarmrunError
-from swarmrun.progress import RateMeter, duration, eta, progress_line, status_lines
-from swarmrun.queue import Progress
+from swarmrun.execution.progress import RateMeter, duration, eta, progress_line, status_lines
+from swarmrun.execution.queue import Progress
 from swarmrun.settings import Settings, redact, with_password
 
 

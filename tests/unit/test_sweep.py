@@ -19,9 +19,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmrun.axes import RangeAxis, repeat_seed
-from swarmrun.errors import SweepFileError
-from swarmrun.sweep import (
+from swarmrun.definition.axes import RangeAxis, repeat_seed
+from swarmrun.definition.sweep import (
     MAX_POINTS,
     Options,
     Sweep,
@@ -30,7 +29,8 @@ from swarmrun.sweep import (
     command_placeholders,
     point_key,
 )
-from swarmrun.sweepfile import load_sweep, parse_sweep, sweep_from_dict
+from swarmrun.definition.sweepfile import load_sweep, parse_sweep, sweep_from_dict
+from swarmrun.errors import SweepFileError
 
 REPO = Path(__file__).resolve().parents[2]
 CALL = {"call": "pkg.mod:func"}
@@ -243,7 +243,7 @@ def test_samples_within_bounds_and_reproducible() -> None:
 def test_samples_and_repeat_seeds_same_in_a_fresh_process_with_another_hash_seed() -> None:
     s = sweep(samples=SAMPLES, repeat={"n": 3, "seed": 42}, params={"x": ["a", "b"]})
     script = (
-        "import json, sys; from swarmrun.sweepfile import sweep_from_dict; "
+        "import json, sys; from swarmrun.definition.sweepfile import sweep_from_dict; "
         "s = sweep_from_dict(json.loads(sys.stdin.read())); "
         "print(json.dumps([s.point(i) for i in range(s.size)]))"
     )

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from swarmrun.definition.sweep import TaskSpec
 from swarmrun.errors import SweepFileError, TaskImportError
-from swarmrun.results import Result, encode_record
-from swarmrun.sweep import TaskSpec
-from swarmrun.task import CallTask, CommandTask, Outcome, compile_task, preflight, resolve_call
+from swarmrun.execution.results import Result, encode_record
+from swarmrun.execution.task import CallTask, CommandTask, Outcome, compile_task, preflight, resolve_call
 
 
 def spec(**kw: object) -> TaskSpec:

@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from swarmrun.backends import Replicas
-from swarmrun.queue import Progress
+from swarmrun.execution.queue import Progress
 
 BAR_WIDTH = 28
 

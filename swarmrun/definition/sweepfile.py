@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from swarmrun.axes import (
+from swarmrun.definition.axes import (
     Axis,
     Distribution,
     LinspaceAxis,
@@ -32,8 +32,7 @@ from swarmrun.axes import (
     ValuesAxis,
     ZipAxis,
 )
-from swarmrun.errors import SweepFileError
-from swarmrun.sweep import (
+from swarmrun.definition.sweep import (
     BUILTIN_PLACEHOLDERS,
     FORMAT,
     MAX_POINTS,
@@ -42,6 +41,7 @@ from swarmrun.sweep import (
     TaskSpec,
     command_placeholders,
 )
+from swarmrun.errors import SweepFileError
 
 OPTION_KEYS = ("timeout", "retries", "backoff", "chunk")
 AXIS_KEYS = ("params", "zip", "rows", "samples", "repeat")

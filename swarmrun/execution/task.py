@@ -26,8 +26,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Protocol
 
+from swarmrun.definition.sweep import BUILTIN_PLACEHOLDERS, TaskSpec, command_placeholders
 from swarmrun.errors import SweepFileError, TaskImportError
-from swarmrun.sweep import BUILTIN_PLACEHOLDERS, TaskSpec, command_placeholders
 
 TAIL_CHARS = 2000
 ERROR_CHARS = 1000

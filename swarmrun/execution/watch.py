@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from swarmrun.backends import Replicas
-from swarmrun.progress import RateMeter
-from swarmrun.queue import Progress, SweepQueue
+from swarmrun.execution.progress import RateMeter
+from swarmrun.execution.queue import Progress, SweepQueue
 from swarmrun.redis_server import EmbeddedRedis
 from swarmrun.settings import Settings
 

@@ -37,7 +37,7 @@ import docker
 import docker.errors
 
 import swarmrun
-from swarmrun.engine import translated
+from swarmrun.backends.swarm.engine import translated
 from swarmrun.errors import ImageBuildError
 
 try:
@@ -569,7 +569,7 @@ def write_context(
 
 
 def template() -> bytes:
-    return importlib.resources.files("swarmrun.templates").joinpath("Dockerfile").read_bytes()
+    return importlib.resources.files("swarmrun.backends.swarm.templates").joinpath("Dockerfile").read_bytes()
 
 
 # --- the build ----------------------------------------------------------------------------------

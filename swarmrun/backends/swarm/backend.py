@@ -32,12 +32,12 @@ from docker.types import (
     UpdateConfig,
 )
 
-from swarmrun import engine
 from swarmrun.backends import Placement, Replicas
-from swarmrun.distribute import registry_has
+from swarmrun.backends.swarm import engine
+from swarmrun.backends.swarm.distribute import registry_has
+from swarmrun.backends.swarm.stack import NAMESPACE_LABEL, ROLE_LABEL, SECRET, StackConfig, service_plans
 from swarmrun.errors import DockerUnavailable, ImageMissing, RedisUnavailable, SwarmrunError
 from swarmrun.settings import with_password
-from swarmrun.stack import NAMESPACE_LABEL, ROLE_LABEL, SECRET, StackConfig, service_plans
 
 
 def _sdk_kwargs(plan_kwargs: dict[str, Any]) -> dict[str, Any]:

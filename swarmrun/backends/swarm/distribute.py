@@ -32,7 +32,7 @@ import docker
 import docker.errors
 import requests
 
-from swarmrun import engine
+from swarmrun.backends.swarm import engine
 from swarmrun.errors import DockerUnavailable, ImageBuildError, ImageMissing, NotASwarmManager
 
 Log = Callable[[str], None]

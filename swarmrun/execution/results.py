@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmrun.chunk import bits
+from swarmrun.definition.chunk import bits
+from swarmrun.definition.sweep import Sweep, point_key
 from swarmrun.errors import SwarmrunError
-from swarmrun.queue import SweepQueue
-from swarmrun.sweep import Sweep, point_key
-from swarmrun.task import Outcome, json_default
+from swarmrun.execution.queue import SweepQueue
+from swarmrun.execution.task import Outcome, json_default
 
 READ_BLOCK = 4096
 FORMATS = ("csv", "jsonl", "parquet")

@@ -1,7 +1,7 @@
 """Sweeps: the task, the axes and options, the canonical form and the id; point `i` from the spec.
 
-Pure. Reading and validating sweep files and `-p` overrides is `swarmrun.sweepfile`; the axis
-kinds are `swarmrun.axes`. A sweep is identified by its task and axes (not its name or options).
+Pure. Reading and validating sweep files and `-p` overrides is `swarmrun.definition.sweepfile`; the axis
+kinds are `swarmrun.definition.axes`. A sweep is identified by its task and axes (not its name or options).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from swarmrun.axes import Axis
+from swarmrun.definition.axes import Axis
 
 FORMAT = 1
 BUILTIN_PLACEHOLDERS = ("index", "sweep_id")

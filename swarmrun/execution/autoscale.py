@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from swarmrun.backends import Backend
-from swarmrun.queue import Keys, SweepQueue
+from swarmrun.execution.queue import Keys, SweepQueue
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,15 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from swarmrun.chunk import ChunkRef, bits, first_clear, job_prefix
+from swarmrun.definition.chunk import ChunkRef, bits, first_clear, job_prefix
+from swarmrun.definition.sweep import Sweep, canonical_json
+from swarmrun.definition.sweepfile import sweep_from_dict
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable, SweepNotFound
 from swarmrun.settings import redact
-from swarmrun.sweep import Sweep, canonical_json
-from swarmrun.sweepfile import sweep_from_dict
 
 PREFIX = "swarmrun:"
 SWEEPS = PREFIX + "sweeps"
-CHUNK_FUNC = "swarmrun.worker.run_chunk"
+CHUNK_FUNC = "swarmrun.execution.worker.run_chunk"
 CHUNK_RETRIES = 10
 RESULT_TTL = 600
 FAILURE_TTL = 7 * 24 * 3600

@@ -34,15 +34,15 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import BaseDeathPenalty
 from rq.worker import SimpleWorker, WorkerStatus
 
-from swarmrun.chunk import ChunkRef, bits, plan_size
+from swarmrun.definition.chunk import ChunkRef, bits, plan_size
+from swarmrun.definition.sweep import Options, Sweep, point_key
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
-from swarmrun.queue import CHUNK_RETRIES, SweepQueue, connect
-from swarmrun.results import encode_record
+from swarmrun.execution.queue import CHUNK_RETRIES, SweepQueue, connect
+from swarmrun.execution.results import encode_record
+from swarmrun.execution.task import Outcome, Task, compile_task
 from swarmrun.settings import Settings, redact
-from swarmrun.sweep import Options, Sweep, point_key
-from swarmrun.task import Outcome, Task, compile_task
 
-log = logging.getLogger("swarmrun.worker")
+log = logging.getLogger("swarmrun.execution.worker")
 
 BLOCK = 512
 FLUSH_SECONDS = 0.5

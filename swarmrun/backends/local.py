@@ -51,6 +51,7 @@ class LocalBackend:
             "SWARMRUN_CHUNK_SECONDS": str(s.chunk_seconds),
             "SWARMRUN_MAINTENANCE_INTERVAL": str(s.maintenance_interval),
             "PYTHONUNBUFFERED": "1",
+            "SWARMRUN_PARENT_PID": str(os.getpid()),  # the workers stop when this process is gone
         }
 
     def _spawn(self) -> None:

@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -75,7 +76,9 @@ class State:
                 wait_for_redis(url, timeout=90).close()
                 self._url = url
             else:
-                self._url = click.get_current_context().with_resource(redis_url(self.settings))
+                self._url = click.get_current_context().with_resource(
+                    redis_url(self.settings, on_restart=_note)
+                )
         return self._url
 
     def swarm(self, config: StackConfig | None = None, labels: dict[str, str] | None = None) -> SwarmBackend:
@@ -141,6 +144,11 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+
+def _note(line: str) -> None:
+    """A line of its own on stderr, also when a live progress line is being redrawn there."""
+    click.echo(("\r" + line.ljust(110)) if sys.stderr.isatty() else line, err=True)
 
 
 def _engine_key() -> str:

@@ -467,7 +467,15 @@ def submit(state: State, sweep_file: Path, params: tuple[str, ...], no_check: bo
 @pass_state
 def worker(state: State, burst: bool, name: str | None, wait: float) -> int:
     """Consume the queue: run chunks until stopped (SIGTERM finishes the current chunk)."""
-    return serve(state.settings, state.url(), burst=burst, name=name, wait=wait)
+    parent = os.environ.get("SWARMRUN_PARENT_PID")  # set by the local backend for its workers
+    return serve(
+        state.settings,
+        state.url(),
+        burst=burst,
+        name=name,
+        wait=wait,
+        parent=int(parent) if parent and parent.isdigit() else None,
+    )
 
 
 @click.command()

@@ -19,6 +19,7 @@ from swarmrun.execution.outputs import DEFAULT_MAX_OUTPUT_BYTES
 
 FORMAT = 1
 BUILTIN_PLACEHOLDERS = ("index", "sweep_id", "outdir")
+MAX_POINTS = 10**9  # a sweep keeps one result record per point in Redis: more is a mistake, not a sweep
 
 
 # Built once: `json.dumps` with options builds an encoder per call (a point key is one per point).

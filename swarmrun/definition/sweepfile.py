@@ -35,6 +35,7 @@ from swarmrun.definition.axes import (
 from swarmrun.definition.sweep import (
     BUILTIN_PLACEHOLDERS,
     FORMAT,
+    MAX_POINTS,
     Options,
     Sweep,
     TaskSpec,
@@ -51,17 +52,34 @@ DISTRIBUTIONS = ("uniform", "loguniform", "normal", "int", "choice")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CALL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z", re.ASCII)
+_FLOAT_MAX = 1.7976931348623157e308
+MAX_DEPTH = 32  # levels of nesting in a sweep file; a real one has at most about six
 _OVERRIDE_FN = re.compile(r"(range|linspace|logspace)\((.*)\)\Z", re.DOTALL)
 
 # ---------------------------------------------------------------------------------------------- values
 
 
+def _one_line(text: str) -> str:
+    """`text` with line breaks and other unprintable characters escaped, as repr() writes them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _fail(where: str, why: str) -> SweepFileError:
-    return SweepFileError(f"{where}: {why}")
+    """The error for `where` (a file and key, or an override); one line of bounded length."""
+    return SweepFileError(_one_line(f"{_cut(where, 200)}: {_cut(why, 400)}"))
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value, default=repr) if not isinstance(value, str) else repr(value)
+    try:
+        text = json.dumps(value, default=repr) if not isinstance(value, str) else repr(value)
+    except (ValueError, RecursionError):  # an int past Python's digit limit; deep nesting
+        text = f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -89,7 +107,7 @@ def _scalar(where: str, x: Any) -> Any:
 
 def _number(where: str, x: Any, what: str = "") -> float:
     """`x` as a float; `what` names it in the message when the key alone does not."""
-    if not _is_number(x) or not math.isfinite(x):
+    if not _is_number(x) or abs(x) > _FLOAT_MAX or not math.isfinite(x):
         raise _fail(where, f"{what} must be a finite number, got {_show(x)}".lstrip())
     return float(x)
 
@@ -107,7 +125,7 @@ def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> 
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f"; valid: {', '.join(allowed)}"
-            raise _fail(where, f"unknown key '{key}'{hint}")
+            raise _fail(where, f"unknown key '{_cut(str(key), 40)}'{hint}")
 
 
 def _mapping(where: str, x: Any) -> Mapping[str, Any]:
@@ -156,6 +174,8 @@ def _param_axis(where: str, name: str, spec: Any) -> ParamAxis:
         return _range_axis(where, name, [_int(where, x, "each range argument") for x in args])
     start, stop = (_number(where, x, f"{kind} start and stop") for x in args[:2])
     count = _int(where, args[2], f"{kind} count", minimum=1)
+    if not math.isfinite(stop - start):
+        raise _fail(where, f"{kind} {_show(list(args))} overflows a float")
     if kind == "linspace":
         return LinspaceAxis(name, start, stop, count)
     base = _number(where, args[3], "logspace base") if len(args) == 4 else 10.0
@@ -203,6 +223,10 @@ def _distribution(where: str, name: str, spec: Any) -> Distribution:
         raise _fail(where, f"{kind} needs {form[kind]}, got {_show(args)}")
     if kind == "int":
         lo, hi = (_int(where, x, "each int bound") for x in args)
+        if max(abs(lo), abs(hi)) > 2**53:
+            raise _fail(
+                where, f"int bounds must be within +-2**53 (exact in a float), got {_show(list(args))}"
+            )
         if lo > hi:
             raise _fail(where, f"int needs low <= high, got {_show(list(args))}")
         return Distribution(name, kind, (lo, hi))
@@ -213,6 +237,8 @@ def _distribution(where: str, name: str, spec: Any) -> Distribution:
         raise _fail(where, f"{kind} needs low <= high, got {_show(list(args))}")
     if kind == "loguniform" and a <= 0:
         raise _fail(where, f"loguniform needs 0 < low, got {_show(list(args))}")
+    if not math.isfinite(b - a if kind != "normal" else abs(a) + 10 * b):
+        raise _fail(where, f"{kind} {_show(list(args))} overflows a float")
     return Distribution(name, kind, (a, b))
 
 
@@ -337,6 +363,8 @@ def _cell(where: str, text: str) -> Any:
     """A CSV cell: an int, else a float, else the string itself."""
     s = text.strip()
     if re.fullmatch(r"[+-]?\d+", s):
+        if len(s) > 4000:
+            raise _fail(where, f"an integer of {len(s)} digits is too long")
         return int(s)
     if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf|infinity)", s, re.IGNORECASE):
         return _scalar(where, float(s))
@@ -419,8 +447,12 @@ def _parse_repeat(where: str, data: Any) -> RepeatAxis:
 # -------------------------------------------------------------------------------------------- overrides
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (as YAML 1.2 does) and rejects duplicate keys."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """SafeLoader that reads `1e-3` as a float (as YAML 1.2 does) and rejects duplicate keys.
+
+    libyaml's parser when PyYAML has it: the pure-Python one takes seconds on a few KB of deep
+    nesting, and libyaml refuses more than 1,000 levels itself.
+    """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         keys = set()
@@ -432,7 +464,7 @@ class _Loader(yaml.SafeLoader):
                         None, None, f"duplicate key '{key}'", key_node.start_mark
                     )
                 keys.add(key)
-        return super().construct_mapping(node, deep=deep)
+        return yaml.constructor.SafeConstructor.construct_mapping(self, node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -468,6 +500,8 @@ def _parse_override(raw: str) -> tuple[str, str, Any, bool]:
             spec = spec[0] if len(spec) == 1 else spec
     except yaml.YAMLError as e:
         raise _fail(where, f"cannot parse the values: {str(e).splitlines()[0]}") from None
+    except (ValueError, RecursionError) as e:  # an integer past the 4300-digit limit; deep nesting
+        raise _fail(where, f"cannot parse the values: {str(e).split(';')[0] or type(e).__name__}") from None
     return name, where, spec, adds
 
 
@@ -484,6 +518,7 @@ def parse_sweep(
     """Validate a loaded sweep file (and `-p` overrides) into a Sweep; SweepFileError names key and why."""
     if not isinstance(data, Mapping):
         raise _fail(source, f"expected a mapping with at least a task, got {_show(data)}")
+    _check_depth(source, data)
     _check_keys(source, data, TOP_KEYS)
     base = base_dir if base_dir is not None else Path.cwd()
     name = _or(data.get("name"), Path(source).stem or "sweep")
@@ -554,7 +589,28 @@ def parse_sweep(
     axes.extend(tail)
 
     task = _parse_task(source, data.get("task"), list(owners))
-    return Sweep(name.strip(), task, tuple(axes), _parse_options(source, data))
+    return _bounded(source, Sweep(name.strip(), task, tuple(axes), _parse_options(source, data)))
+
+
+def _bounded(where: str, sweep: Sweep) -> Sweep:
+    """`sweep`, unless it has more than MAX_POINTS points (its size is a product: nothing is expanded)."""
+    if sweep.size > MAX_POINTS:
+        size = f"{sweep.size:,}" if sweep.size < 10**24 else f"about 10^{len(str(sweep.size)) - 1}"
+        raise _fail(where, f"{size} points is more than a sweep may have ({MAX_POINTS:,})")
+    return sweep
+
+
+def _check_depth(where: str, data: Any) -> None:
+    """Refuse nesting deeper than MAX_DEPTH (checked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _fail(where, f"nested too deeply (a sweep file needs at most {MAX_DEPTH} levels)")
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def _zip_groups(where: str, data: Any, params: list[str]) -> list[tuple[str, ...]]:
@@ -608,6 +664,10 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
         mark = getattr(e, "problem_mark", None)
         why = getattr(e, "problem", None) or str(e)
         raise _fail(source + (f": line {mark.line + 1}" if mark else ""), f"YAML error: {why}") from None
+    except RecursionError:
+        raise _fail(source, f"nested too deeply (a sweep file needs at most {MAX_DEPTH} levels)") from None
+    except ValueError as e:  # an integer past Python's 4300-digit conversion limit
+        raise _fail(source, f"cannot read a value: {str(e).split(';')[0]}") from None
     if data is None:
         raise _fail(source, "empty file; a sweep needs at least a task")
     return parse_sweep(data, source=source, base_dir=path.parent, overrides=overrides)
@@ -633,4 +693,4 @@ def sweep_from_dict(d: Mapping[str, Any]) -> Sweep:
         if seen & set(axis.names) or len(set(axis.names)) < len(axis.names):
             raise _fail(f"{where}: axes[{n}]", f"a param of {list(axis.names)} is defined twice")
         seen.update(axis.names)
-    return Sweep(str(d.get("name", "sweep")), task, axes, options)
+    return _bounded(where, Sweep(str(d.get("name", "sweep")), task, axes, options))

@@ -23,13 +23,18 @@ ProgressCallback = Callable[[Progress, float | None, Replicas | None], None]
 
 
 @contextlib.contextmanager
-def redis_url(settings: Settings) -> Iterator[str]:
-    """The configured Redis URL, or the embedded server's for as long as the block runs."""
+def redis_url(settings: Settings, on_restart: Callable[[str], None] | None = None) -> Iterator[str]:
+    """The configured Redis URL, or the embedded server's for as long as the block runs.
+
+    With `on_restart`, an embedded server that dies meanwhile is restarted (and `on_restart` told).
+    """
     if settings.url:
         yield settings.url
         return
     server = EmbeddedRedis(settings.home)
     url = server.acquire()
+    if on_restart is not None:
+        server.watch(on_restart)
     try:
         yield url
     finally:

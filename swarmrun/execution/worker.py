@@ -358,6 +358,24 @@ class _Heartbeat:
         self._thread.join()
 
 
+def stop_when_orphaned(parent: int, interval: float = 1.0) -> threading.Thread:
+    """SIGTERM this process (a warm stop: the running chunk finishes) once `parent` has gone.
+
+    Local workers run in sessions of their own (a Ctrl-C reaches only the manager), so without
+    this a manager killed with SIGKILL would leave them running for ever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        log.warning("the manager (pid %d) is gone; stopping after the current chunk", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="swarmrun-orphan-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 class ChunkWorker(SimpleWorker):
     """An RQ worker for chunk jobs: in-process execution, own heartbeat, swarmrun maintenance."""
 
@@ -453,13 +471,19 @@ def serve(
     name: str | None = None,
     wait: float = 120.0,
     max_idle: int | None = None,
+    parent: int | None = None,
 ) -> int:
-    """Run a worker until stopped (or until the queue is empty with `burst`); returns an exit code."""
+    """Run a worker until stopped (or until the queue is empty with `burst`); returns an exit code.
+
+    With `parent` (a pid), the worker stops once that process is no longer its parent.
+    """
     logging.getLogger("swarmrun").setLevel(logging.INFO)
     # Until RQ installs its own handlers, a stop request ends the wait at once. As PID 1 in a
     # container (no init) a signal without a handler would be ignored, and `docker stop` would
     # end in SIGKILL after the whole grace period.
     previous = {sig: signal.signal(sig, _stop_waiting) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if parent is not None:
+        stop_when_orphaned(parent)
     try:
         connection = wait_for_redis(url, timeout=wait)
     except _StopWaiting:

@@ -21,7 +21,7 @@ from swarmrun.definition.sweepfile import load_sweep
 from swarmrun.execution.queue import Progress, SweepQueue
 from tests.cluster.chaos import Recovery
 from tests.cluster.conftest import SESSION, ClusterStack, report
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, Node
 from tests.conftest import wait_until, write_sweep
 
 pytestmark = pytest.mark.cluster
@@ -236,3 +236,135 @@ def test_scaling_down_from_nine_replicas_to_one_mid_sweep_loses_nothing(
         assert scaled.returncode == 0 and "workers 1/1 running" in scaled.stdout, scaled.stderr
         p = finish(sweep, recovery, "scaled 9 -> 1 replicas at 25 %")
     assert p.duplicates == 0  # stopping workers finish their chunk (warm stop within the grace period)
+
+
+def test_sigkilling_the_redis_container_mid_sweep_loses_nothing(
+    chaos_stack: ClusterStack, tmp_path: Path
+) -> None:
+    """`docker kill --signal KILL` of Redis (append-only file, fsync every second): the writes of
+    its last second may be gone; the points they recorded run again, each is recorded once."""
+    scale(chaos_stack, 6, tmp_path)
+    sweep = start(chaos_stack, tmp_path, test="redis-sigkill", points=1200, seconds=0.05)
+    with closing(chaos_stack.cluster.manager_client()) as manager:
+        label = f"com.docker.swarm.service.name={chaos_stack.name}_redis"
+        (container,) = manager.containers.list(filters={"label": label})
+        with Recovery(sweep.queue, sweep.sweep_id) as recovery:
+            sweep.wait_done(0.3)
+            recovery.disrupt("Redis container SIGKILLed")
+            killed_at = time.monotonic()
+            container.kill(signal="KILL")
+
+            def replaced() -> bool:
+                running = manager.containers.list(filters={"label": label})
+                return any(c.id != container.id for c in running)
+
+            wait_until(replaced, 120, interval=0.3, message="a new Redis container")
+            back = time.monotonic() - killed_at
+            wait_until(lambda: _done_or_none(sweep) is not None, 60, message="Redis answering")
+            finish(
+                sweep,
+                recovery,
+                "SIGKILLed the Redis container at 30 % (append-only file, fsync every second)",
+                note=f"new Redis container running after {back:.1f}s",
+            )
+
+
+def test_draining_a_worker_node_mid_sweep_loses_nothing(chaos_stack: ClusterStack, tmp_path: Path) -> None:
+    """`docker node update --availability drain`: its workers get SIGTERM, finish their chunks
+    within the grace period, and the replicas move to the other nodes."""
+    scale(chaos_stack, 6, tmp_path)
+    backend = chaos_stack.backend()
+    sweep = start(chaos_stack, tmp_path, test="drain", points=1200, seconds=0.05)
+    with closing(chaos_stack.cluster.manager_client()) as manager:
+        node = manager.nodes.get("worker1")
+        try:
+            with Recovery(sweep.queue, sweep.sweep_id) as recovery:
+                sweep.wait_done(0.3)
+                recovery.disrupt("worker node drained")
+                drained_at = time.monotonic()
+                node.reload()
+                node.update({**node.attrs["Spec"], "Availability": "drain"})
+
+                def moved() -> bool:
+                    r = backend.replicas()
+                    return r.running == 6 and all(p.node != "worker1" for p in r.placements)
+
+                wait_until(moved, 180, interval=0.5, message="the drained node's replicas moved")
+                took = time.monotonic() - drained_at
+                finish(
+                    sweep,
+                    recovery,
+                    "drained worker node 1 of 3 at 30 %",
+                    note=f"replicas moved in {took:.1f}s",
+                )
+        finally:
+            node.reload()
+            node.update({**node.attrs["Spec"], "Availability": "active"})
+            backend.client.close()
+
+
+PARTITION = 30.0
+
+
+def test_partitioning_a_worker_node_for_30s_records_each_point_once(
+    chaos_stack: ClusterStack, tmp_path: Path
+) -> None:
+    """`docker network disconnect` of a worker node for 30 s while its workers compute: its chunks
+    are recovered elsewhere after the heartbeat TTL; its late writes count as duplicates, never
+    as a second record."""
+    cluster = chaos_stack.cluster
+    scale(chaos_stack, 6, tmp_path)
+    node = cluster.node("worker2")
+    network = cluster.host.networks.get(cluster.network)
+    sweep = start(chaos_stack, tmp_path, test="partition", points=1500, seconds=0.05)
+    reconnected = False
+    try:
+        with Recovery(sweep.queue, sweep.sweep_id) as recovery:
+            sweep.wait_done(0.2)
+            recovery.disrupt("worker node partitioned")
+            network.disconnect(node.container)
+            time.sleep(PARTITION)
+            reconnect(network, node)
+            reconnected = True
+            finish(sweep, recovery, f"partitioned worker node 2 of 3 for {PARTITION:.0f}s at 20 %")
+    finally:
+        if not reconnected:
+            with suppress(docker.errors.APIError):
+                reconnect(network, node)
+        cluster.wait_ready(120)
+
+
+def reconnect(network: docker.models.networks.Network, node: Node) -> None:
+    """Join the node container to the cluster network again, at its old address when Docker lets us."""
+    try:
+        network.connect(node.container, ipv4_address=node.ip)
+    except docker.errors.APIError:  # a network without a user-configured subnet
+        network.connect(node.container)
+
+
+def test_restarting_a_worker_nodes_engine_mid_sweep_loses_nothing(
+    chaos_stack: ClusterStack, tmp_path: Path
+) -> None:
+    """Stop and start a worker node's dockerd (PID 1 of its node container: `docker restart`):
+    its workers get SIGTERM and stop warm; the node rejoins and takes replicas again."""
+    cluster = chaos_stack.cluster
+    scale(chaos_stack, 6, tmp_path)
+    node = cluster.node("worker1")
+    sweep = start(chaos_stack, tmp_path, test="engine-restart", points=1200, seconds=0.05)
+    try:
+        with Recovery(sweep.queue, sweep.sweep_id) as recovery:
+            sweep.wait_done(0.3)
+            recovery.disrupt("worker engine restarted")
+            restarted_at = time.monotonic()
+            cluster.host.containers.get(node.container).stop(timeout=30)
+            cluster.start_node("worker1")
+            back = time.monotonic() - restarted_at
+            finish(
+                sweep,
+                recovery,
+                "restarted the engine of worker node 1 at 30 %",
+                note=f"engine back in {back:.1f}s",
+            )
+    finally:
+        with suppress(docker.errors.APIError):
+            cluster.start_node("worker1")

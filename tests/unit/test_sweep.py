@@ -19,8 +19,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmrun.definition.axes import repeat_seed
+from swarmrun.definition.axes import RangeAxis, repeat_seed
 from swarmrun.definition.sweep import (
+    MAX_POINTS,
     Options,
     Sweep,
     TaskSpec,
@@ -361,10 +362,24 @@ def test_huge_sweep_spec_stays_tiny() -> None:
     assert s.size == 10**6
     assert len(canonical_json(s.to_dict())) < 2048
     assert s.point(999_999) == {"a": 1.0, "b": 99, "c": 1000.0}
-    assert sweep(params={"n": {"range": [10**30]}, "m": {"range": [10**30]}}).point(10**60 - 1) == {
-        "n": 10**30 - 1,
-        "m": 10**30 - 1,
-    }
+    huge = Sweep("huge", TaskSpec("a:b", None), (RangeAxis("n", 0, 10**30, 1), RangeAxis("m", 0, 10**30, 1)))
+    assert huge.point(10**60 - 1) == {"n": 10**30 - 1, "m": 10**30 - 1}  # the model stays lazy
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("params", "size"),
+    [
+        ({f"p{k}": list(range(10)) for k in range(30)}, "about 10^30 points"),
+        ({"n": {"range": [10**30]}, "m": {"range": [10**30]}}, "about 10^60 points"),
+        ({"n": {"range": [-(10**9), 1]}}, "1,000,000,001 points"),
+    ],
+)
+def test_a_sweep_too_large_is_refused_with_its_size(params: dict[str, object], size: str) -> None:
+    with pytest.raises(SweepFileError) as e:
+        sweep(params=params)
+    assert str(e.value) == f"sweep.yaml: {size} is more than a sweep may have (1,000,000,000)"
+    assert sweep(params={"n": {"range": [10**9]}}).size == MAX_POINTS
 
 
 def test_point_key_and_canonical_json() -> None:

@@ -10,11 +10,13 @@ import click
 import redis
 
 from swarmrun.cli.common import cli
+from swarmrun.cli.records import register as register_record_commands
 from swarmrun.cli.stack import register as register_stack_commands
 from swarmrun.cli.sweeps import register as register_sweep_commands
 from swarmrun.errors import ExitCode, SwarmrunError
 
 register_sweep_commands(cli)
+register_record_commands(cli)
 register_stack_commands(cli)
 
 

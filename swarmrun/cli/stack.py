@@ -308,7 +308,7 @@ def scale(state: State, replicas: int, no_wait: bool) -> None:
 def logs(state: State, follow: bool, tail: int, point: int | None, sweep_id: str | None) -> None:
     """Worker logs of the stack, or with --point the log of one point of a sweep."""
     if point is not None:
-        from swarmrun.cli.sweeps import point_log
+        from swarmrun.cli.records import point_log
 
         click.echo(point_log(state, sweep_id, point), nl=False)
         return

@@ -55,7 +55,8 @@ def test_a_swarm_worker_is_not_a_manager(command: list[str], cstack: ClusterStac
 
 
 def test_an_engine_in_no_swarm(standalone: Cluster, cstack: ClusterStack, tmp_path: Path) -> None:
-    env = {**cstack.env, "DOCKER_HOST": standalone.manager.url}
+    # No swarm and no Kubernetes cluster either (a test cluster may be up: point KUBECONFIG away)
+    env = {**cstack.env, "DOCKER_HOST": standalone.manager.url, "KUBECONFIG": str(tmp_path / "no-kubeconfig")}
     env.pop("SWARMRUN_STACK")
     up = cstack.cli("up", *cstack.options(), cwd=tmp_path, env=env)
     assert up.returncode == 5, up.stderr

@@ -168,13 +168,22 @@ class KubeStack:
         from swarmrun.backends.swarm.stack import StackConfig
         from swarmrun.execution.queue import connect
 
-        os.environ.setdefault("KUBECONFIG", str(KUBECONFIG))
-        backend = KubernetesBackend(StackConfig(name=self.name), namespace=self.namespace, context=None)
-        with backend.port_forward() as forward:
-            conn = connect(backend.redis_url(forward.port), resilient=True)
-            yield SweepQueue(conn, "swarmrun")
-            with contextlib.suppress(redis.RedisError):
-                conn.close()
+        # The client reads KUBECONFIG when it connects; set only while this queue is open, so it
+        # does not leak into later tests' CLI subprocesses (`--backend auto` would find the cluster).
+        before = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = str(KUBECONFIG)
+        try:
+            backend = KubernetesBackend(StackConfig(name=self.name), namespace=self.namespace, context=None)
+            with backend.port_forward() as forward:
+                conn = connect(backend.redis_url(forward.port), resilient=True)
+                yield SweepQueue(conn, "swarmrun")
+                with contextlib.suppress(redis.RedisError):
+                    conn.close()
+        finally:
+            if before is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = before
 
     def remove(self) -> None:
         core = self.kube.core

@@ -26,11 +26,12 @@ from swarmrun.definition.sweep import Sweep
 from swarmrun.definition.sweepfile import load_sweep, parse_sweep
 from swarmrun.errors import SwarmrunError
 from swarmrun.execution import progress as fmt
+from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.queue import Progress, SweepQueue, connect
 from swarmrun.execution.results import Result, iter_results, table_columns
 from swarmrun.execution.task import preflight
+from swarmrun.execution.watch import default_output, watch
 from swarmrun.execution.watch import redis_url as resolve_url
-from swarmrun.execution.watch import watch
 from swarmrun.settings import Settings
 
 if TYPE_CHECKING:
@@ -120,6 +121,17 @@ class Results:
         """The same sweep's results as they are now."""
         with self.connection.queue() as queue:
             return replace(self, progress=queue.progress(self.sweep_id))
+
+    def fetch_outputs(self, dest: Path | None = None) -> Path:
+        """Fetch the output files not fetched yet into `dest/points/<index>/` (default
+        `swarmrun-results/<name>-<id8>`, where `swarmrun run` puts them); returns it, absolute.
+        `run` calls it at the end of a sweep with `outputs:`."""
+        dest = (dest or default_output(self.sweep.name, self.sweep_id).with_suffix("")).absolute()
+        with self.connection.queue() as queue:
+            got = OutputCollector(queue, self.sweep, self.sweep_id, dest).collect()
+        if got.problems:
+            raise SwarmrunError(f"outputs of sweep {self.sweep_id[:12]}: " + "; ".join(got.problems))
+        return dest
 
     def failed(self) -> list[Result]:
         """The records of the points that failed or timed out."""
@@ -242,7 +254,7 @@ def run(
             final = queue.progress(sub.sweep_id)
         finally:
             queue.connection.close()
-    return Results(sub.sweep_id, spec, final, connection)
+        return _with_outputs(Results(sub.sweep_id, spec, final, connection))
 
 
 def _run_swarm(
@@ -257,7 +269,14 @@ def _run_swarm(
     with connection.queue() as queue:
         sub = queue.submit(spec)
         final = watch(queue, sub.sweep_id, on_progress=_printer(progress), replicas=swarm.replicas)
-    return Results(sub.sweep_id, spec, final, connection)
+    return _with_outputs(Results(sub.sweep_id, spec, final, connection))
+
+
+def _with_outputs(results: Results) -> Results:
+    """A finished sweep's results, its output files fetched (those not on a shared `outputs_dir`)."""
+    if results.sweep.options.outputs and not results.sweep.options.outputs_dir:
+        results.fetch_outputs()
+    return results
 
 
 def sweep_ids(

@@ -92,3 +92,25 @@ def test_run_from_inside_a_running_event_loop(settings: Settings) -> None:
 
     res = asyncio.run(cell())
     assert len(res.to_pandas()) == 12
+
+
+@pytest.mark.timeout(120)
+def test_run_fetches_the_output_files(settings: Settings, tmp_path: Path) -> None:
+    import hashlib
+
+    sweep = {
+        "name": "api-files",
+        "task": {"call": "fixtures.tasks:write_files"},
+        "outputs": ["*.bin"],
+        "params": {"i": {"range": [0, 3]}, "size": [2048]},
+    }
+    res = swarmrun.run(sweep, workers=1, settings=settings)
+    got = {r.index: r.files for r in res}
+    assert sorted(got) == [0, 1, 2]
+    dest = tmp_path / "swarmrun-results" / f"api-files-{res.sweep_id[:8]}"  # the cwd is tmp_path
+    for index, files in got.items():
+        [(name, size, sha)] = files
+        data = (dest / "points" / str(index) / name).read_bytes()
+        assert (name, size, len(data)) == ("data.bin", 2048, 2048)
+        assert hashlib.sha256(data).hexdigest() == sha
+    assert res.fetch_outputs() == dest  # again: nothing left to fetch, same place

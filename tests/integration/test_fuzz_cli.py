@@ -89,7 +89,10 @@ def test_fuzzer_findings_through_the_cli_process(
     path = tmp_path / "sweep.yaml"
     path.write_text(text)
     env = swarmrun_env(redis_url, tmp_path / "home")
-    r = run_cli(["submit", str(path), "-p", "x=1,2"], env=env, cwd=tmp_path, timeout=60)
+    # An override of a param the file does not have is itself an error (`+x` adds one): only the
+    # valid sweep, which has x, gets one, so each bad file is refused for its own defect.
+    override = ["-p", "x=1,2"] if needle is None else []
+    r = run_cli(["submit", str(path), *override], env=env, cwd=tmp_path, timeout=60)
     check_outcome(r.returncode, r.stdout, r.stderr)
     assert r.returncode == (ExitCode.OK if needle is None else ExitCode.BAD_SWEEP), r.stderr
     assert needle is None or needle in r.stderr, r.stderr

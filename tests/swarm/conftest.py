@@ -16,6 +16,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import redis
 
 from swarmrun.backends.swarm import engine
 from swarmrun.backends.swarm.backend import SwarmBackend
@@ -143,3 +144,30 @@ def cli(
     stack: Stack, *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return run_cli(args, env=env or stack.env, cwd=cwd, timeout=timeout)
+
+
+def ping(url: str) -> redis.Redis | None:
+    """A client of the Redis at `url` once it answers, else None (for `wait_until`)."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.ping()
+        return client
+    except (redis.ConnectionError, redis.ResponseError):
+        return None
+
+
+def compose_workers(project: str) -> list[str]:
+    """Ids of the running worker containers of a Docker Compose project."""
+    return subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+            "--filter",
+            "label=com.docker.compose.service=worker",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout.split()

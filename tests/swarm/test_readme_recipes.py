@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, wait_until, write_sweep
-from tests.swarm.conftest import REDIS_IMAGE, Stack
+from tests.swarm.conftest import REDIS_IMAGE, Stack, compose_workers, ping
 
 SWEEP = """
 name: recipe
@@ -100,32 +100,11 @@ def test_docker_compose_recipe_as_written(stack: Stack, tmp_path: Path) -> None:
                 env = {**env, **exported}
                 if name == "SWARMRUN_REDIS_URL":
                     url = exported[name]
-                    wait_until(lambda: _redis_up(url), 90, message="compose Redis")  # noqa: B023
+                    wait_until(lambda: ping(url), 90, message="compose Redis")  # noqa: B023
                 continue
             r = bash(line, top, env)
             assert r.returncode == 0, f"{line}\n{r.stdout}\n{r.stderr}"
-        workers = subprocess.run(
-            [
-                "docker",
-                "ps",
-                "-q",
-                "--filter",
-                f"label=com.docker.compose.project={project}",
-                "--filter",
-                "label=com.docker.compose.service=worker",
-            ],
-            capture_output=True,
-            text=True,
-        ).stdout.split()
+        workers = compose_workers(project)
         assert len(workers) == 4  # the last line scales to 4
     finally:
         subprocess.run([*compose, "down", "-v"], cwd=top, env=env, capture_output=True, timeout=180)
-
-
-def _redis_up(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except (redis.ConnectionError, redis.ResponseError):
-        return False

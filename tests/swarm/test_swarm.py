@@ -16,7 +16,16 @@ from rq import Worker
 from swarmrun.backends.swarm.stack import NAMESPACE_LABEL, render
 from swarmrun.execution.queue import SweepQueue
 from tests.conftest import read_csv, swarmrun_env, wait_until, write_sweep
-from tests.swarm.conftest import REDIS_IMAGE, SESSION, TEST_LABEL, Stack, cli, remove_labelled
+from tests.swarm.conftest import (
+    REDIS_IMAGE,
+    SESSION,
+    TEST_LABEL,
+    Stack,
+    cli,
+    compose_workers,
+    ping,
+    remove_labelled,
+)
 
 pytestmark = pytest.mark.swarm
 
@@ -291,20 +300,8 @@ def test_the_stack_file_runs_under_docker_compose(stack: Stack, tmp_path: Path) 
         url = f"redis://:compose-secret@127.0.0.1:{stack.port}/0"
         env = {**stack.env, "SWARMRUN_REDIS_URL": url}
         env.pop("SWARMRUN_STACK")
-        client = wait_until(lambda: _ping(url), 60, message="compose Redis")
-        workers = subprocess.run(
-            [
-                "docker",
-                "ps",
-                "-q",
-                "--filter",
-                f"label=com.docker.compose.project={project}",
-                "--filter",
-                "label=com.docker.compose.service=worker",
-            ],
-            capture_output=True,
-            text=True,
-        ).stdout.split()
+        client = wait_until(lambda: ping(url), 60, message="compose Redis")
+        workers = compose_workers(project)
         assert len(workers) == 2  # deploy.replicas, honoured with --compatibility
         path = write_sweep(tmp_path, NAP.format(seconds=0.02, points=40))
         sid = cli(stack, "submit", str(path), cwd=tmp_path, env=env).stdout.strip()
@@ -315,15 +312,6 @@ def test_the_stack_file_runs_under_docker_compose(stack: Stack, tmp_path: Path) 
         assert sorted(json.loads(line)["index"] for line in out.read_text().splitlines()) == list(range(40))
     finally:
         subprocess.run([*compose, "down", "-v"], capture_output=True, timeout=120)
-
-
-def _ping(url: str) -> redis.Redis | None:
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        client.ping()
-        return client
-    except (redis.ConnectionError, redis.ResponseError):
-        return None
 
 
 def test_stack_labels_mark_test_resources(stack: Stack, tmp_path: Path) -> None:

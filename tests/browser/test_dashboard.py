@@ -60,6 +60,23 @@ def finds(driver, css: str):
     return driver.find_elements(By.CSS_SELECTOR, css)
 
 
+def group_rows(driver) -> list[tuple[str, str]] | None:
+    """(error, count) of each failure group on the page; None when the live page re-rendered the
+    table while it was read (a stale element), so that `wait_until` looks again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        return [
+            (
+                g.find_element("css selector", ".group-error").text,
+                g.find_element("css selector", ".count").text,
+            )
+            for g in finds(driver, "#failure-groups tr.group")
+        ]
+    except StaleElementReferenceException:
+        return None
+
+
 def text(element, css: str) -> str:
     return str(element.find_element("css selector", css).text)
 
@@ -111,11 +128,9 @@ def test_failure_group_retry_reruns_exactly_that_group(
     procs.worker()
     browser.get(f"{dash.url}/#/sweep/{sid}")
 
-    groups = wait_until(lambda: finds(browser, "#failure-groups tr.group"), 30, message="failure groups")
-    assert [
-        (g.find_element("css selector", ".group-error").text, g.find_element("css selector", ".count").text)
-        for g in groups
-    ] == [("RuntimeError: transient failure", "7"), ("ValueError: x=7 is always bad", "1")]
+    rows = wait_until(lambda: group_rows(browser), 30, message="failure groups")
+    assert rows == [("RuntimeError: transient failure", "7"), ("ValueError: x=7 is always bad", "1")]
+    groups = finds(browser, "#failure-groups tr.group")
     groups[0].find_element("css selector", ".group-error").click()
     points = wait_until(
         lambda: finds(browser, "tr.group-points:not([hidden]) tr.point"), 30, message="group points"
@@ -130,11 +145,7 @@ def test_failure_group_retry_reruns_exactly_that_group(
     )
     wait_until(
         lambda: (
-            [
-                g.find_element("css selector", ".group-error").text
-                for g in finds(browser, "#failure-groups tr.group")
-            ]
-            == ["ValueError: x=7 is always bad"]
+            [error for error, _ in group_rows(browser) or [("", "")]] == ["ValueError: x=7 is always bad"]
         ),
         30,
         message="the retried group to leave the page",

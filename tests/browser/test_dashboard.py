@@ -138,11 +138,9 @@ def test_failure_group_retry_reruns_exactly_that_group(
     assert sorted(int(p.get_attribute("data-i")) for p in points) == list(range(7))
     screenshot(browser, "dashboard-failures")
 
-    groups[0].find_element("css selector", "button.retry").click()
+    finds(browser, "#failure-groups tr.group")[0].find_element("css selector", "button.retry").click()
     wait_until(lambda: queue.progress(sid).ok == 7, 60, message="the group's points to run again and succeed")
-    remaining = wait_until(
-        lambda: [g.text for g in finds(browser, "#failure-groups tr.group")] or None, 30, message="groups"
-    )
+    remaining = wait_until(lambda: group_rows(browser), 30, message="groups")
     wait_until(
         lambda: (
             [error for error, _ in group_rows(browser) or [("", "")]] == ["ValueError: x=7 is always bad"]

@@ -88,10 +88,10 @@ def start(stack: ClusterStack, tmp_path: Path, *, test: str, points: int, second
     return sweep
 
 
-def finish(sweep: Sweep, recovery: Recovery, what: str, note: str = "") -> Progress:
+def finish(sweep: Sweep, recovery: Recovery, what: str, note: str = "", timeout: float = 300) -> Progress:
     """Wait for the manager; check exactly one result per point; print the reliability line."""
     try:
-        _, stderr = sweep.manager.communicate(timeout=300)
+        _, stderr = sweep.manager.communicate(timeout=timeout)
     finally:
         if sweep.manager.poll() is None:
             sweep.manager.kill()

@@ -109,9 +109,30 @@ def stack_options(func: F) -> F:
         help="Mount in every worker, in docker's --mount syntax, e.g. "
         "type=bind,source=/srv/data,target=/data,readonly (repeatable).",
     )
+    @click.option(
+        "--tls",
+        is_flag=True,
+        help="Redis speaks only TLS: a CA and a server certificate are made and kept as secrets; "
+        "the CLI and the workers verify Redis against the CA.",
+    )
+    @click.option(
+        "--tls-host",
+        "tls_hosts",
+        multiple=True,
+        metavar="NAME",
+        help="With --tls: another host name or address the CLI reaches Redis at (repeatable).",
+    )
+    @click.option(
+        "--encrypt-network",
+        is_flag=True,
+        help="Swarm: encrypt the stack's overlay network between nodes (IPsec).",
+    )
     @functools.wraps(func)
     def wrapper(
         *args: Any,
+        tls: bool,
+        tls_hosts: tuple[str, ...],
+        encrypt_network: bool,
         image: str,
         redis_image: str,
         redis_port: int,
@@ -156,7 +177,12 @@ def stack_options(func: F) -> F:
             storage_class=storage_class,
             redis_storage=redis_storage,
             mounts=parse_mounts(mounts),
+            tls=tls,
+            tls_hosts=tls_hosts,
+            encrypt_network=encrypt_network,
         )
+        if tls_hosts and not tls:
+            raise click.UsageError("--tls-host goes with --tls")
         try:
             check(kwargs["stack_config"])
         except ValueError as e:

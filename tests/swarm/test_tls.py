@@ -46,7 +46,10 @@ def test_a_tls_stack_runs_a_sweep_over_rediss_and_refuses_plain_and_wrong_ca(
     state = _state(stack)
     assert state["ca"].startswith("-----BEGIN CERTIFICATE-----")
     assert "PRIVATE KEY" not in json.dumps(state)
-    secrets = {s.name for s in stack.client.secrets.list(filters={"label": f"swarmrun.test"})}
+    secrets = {
+        s.name
+        for s in stack.client.secrets.list(filters={"label": f"com.docker.stack.namespace={stack.name}"})
+    }
     assert {f"{stack.name}_redis_tls_{k}" for k in ("ca", "cert", "key")} <= secrets
     worker = stack.client.services.get(f"{stack.name}_worker")
     env = worker.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
@@ -99,7 +102,9 @@ def test_a_tls_stack_runs_a_sweep_over_rediss_and_refuses_plain_and_wrong_ca(
     status = cli(stack, "status", "--redis-url", url, "--redis-ca", str(ca), cwd=tmp_path, env=other_env)
     assert status.returncode == 0, status.stderr
     assert "60 done (60 ok" in status.stdout, status.stdout
-    by_env = cli(stack, "ls", cwd=tmp_path, env={**other_env, "SWARMRUN_REDIS_URL": url, "SWARMRUN_REDIS_CA": str(ca)})
+    by_env = cli(
+        stack, "ls", cwd=tmp_path, env={**other_env, "SWARMRUN_REDIS_URL": url, "SWARMRUN_REDIS_CA": str(ca)}
+    )
     assert by_env.returncode == 0 and "tls-sweep" in by_env.stdout, by_env.stderr
     # ... and without a CA the system's trust store does not know the stack's CA: refused, one line.
     unknown = cli(stack, "ls", "--redis-url", url, cwd=tmp_path, env=other_env, timeout=60)

@@ -226,6 +226,9 @@ class SwarmBackend:
                         f"can reach: build it with `swarmrun image build --tag {config.image}` (for several "
                         "nodes, then `swarmrun image distribute` or `swarmrun image push`)"
                     ) from None
+            network = (
+                self._network()
+            )  # first: an engine that cannot encrypt it refuses before anything exists
             secret_name = f"{config.name}_{SECRET}"
             existing = self.client.secrets.list(filters={"name": secret_name})
             secret = next((s for s in existing if s.name == secret_name), None)
@@ -237,7 +240,6 @@ class SwarmBackend:
             else:
                 self._password(create=False)
             tls_secrets = self._tls_secrets() if config.tls else None
-            network = self._network()
             current = self._current_replicas()
             wanted = (
                 replicas if replicas is not None else (current if current is not None else config.replicas)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from swarmrun.errors import SwarmrunError
 
@@ -125,3 +127,40 @@ def server_hosts(
     return list(
         dict.fromkeys(["redis", f"{stack}_redis", "localhost", "127.0.0.1", engine_host, *managers, *extra])
     )
+
+
+def write(directory: Path, material: TLSMaterial) -> list[Path]:
+    """The material as `<dir>/redis_tls_{ca,cert,key}.pem` (the key readable by its owner only)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for file, data in material.secrets().items():
+        path = directory / f"{file}.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if file == KEY_SECRET else 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        paths.append(path)
+    return paths
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m swarmrun.backends.tls",
+        description="Make a CA and a Redis server certificate for a stack deployed from its file.",
+    )
+    parser.add_argument("directory", type=Path)
+    parser.add_argument(
+        "--host", action="append", default=[], help="another name or address of Redis (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    hosts = ["redis", "localhost", "127.0.0.1", *args.host]  # `redis`: the workers' name for it
+    for path in write(args.directory, issue(hosts)):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main())

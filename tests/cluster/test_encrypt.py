@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import closing
 from pathlib import Path
 
+import docker
 import pytest
 
 from swarmrun.backends.swarm.encryption import OK_LINE, probe
@@ -45,14 +46,14 @@ def _node_probe(cstack: ClusterStack) -> str:
 def _node_probe_or_reason(cstack: ClusterStack) -> str:
     try:
         return _node_probe(cstack)
-    except Exception as e:  # a non-zero exit: the probe's line is in the error
-        return str(getattr(e, "stderr", b"") or e)
+    except docker.errors.ContainerError as e:  # a non-zero exit: the probe's reason is on stderr
+        return bytes(e.stderr or b"").decode().strip()
 
 
 def test_a_sweep_crosses_nodes_on_an_encrypted_network(cstack: ClusterStack, tmp_path: Path) -> None:
     line = _node_probe_or_reason(cstack)
     if OK_LINE not in line:
-        pytest.skip(f"the nodes' kernel cannot do IPsec: {line.strip() or probe()}")
+        pytest.skip(f"the nodes' kernel cannot do IPsec: {line or probe()}")
     up = cstack.cli("up", "--encrypt-network", "-r", "3", *cstack.options(), cwd=tmp_path)
     assert up.returncode == 0, up.stderr
     with closing(cstack.cluster.manager_client()) as m:
@@ -78,6 +79,7 @@ def test_up_encrypt_network_says_in_one_line_why_the_kernel_cannot(
     lines = up.stderr.strip().splitlines()
     assert len(lines) == 1, up.stderr
     assert "--encrypt-network" in lines[0] and "cannot encrypt overlay traffic" in lines[0], lines[0]
+    assert line.removeprefix("ipsec: ") in lines[0], (line, lines[0])  # the kernel's reason, named
     assert "Traceback" not in up.stderr
     with closing(cstack.cluster.manager_client()) as m:
         assert not m.networks.list(names=[f"{cstack.name}_net"])

@@ -96,8 +96,8 @@ def require(client: Any, image: str, labels: dict[str, str] | None = None) -> No
                 remove=True,
                 labels=labels or {},
             )
-        except docker.errors.ContainerError as e:
-            out = (e.stderr or b"") if isinstance(e.stderr, bytes) else str(e.stderr).encode()
+        except docker.errors.ContainerError as e:  # the probe's reason is on its stderr
+            out = e.stderr if isinstance(e.stderr, bytes) else str(e.stderr or "").encode()
     line = out.decode(errors="replace").strip().splitlines()[-1:] if out else []
     result = line[0] if line else "ipsec: the probe printed nothing"
     if result != OK_LINE:
@@ -110,5 +110,5 @@ def require(client: Any, image: str, labels: dict[str, str] | None = None) -> No
 
 if __name__ == "__main__":
     line = probe()
-    print(line)
+    print(line, file=sys.stdout if line == OK_LINE else sys.stderr)
     sys.exit(0 if line == OK_LINE else 1)

@@ -165,6 +165,14 @@ HEADER = """\
 """
 
 
+TLS_HEADER = """\
+# TLS (`swarmrun up --tls` deploys the same): Redis speaks only TLS on its port. Put the CA
+# certificate and Redis's certificate and key in SWARMRUN_REDIS_TLS_DIR (../tls):
+#          python -m swarmrun.backends.tls tls --host MANAGER_HOST
+# then:    SWARMRUN_REDIS_CA=tls/redis_tls_ca.pem swarmrun status --redis-url rediss://:PASSWORD@MANAGER_HOST:6379/0
+"""
+
+
 def _escape_dollars(value: Any) -> Any:
     """Compose interpolates `$`: a literal `$` in a command is written `$$`."""
     if isinstance(value, str):
@@ -178,7 +186,11 @@ def render(config: StackConfig) -> str:
     """The stack as a compose file (for `docker stack deploy -c` and `docker-compose`)."""
     data = definition(config)
     data["services"]["redis"]["command"] = _escape_dollars(data["services"]["redis"]["command"])
-    return HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000)
+    return (
+        HEADER
+        + (TLS_HEADER if config.tls else "")
+        + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000)
+    )
 
 
 # --- conversion to docker SDK service specs -------------------------------------------------------

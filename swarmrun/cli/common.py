@@ -109,6 +109,8 @@ class State:
                 context=target.context,
                 namespace=target.namespace,
                 warn=lambda line: click.echo(line, err=True),
+                home=self.settings.home,
+                ca_file=self.settings.redis_ca,
             )
         return self._kubernetes
 

@@ -268,9 +268,15 @@ def _dry_run(state: State, config: StackConfig, replicas: int | None, output: Pa
             paths = write(output, manifests(config, redis_volume="claim"))
         except ValueError as e:
             raise click.UsageError(str(e)) from None
+        tls = (
+            f" and the TLS Secret {config.name}-redis-tls (keys redis_tls_ca, redis_tls_cert, "
+            "redis_tls_key: python -m swarmrun.backends.tls DIR makes them)"
+            if config.tls
+            else ""
+        )
         click.echo(
             f"wrote {', '.join(str(p) for p in paths)}; create the password Secret {config.name}-redis "
-            "(key password), then kubectl apply -f " + str(output)
+            f"(key password){tls}, then kubectl apply -f " + str(output)
         )
         return
     output.mkdir(parents=True, exist_ok=True)

@@ -213,3 +213,57 @@ def test_the_probe_reads_netlink_acks() -> None:
     header = struct.pack("=IHHII", 36, 2, 0, 1, 0)
     assert ack_error(header + struct.pack("=i", 0) + bytes(16)) == 0
     assert ack_error(header + struct.pack("=i", -38) + bytes(16)) == 38  # ENOSYS: no such cipher
+
+
+# --- Kubernetes ------------------------------------------------------------------------------------
+
+
+def _by_kind(objects: list[dict], kind: str, name: str) -> dict:
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def test_kubernetes_tls_manifests_carry_the_secret_and_the_redis_tls_args() -> None:
+    import base64
+
+    from swarmrun.backends.kubernetes import manifests as km
+
+    material = issue(["127.0.0.1", "st-redis"])
+    objects = km.manifests(WorkerSpec(name="st", tls=True), password="pw", tls=material)
+    assert [o["kind"] for o in objects[:2]] == ["Secret", "Secret"]
+    tls_secret = _by_kind(objects, "Secret", "st-redis-tls")
+    assert {k: base64.b64decode(v) for k, v in tls_secret["data"].items()} == material.secrets()
+    redis_dep = _by_kind(objects, "Deployment", "st-redis")
+    assert redis_dep["metadata"]["labels"][km.TLS_LABEL] == "true"
+    container = redis_dep["spec"]["template"]["spec"]["containers"][0]
+    assert "--port 0 --tls-port 6379" in container["command"][2]
+    assert "redis-cli --tls --insecure" in container["readinessProbe"]["exec"]["command"][2]
+    sources = redis_dep["spec"]["template"]["spec"]["volumes"][1]["projected"]["sources"]
+    assert [i["path"] for s in sources for i in s["secret"]["items"]] == [
+        "redis_password",
+        "redis_tls_cert",
+        "redis_tls_key",
+    ]
+    worker = _by_kind(objects, "Deployment", "st-worker")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in worker["containers"][0]["env"]}
+    assert env["SWARMRUN_REDIS_URL"].startswith("rediss://$(ST_REDIS_SERVICE_HOST):")
+    assert env["SWARMRUN_REDIS_CA"] == "/run/secrets/redis_tls_ca"
+    worker_files = [
+        i["path"] for s in worker["volumes"][0]["projected"]["sources"] for i in s["secret"]["items"]
+    ]
+    assert worker_files == ["redis_password", "redis_tls_ca"]  # never the server key
+    plain = km.manifests(WorkerSpec(name="st"), password="pw")
+    assert all(o["metadata"]["name"] != "st-redis-tls" for o in plain)
+    assert "secret" in _by_kind(plain, "Deployment", "st-worker")["spec"]["template"]["spec"]["volumes"][0]
+
+
+@pytest.mark.parametrize("version", ["1.25.0", "1.31.0", "1.37.0"])
+def test_kubernetes_tls_manifests_validate_against_the_schemas(version: str) -> None:
+    import kubernetes_validate
+
+    from swarmrun.backends.kubernetes import manifests as km
+
+    objects = km.manifests(
+        WorkerSpec(name="st", tls=True), redis_volume="emptydir", password="pw", tls=issue(["127.0.0.1"])
+    )
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)

@@ -71,7 +71,12 @@ def service_env_prefix(spec: WorkerSpec) -> str:
 
 
 def tls_secret_name(spec: WorkerSpec) -> str:
-    return f"{spec.name}-redis-tls"
+    return tls_secret_name_for(spec.name)
+
+
+def tls_secret_name_for(stack: str) -> str:
+    """The Secret with the CA certificate, Redis's certificate and its key."""
+    return f"{stack}-redis-tls"
 
 
 def worker_redis_url(spec: WorkerSpec) -> str:

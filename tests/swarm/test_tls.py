@@ -123,3 +123,52 @@ def test_a_tls_stack_runs_a_sweep_over_rediss_and_refuses_plain_and_wrong_ca(
     assert down.returncode == 0, down.stderr
     left = {s.name for s in stack.client.secrets.list() if s.name.startswith(f"{stack.name}_")}
     assert not left, left
+
+
+@pytest.mark.timeout(600)
+def test_the_tls_stack_file_deploys_and_runs_a_sweep_with_the_ca_given(stack: Stack, tmp_path: Path) -> None:
+    """stacks/swarmrun-tls.yml as its header says: certificates by `python -m swarmrun.backends.tls`,
+    `docker stack deploy`, then the CLI with the password file and `SWARMRUN_REDIS_CA`."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    top = tmp_path / "checkout"
+    (top / "stacks").mkdir(parents=True)
+    shutil.copy(ROOT / "stacks" / "swarmrun-tls.yml", top / "stacks")
+    (top / "redis_password").write_text("file-deployed-password\n")
+    made = subprocess.run(
+        [sys.executable, "-m", "swarmrun.backends.tls", str(top / "tls")], capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    deploy_env = {
+        **stack.env,
+        "SWARMRUN_IMAGE": stack.image,
+        "SWARMRUN_REDIS_IMAGE": stack.config.redis_image,
+        "SWARMRUN_REDIS_PORT": str(stack.port),
+        "SWARMRUN_HEARTBEAT_TTL": "5",
+    }
+    deployed = subprocess.run(
+        ["docker", "stack", "deploy", "-c", "stacks/swarmrun-tls.yml", stack.name],
+        cwd=top,
+        env=deploy_env,
+        capture_output=True,
+        text=True,
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    env = {
+        **stack.env,
+        "SWARMRUN_REDIS_PASSWORD_FILE": str(top / "redis_password"),
+        "SWARMRUN_REDIS_CA": str(top / "tls" / "redis_tls_ca.pem"),
+    }
+    out = tmp_path / "out.csv"
+    run = cli(stack, "run", write_sweep(tmp_path, SWEEP).as_posix(), "-o", str(out), cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    rows = read_csv(out)
+    assert sorted(int(r["i"]) for r in rows) == list(range(60)) and {r["status"] for r in rows} == {"ok"}
+    status = cli(stack, "status", cwd=tmp_path, env=env)
+    assert status.returncode == 0 and "60 done (60 ok" in status.stdout, status.stderr
+    no_ca = cli(stack, "status", cwd=tmp_path, env={k: v for k, v in env.items() if k != "SWARMRUN_REDIS_CA"})
+    assert no_ca.returncode == ExitCode.REDIS_UNAVAILABLE and "--redis-ca" in no_ca.stderr, no_ca.stderr

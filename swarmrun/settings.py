@@ -52,7 +52,7 @@ def with_ca(url: str, ca_file: str | None) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     if any(k == "ssl_ca_certs" for k, _ in query):
         return url
-    return urlunsplit(parts._replace(query=urlencode([*query, ("ssl_ca_certs", ca_file)])))
+    return urlunsplit(parts._replace(query=urlencode([*query, ("ssl_ca_certs", ca_file)], safe="/")))
 
 
 def redact(url: str) -> str:

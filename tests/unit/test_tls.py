@@ -110,10 +110,10 @@ def test_write_keeps_the_key_private(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("rediss://:pw@h:6379/0", "rediss://:pw@h:6379/0?ssl_ca_certs=%2Ftmp%2Fca.pem"),
+        ("rediss://:pw@h:6379/0", "rediss://:pw@h:6379/0?ssl_ca_certs=/tmp/ca.pem"),
         (
             "rediss://h:1/0?ssl_check_hostname=false",
-            "rediss://h:1/0?ssl_check_hostname=false&ssl_ca_certs=%2Ftmp%2Fca.pem",
+            "rediss://h:1/0?ssl_check_hostname=false&ssl_ca_certs=/tmp/ca.pem",
         ),
         ("rediss://h:1/0?ssl_ca_certs=/mine.pem", "rediss://h:1/0?ssl_ca_certs=/mine.pem"),
         ("redis://h:1/0", "redis://h:1/0"),
@@ -133,7 +133,7 @@ def test_settings_add_password_and_ca_to_a_rediss_url(tmp_path: Path) -> None:
         "SWARMRUN_REDIS_CA": "/run/secrets/redis_tls_ca",
     }
     url = Settings.from_env(env).url
-    assert url == "rediss://:s3cret@redis:6379/0?ssl_ca_certs=%2Frun%2Fsecrets%2Fredis_tls_ca"
+    assert url == "rediss://:s3cret@redis:6379/0?ssl_ca_certs=/run/secrets/redis_tls_ca"
     import redis
 
     kwargs = redis.connection.parse_url(url)

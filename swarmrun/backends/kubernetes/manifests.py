@@ -157,25 +157,23 @@ def _secret_volume(spec: WorkerSpec, tls_files: tuple[str, ...] = ()) -> dict[st
     }
 
 
-def secret(spec: WorkerSpec, password: str) -> dict[str, Any]:
+def _opaque_secret(spec: WorkerSpec, name: str, data: dict[str, bytes]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(spec, redis_name(spec), "redis"),
+        "metadata": _metadata(spec, name, "redis"),
         "type": "Opaque",
-        "data": {"password": base64.b64encode(password.encode()).decode()},
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
     }
+
+
+def secret(spec: WorkerSpec, password: str) -> dict[str, Any]:
+    return _opaque_secret(spec, redis_name(spec), {"password": password.encode()})
 
 
 def tls_secret(spec: WorkerSpec, material: TLSMaterial) -> dict[str, Any]:
     """The CA certificate, Redis's certificate and its key (keys named as the files they become)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": _metadata(spec, tls_secret_name(spec), "redis"),
-        "type": "Opaque",
-        "data": {k: base64.b64encode(v).decode() for k, v in material.secrets().items()},
-    }
+    return _opaque_secret(spec, tls_secret_name(spec), material.secrets())
 
 
 def service(spec: WorkerSpec) -> dict[str, Any]:

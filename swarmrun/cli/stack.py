@@ -286,6 +286,11 @@ def _dry_run(state: State, config: StackConfig, replicas: int | None, output: Pa
 
 
 def _up_kubernetes(state: State, config: StackConfig, replicas: int | None, no_wait: bool) -> None:
+    if config.encrypt_network:
+        raise click.UsageError(
+            "--encrypt-network is a Swarm option: on Kubernetes, traffic between nodes is encrypted "
+            "(or not) by the cluster's network plugin"
+        )
     backend = state.kubernetes(config)
     try:
         current = backend.deploy(replicas, wait=not no_wait)

@@ -172,3 +172,24 @@ def test_the_tls_stack_file_deploys_and_runs_a_sweep_with_the_ca_given(stack: St
     assert status.returncode == 0 and "60 done (60 ok" in status.stdout, status.stderr
     no_ca = cli(stack, "status", cwd=tmp_path, env={k: v for k, v in env.items() if k != "SWARMRUN_REDIS_CA"})
     assert no_ca.returncode == ExitCode.REDIS_UNAVAILABLE and "--redis-ca" in no_ca.stderr, no_ca.stderr
+
+
+def test_encrypt_network_is_one_line_and_creates_nothing_when_the_kernel_cannot(
+    stack: Stack, tmp_path: Path
+) -> None:
+    from swarmrun.backends.swarm.encryption import require
+    from swarmrun.errors import DockerUnavailable
+
+    try:
+        require(stack.client, stack.image)
+    except DockerUnavailable as e:
+        reason = str(e)
+    else:
+        pytest.skip("this engine's kernel can do IPsec: tests/cluster/test_encrypt.py runs a sweep on it")
+    assert "cannot encrypt overlay traffic" in reason, reason
+    up = cli(stack, "up", "--encrypt-network", *stack.options(), cwd=tmp_path, timeout=120)
+    assert up.returncode == ExitCode.DOCKER_UNAVAILABLE, (up.returncode, up.stderr)
+    assert up.stderr.strip() == f"Error: {reason}", up.stderr
+    assert not stack.client.networks.list(names=[f"{stack.name}_net"])
+    assert not stack.client.secrets.list(filters={"name": stack.name})
+    assert not stack.client.services.list(filters={"name": stack.name})

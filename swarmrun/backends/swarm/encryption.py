@@ -99,7 +99,12 @@ def require(client: Any, image: str, labels: dict[str, str] | None = None) -> No
         except docker.errors.ContainerError as e:  # the probe's reason is on its stderr
             out = e.stderr if isinstance(e.stderr, bytes) else str(e.stderr or "").encode()
     line = out.decode(errors="replace").strip().splitlines()[-1:] if out else []
-    result = line[0] if line else "ipsec: the probe printed nothing"
+    result = line[0] if line else ""
+    if not result.startswith("ipsec: "):
+        raise DockerUnavailable(
+            f"--encrypt-network: the IPsec probe could not run in image {image!r} "
+            f"({result or 'it printed nothing'}); it needs the worker image with swarmrun in it"
+        )
     if result != OK_LINE:
         raise DockerUnavailable(
             f"--encrypt-network: this engine's kernel cannot encrypt overlay traffic "

@@ -5,6 +5,8 @@ label; an unchanged spec is left alone, a changed one is updated in place. The R
 generated once, stored as a Docker secret and, for the CLI, in a file readable only by its owner
 under `<home>/stacks/` (Docker cannot read a secret back). Pass `--redis-password-file` (or set
 SWARMRUN_REDIS_PASSWORD_FILE) to drive a stack deployed from another machine or from the file.
+With TLS (`up --tls`) the CA certificate is kept in the same state file (its key nowhere), the
+server certificate and key only in Docker secrets; `redis_url` is then `rediss://` with the CA.
 """
 
 from __future__ import annotations
@@ -437,6 +439,7 @@ class SwarmBackend:
                     _retry_remove(volume, deadline)
         if volumes:
             self._state_file().unlink(missing_ok=True)
+            self._state_file().with_suffix(".ca.pem").unlink(missing_ok=True)
 
 
 def _retry_remove(resource: Any, deadline: float) -> None:

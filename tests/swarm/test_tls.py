@@ -123,6 +123,7 @@ def test_a_tls_stack_runs_a_sweep_over_rediss_and_refuses_plain_and_wrong_ca(
     assert down.returncode == 0, down.stderr
     left = {s.name for s in stack.client.secrets.list() if s.name.startswith(f"{stack.name}_")}
     assert not left, left
+    assert not list((stack.home / "stacks").glob(f"*-{stack.name}.*")), "state and CA file forgotten"
 
 
 @pytest.mark.timeout(600)

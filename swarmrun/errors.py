@@ -56,6 +56,10 @@ class RedisAuthFailed(RedisUnavailable):
     """Redis answered but refused the password (or wants one): waiting will not help."""
 
 
+class RedisTLSFailed(RedisAuthFailed):
+    """Redis's TLS certificate does not verify against the CA given (or the CA file is unreadable)."""
+
+
 class DockerUnavailable(SwarmrunError):
     """The Docker engine cannot be reached or refused a request."""
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from swarmrun.errors import SwarmrunError
 
@@ -41,6 +41,20 @@ def with_password(url: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def with_ca(url: str, ca_file: str | None) -> str:
+    """A `rediss://` URL that verifies the server against `ca_file` (redis-py's `ssl_ca_certs`).
+
+    Other URLs, and one that names its own CA already, are returned unchanged.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or not ca_file:
+        return url
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "ssl_ca_certs" for k, _ in query):
+        return url
+    return urlunsplit(parts._replace(query=urlencode([*query, ("ssl_ca_certs", ca_file)], safe="/")))
+
+
 def redact(url: str) -> str:
     """Hide a password in a Redis URL, for messages and logs."""
     parts = urlsplit(url)
@@ -63,6 +77,7 @@ class Settings:
 
     redis_url: str | None = None
     redis_password: str | None = None
+    redis_ca: str | None = None  # CA certificate file a `rediss://` Redis is verified against
     queue: str = DEFAULT_QUEUE
     home: Path = Path.home() / ".local" / "share" / "swarmrun"
     heartbeat_ttl: int = 30
@@ -84,6 +99,7 @@ class Settings:
         return cls(
             redis_url=environ.get("SWARMRUN_REDIS_URL") or None,
             redis_password=password,
+            redis_ca=environ.get("SWARMRUN_REDIS_CA") or None,
             queue=environ.get("SWARMRUN_QUEUE") or DEFAULT_QUEUE,
             home=Path(environ.get("SWARMRUN_HOME") or default_home),
             heartbeat_ttl=int(_number(environ, "SWARMRUN_HEARTBEAT_TTL", cls.heartbeat_ttl)),
@@ -98,12 +114,11 @@ class Settings:
 
     @property
     def url(self) -> str | None:
-        """The Redis URL to use, with the password file's password unless the URL carries one."""
-        if (
-            self.redis_url
-            and self.redis_password
-            and not urlsplit(self.redis_url).password
-            and "password=" not in self.redis_url
-        ):
-            return with_password(self.redis_url, self.redis_password)
-        return self.redis_url
+        """The Redis URL to use, with the password file's password unless the URL carries one, and
+        for `rediss://` the CA of SWARMRUN_REDIS_CA (`--redis-ca`) unless the URL names one."""
+        if not self.redis_url:
+            return self.redis_url
+        url = self.redis_url
+        if self.redis_password and not urlsplit(url).password and "password=" not in url:
+            url = with_password(url, self.redis_password)
+        return with_ca(url, self.redis_ca)

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from swarmrun.backends.mounts import Mount
+from swarmrun.backends.tls import CA_SECRET, CERT_SECRET, KEY_SECRET
 
 SECRET = "redis_password"
 SECRET_DIR = "/run/secrets"
@@ -29,6 +30,13 @@ REDIS_SCRIPT = (
     "printf 'requirepass %s\\n' \"$(cat " + SECRET_PATH + ')" > /tmp/redis.conf'
     " && exec redis-server /tmp/redis.conf --appendonly yes --appendfsync everysec"
     f" --dir {DATA_DIR} --save ''"
+)
+# With TLS (`up --tls`): no plain listener at all; the one port speaks TLS with the certificate
+# and key from their secrets (swarmrun.backends.tls). Clients are not asked for certificates: the
+# password still authenticates them.
+REDIS_TLS_ARGS = (
+    f" --port 0 --tls-port {REDIS_PORT} --tls-cert-file {SECRET_DIR}/{CERT_SECRET}"
+    f" --tls-key-file {SECRET_DIR}/{KEY_SECRET} --tls-auth-clients no"
 )
 PULL_POLICIES = ("IfNotPresent", "Never", "Always")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -59,12 +67,26 @@ class WorkerSpec:
     env: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     password_file: str = "./redis_password"
+    tls_dir: str = "./tls"  # the stack file's TLS secrets: <dir>/redis_tls_{ca,cert,key}.pem
     node_labels: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[str, ...] = ()
     image_pull_policy: str = "IfNotPresent"
     redis_storage: str = "1Gi"
     storage_class: str | None = None
     mounts: tuple[Mount, ...] = ()  # every worker's mounts (`--mount`, swarmrun.backends.mounts)
+    tls_hosts: tuple[str, ...] = ()  # more names or addresses the CLI reaches Redis at (`--tls-host`)
+    tls: bool = False  # Redis speaks only TLS (`up --tls`); workers verify it against the stack's CA
+    encrypt_network: bool = False  # Swarm: the overlay network is IPsec-encrypted (`--encrypt-network`)
+
+
+def redis_script(spec: WorkerSpec) -> str:
+    """The shell line that starts Redis: password from its secret, append-only file, TLS if asked."""
+    return REDIS_SCRIPT + (REDIS_TLS_ARGS if spec.tls else "")
+
+
+def worker_ca_path() -> str:
+    """Where a worker finds the CA certificate it verifies Redis against (a mounted secret)."""
+    return f"{SECRET_DIR}/{CA_SECRET}"
 
 
 def swarm_constraints(spec: WorkerSpec) -> list[str]:

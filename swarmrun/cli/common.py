@@ -88,7 +88,13 @@ class State:
             from swarmrun.backends.swarm.backend import SwarmBackend
 
             config = config or StackConfig(name=self.stack or DEFAULT_STACK)
-            self._swarm = SwarmBackend(engine.connect(), config, home=self.settings.home, extra_labels=labels)
+            self._swarm = SwarmBackend(
+                engine.connect(),
+                config,
+                home=self.settings.home,
+                extra_labels=labels,
+                ca_file=self.settings.redis_ca,
+            )
         return self._swarm
 
     def kubernetes(self, config: StackConfig | None = None) -> KubernetesBackend:
@@ -103,6 +109,8 @@ class State:
                 context=target.context,
                 namespace=target.namespace,
                 warn=lambda line: click.echo(line, err=True),
+                home=self.settings.home,
+                ca_file=self.settings.redis_ca,
             )
         return self._kubernetes
 
@@ -196,6 +204,14 @@ def redis_options(func: F) -> F:
         metavar="URL",
         help="Redis to use (default: the embedded server). Env: SWARMRUN_REDIS_URL.",
     )
+    @click.option(
+        "--redis-ca",
+        envvar="SWARMRUN_REDIS_CA",
+        metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="CA certificate a rediss:// Redis is verified against (default: the stack's, "
+        "kept by `up --tls`). Env: SWARMRUN_REDIS_CA.",
+    )
     @click.option("--queue", "queue_name", envvar="SWARMRUN_QUEUE", metavar="NAME", help="RQ queue name.")
     @click.option(
         "--stack",
@@ -227,6 +243,7 @@ def redis_options(func: F) -> F:
     def wrapper(
         *args: Any,
         redis_url: str | None,
+        redis_ca: str | None,
         queue_name: str | None,
         stack: str | None,
         backend: str | None,
@@ -239,6 +256,8 @@ def redis_options(func: F) -> F:
         settings = state.settings.with_redis(redis_url)
         if queue_name:
             settings = replace(settings, queue=queue_name)
+        if redis_ca:
+            settings = replace(settings, redis_ca=redis_ca)
         state.settings = settings
         state.stack = stack
         if backend is None and (namespace or kube_context):

@@ -109,9 +109,30 @@ def stack_options(func: F) -> F:
         help="Mount in every worker, in docker's --mount syntax, e.g. "
         "type=bind,source=/srv/data,target=/data,readonly (repeatable).",
     )
+    @click.option(
+        "--tls",
+        is_flag=True,
+        help="Redis speaks only TLS: a CA and a server certificate are made and kept as secrets; "
+        "the CLI and the workers verify Redis against the CA.",
+    )
+    @click.option(
+        "--tls-host",
+        "tls_hosts",
+        multiple=True,
+        metavar="NAME",
+        help="With --tls: another host name or address the CLI reaches Redis at (repeatable).",
+    )
+    @click.option(
+        "--encrypt-network",
+        is_flag=True,
+        help="Swarm: encrypt the stack's overlay network between nodes (IPsec).",
+    )
     @functools.wraps(func)
     def wrapper(
         *args: Any,
+        tls: bool,
+        tls_hosts: tuple[str, ...],
+        encrypt_network: bool,
         image: str,
         redis_image: str,
         redis_port: int,
@@ -156,7 +177,12 @@ def stack_options(func: F) -> F:
             storage_class=storage_class,
             redis_storage=redis_storage,
             mounts=parse_mounts(mounts),
+            tls=tls,
+            tls_hosts=tls_hosts,
+            encrypt_network=encrypt_network,
         )
+        if tls_hosts and not tls:
+            raise click.UsageError("--tls-host goes with --tls")
         try:
             check(kwargs["stack_config"])
         except ValueError as e:
@@ -242,9 +268,15 @@ def _dry_run(state: State, config: StackConfig, replicas: int | None, output: Pa
             paths = write(output, manifests(config, redis_volume="claim"))
         except ValueError as e:
             raise click.UsageError(str(e)) from None
+        tls = (
+            f" and the TLS Secret {config.name}-redis-tls (keys redis_tls_ca, redis_tls_cert, "
+            "redis_tls_key: python -m swarmrun.backends.tls DIR makes them)"
+            if config.tls
+            else ""
+        )
         click.echo(
             f"wrote {', '.join(str(p) for p in paths)}; create the password Secret {config.name}-redis "
-            "(key password), then kubectl apply -f " + str(output)
+            f"(key password){tls}, then kubectl apply -f " + str(output)
         )
         return
     output.mkdir(parents=True, exist_ok=True)
@@ -254,6 +286,11 @@ def _dry_run(state: State, config: StackConfig, replicas: int | None, output: Pa
 
 
 def _up_kubernetes(state: State, config: StackConfig, replicas: int | None, no_wait: bool) -> None:
+    if config.encrypt_network:
+        raise click.UsageError(
+            "--encrypt-network is a Swarm option: on Kubernetes, traffic between nodes is encrypted "
+            "(or not) by the cluster's network plugin"
+        )
     backend = state.kubernetes(config)
     try:
         current = backend.deploy(replicas, wait=not no_wait)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from swarmrun.definition.chunk import ChunkRef, bits, first_clear, job_prefix
 from swarmrun.definition.sweep import Sweep, canonical_json
 from swarmrun.definition.sweepfile import sweep_from_dict
-from swarmrun.errors import RedisAuthFailed, RedisUnavailable, SweepNotFound
+from swarmrun.errors import RedisAuthFailed, RedisTLSFailed, RedisUnavailable, SweepNotFound
 from swarmrun.execution.scripts import CACHED_LUA, CLEAR_FAILED_LUA, CLEAR_POINTS_LUA, EXPORT_LUA, RECORD_LUA
 from swarmrun.redis_server import process_alive
 from swarmrun.settings import redact
@@ -83,11 +84,26 @@ def connect(url: str, *, resilient: bool = False) -> redis.Redis:
             connection.ping()
     except redis.AuthenticationError as e:
         raise RedisAuthFailed(f"Redis at {redact(url)} refused the password: {e}") from e
-    except (redis.ConnectionError, redis.TimeoutError, ValueError) as e:
+    except redis.ConnectionError as e:
+        tls = _tls_failure(e)
+        if tls:
+            raise RedisTLSFailed(f"Redis at {redact(url)}: {tls}") from e
+        raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}") from e
+    except (redis.TimeoutError, ValueError) as e:
         raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}") from e
     except redis.ResponseError as e:
         raise RedisUnavailable(f"Redis at {redact(url)} answered with an error: {e}") from e
     return connection
+
+
+def _tls_failure(error: BaseException) -> str | None:
+    """Why a TLS connection failed for good (certificate, CA file), or None for a network error."""
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"its TLS certificate does not verify against the CA given ({cause.verify_message})"
+    if isinstance(cause, FileNotFoundError | PermissionError | IsADirectoryError):
+        return f"cannot read the CA certificate (ssl_ca_certs): {cause.strerror}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A whole one-node-swarm session (up, run, scale, status, logs, results, errors, --debug, down) is
 run as a user types it; every byte printed, the results file and the containers' logs are
-scanned for the password (and its URL-quoted form).
+scanned for the password (and its URL-quoted form). The same session runs on a TLS stack
+(`up --tls`), where the scan also looks for the Redis server's private key.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from swarmrun.backends.tls import issue
 from tests.conftest import write_sweep
 from tests.swarm.conftest import Stack, cli
 
@@ -35,8 +37,20 @@ params:
 """
 
 
+def _key_lines(stack: Stack) -> list[str]:
+    """The base64 lines of the TLS stack's server key, read where only Redis has it: its secret."""
+    redis_container = stack.client.containers.list(
+        filters={"label": f"com.docker.swarm.service.name={stack.name}_redis"}
+    )[0]
+    pem = redis_container.exec_run(["cat", "/run/secrets/redis_tls_key"]).output.decode()
+    lines = [line for line in pem.splitlines() if line and not line.startswith("-----")]
+    assert lines and "PRIVATE KEY" in pem, pem
+    return lines
+
+
 @pytest.mark.timeout(600)
-def test_the_redis_password_never_appears_in_any_output(stack: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_the_redis_password_never_appears_in_any_output(stack: Stack, tmp_path: Path, tls: bool) -> None:
     printed: list[tuple[str, str]] = []  # (what ran, what it printed)
 
     def step(
@@ -48,8 +62,9 @@ def test_the_redis_password_never_appears_in_any_output(stack: Stack, tmp_path: 
             assert r.returncode == code, (args, r.returncode, r.stderr)
         return r
 
-    step("up", "-r", "1", *stack.options())
+    step("up", "-r", "1", *(["--tls"] if tls else []), *stack.options())
     password = stack.backend()._password(create=False)
+    key_lines = _key_lines(stack) if tls else []
     assert len(password) >= 16
     good = write_sweep(tmp_path, SWEEP.format(points=40))
     out = tmp_path / "out.csv"
@@ -72,6 +87,12 @@ def test_the_redis_password_never_appears_in_any_output(stack: Stack, tmp_path: 
     step("status", code=4, env={**stack.env, "SWARMRUN_REDIS_PASSWORD_FILE": str(bad)})
     step("--debug", "status", code=None, env={**stack.env, "SWARMRUN_REDIS_PASSWORD_FILE": str(bad)})
     step("worker", "--burst", "--wait", "1", "--redis-url", f"redis://:{password}@127.0.0.1:1/0", code=4)
+    if tls:  # a CA that did not sign Redis's certificate; a plain URL to the TLS port
+        wrong = tmp_path / "wrong-ca.pem"
+        wrong.write_bytes(issue(["127.0.0.1"]).ca)
+        step("status", "--redis-ca", str(wrong), code=4)
+        step("--debug", "status", "--redis-ca", str(wrong), code=None)
+        step("ls", "--redis-url", f"rediss://:{password}@127.0.0.1:{stack.port}/0", code=4)
 
     logs = []
     for service in ("worker", "redis"):
@@ -86,4 +107,10 @@ def test_the_redis_password_never_appears_in_any_output(stack: Stack, tmp_path: 
     forms = {password, quote(password, safe="")}
     leaks = [what for what, text in printed + logs + files if any(form in text for form in forms)]
     assert not leaks, f"the Redis password appears in: {leaks}"
+    key_leaks = [
+        what
+        for what, text in printed + logs + files
+        if "PRIVATE KEY" in text or any(k in text for k in key_lines)
+    ]
+    assert not key_leaks, f"TLS key material appears in: {key_leaks}"
     assert any("***" in text for _, text in printed), "the redacted URL was printed somewhere"

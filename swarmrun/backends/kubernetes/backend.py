@@ -22,15 +22,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from swarmrun.backends import Placement, Replicas
 from swarmrun.backends.kubernetes import manifests as km
 from swarmrun.backends.kubernetes.cluster import Cluster
 from swarmrun.backends.kubernetes.cluster import cluster_answers as cluster_answers
+from swarmrun.backends.tls import CA_SECRET, TLSMaterial, issue
 from swarmrun.backends.workerspec import REDIS_PORT, WorkerSpec, check_kubernetes_name
 from swarmrun.errors import ImageMissing, InvalidSpec, KubernetesUnavailable, RedisUnavailable
-from swarmrun.settings import with_password
+from swarmrun.settings import with_ca, with_password
 
 # Waiting reasons that mean the node will not get the image by waiting longer.
 IMAGE_FAILURES = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
@@ -58,6 +60,8 @@ class KubernetesBackend:
         namespace: str | None = None,
         warn: Callable[[str], None] | None = None,
         cluster: Cluster | None = None,
+        home: Path | None = None,
+        ca_file: str | None = None,
     ) -> None:
         try:
             check_kubernetes_name(spec.name)
@@ -67,6 +71,8 @@ class KubernetesBackend:
         self.cluster = cluster or Cluster(context=context, namespace=namespace)
         self.namespace = self.cluster.namespace
         self.warn = warn or (lambda line: None)
+        self.home = home
+        self.ca_file = ca_file
         self.cluster.check()
 
     # --- names and state ---------------------------------------------------------------------
@@ -145,12 +151,14 @@ class KubernetesBackend:
                 raise
         return "emptydir"
 
-    def objects(self, replicas: int | None, password: str | None) -> list[dict[str, Any]]:
-        """What `deploy` applies (the dry run writes the same, with the Secret left out)."""
+    def objects(
+        self, replicas: int | None, password: str | None, tls: TLSMaterial | None = None
+    ) -> list[dict[str, Any]]:
+        """What `deploy` applies (the dry run writes the same, with the Secrets left out)."""
         volume = self.redis_volume()
         spec = self.spec if replicas is None else _with_replicas(self.spec, replicas)
         try:
-            return km.manifests(spec, redis_volume=volume, password=password)
+            return km.manifests(spec, redis_volume=volume, password=password, tls=tls)
         except ValueError as e:
             raise InvalidSpec(str(e)) from None
 
@@ -166,7 +174,13 @@ class KubernetesBackend:
             )
             secret = self._read(c.core.read_namespaced_secret, km.redis_name(self.spec))
             password = None if secret is not None else pysecrets.token_hex(16)
-            objects = self.objects(wanted, password)
+            tls = None
+            if (
+                self.spec.tls
+                and self._read(c.core.read_namespaced_secret, km.tls_secret_name(self.spec)) is None
+            ):
+                tls = issue(self._tls_hosts(), name=self.spec.name)
+            objects = self.objects(wanted, password, tls)
             if not any(o["kind"] == "PersistentVolumeClaim" for o in objects):
                 self.warn(
                     "Warning: no storage class or free volume for Redis: it keeps its data in an "
@@ -366,8 +380,51 @@ class KubernetesBackend:
         self._redis_pod()
         return PortForward(self.cluster.core, self.namespace, self._redis_pod, REDIS_PORT)
 
+    def _tls_hosts(self) -> list[str]:
+        """The names Redis answers to: loopback (the CLI's port-forward) and the Service's DNS names."""
+        service = km.redis_name(self.spec)
+        return [
+            "127.0.0.1",
+            "localhost",
+            service,
+            f"{service}.{self.namespace}",
+            f"{service}.{self.namespace}.svc",
+            *self.spec.tls_hosts,
+        ]
+
+    def _tls(self) -> bool:
+        """Whether the deployed Redis speaks only TLS (its Deployment says so)."""
+        with self.cluster.translated(f"reading deployment {self.redis_deployment!r}"):
+            current = self._read(self.cluster.apps.read_namespaced_deployment, self.redis_deployment)
+        return current is not None and (current.metadata.labels or {}).get(km.TLS_LABEL) == "true"
+
+    def _ca_path(self) -> str:
+        """The CA certificate file to verify Redis with: `--redis-ca`, else read back from the Secret."""
+        import base64
+        import tempfile
+
+        if self.ca_file:
+            return self.ca_file
+        with self.cluster.translated(f"reading secret {km.tls_secret_name(self.spec)!r}"):
+            secret = self._read(self.cluster.core.read_namespaced_secret, km.tls_secret_name(self.spec))
+        if secret is None or not (secret.data or {}).get(CA_SECRET):
+            raise RedisUnavailable(
+                f"stack {self.spec.name!r} speaks TLS but its Secret {km.tls_secret_name(self.spec)!r} "
+                "holds no CA certificate: pass --redis-ca FILE"
+            )
+        ca = base64.b64decode(secret.data[CA_SECRET])
+        directory = (self.home or Path(tempfile.gettempdir())) / "stacks"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"k8s-{self.namespace}-{self.spec.name}.ca.pem"
+        if not path.exists() or path.read_bytes() != ca:
+            path.write_bytes(ca)
+        return str(path)
+
     def redis_url(self, port: int) -> str:
-        return with_password(f"redis://127.0.0.1:{port}/0", self.password())
+        url = with_password(f"redis://127.0.0.1:{port}/0", self.password())
+        if self._tls():
+            return with_ca("rediss" + url[len("redis") :], self._ca_path())
+        return url
 
     def remove(self, *, volumes: bool = False, timeout: float = 180.0) -> None:
         """Remove the Deployments, Service and Secret (and the Redis claim with `volumes`)."""
@@ -391,6 +448,7 @@ class KubernetesBackend:
             delete(c.apps.delete_namespaced_deployment, self.redis_deployment)
             delete(c.core.delete_namespaced_service, km.redis_name(self.spec))
             delete(c.core.delete_namespaced_secret, km.redis_name(self.spec))
+            delete(c.core.delete_namespaced_secret, km.tls_secret_name(self.spec))
             while self._pods("redis") and time.monotonic() < deadline:
                 time.sleep(0.5)
             if volumes:

@@ -25,17 +25,19 @@ import yaml
 
 from swarmrun.backends.mounts import Mount
 from swarmrun.backends.swarm.stack import memory_bytes
+from swarmrun.backends.tls import CA_SECRET, CERT_SECRET, KEY_SECRET, TLSMaterial
 from swarmrun.backends.workerspec import (
     DATA_DIR,
     REDIS_PORT,
-    REDIS_SCRIPT,
     SECRET,
     SECRET_DIR,
     SECRET_PATH,
     WorkerSpec,
     check_kubernetes_name,
     placement_terms,
+    redis_script,
     toleration,
+    worker_ca_path,
 )
 
 RedisVolume = Literal["claim", "emptydir"]
@@ -46,6 +48,9 @@ ROLE_LABEL = "swarmrun.role"
 SPEC_ANNOTATION = "swarmrun.io/spec"
 REDIS_GRACE = 30
 REDIS_PROBE = f'redis-cli --no-auth-warning -a "$(cat {SECRET_PATH})" ping | grep -q PONG'
+# With TLS the probe speaks TLS too; it skips verification: it talks to its own pod over loopback.
+REDIS_TLS_PROBE = REDIS_PROBE.replace("redis-cli ", "redis-cli --tls --insecure ")
+TLS_LABEL = "swarmrun.io/tls"
 
 
 def redis_name(spec: WorkerSpec) -> str:
@@ -65,8 +70,22 @@ def service_env_prefix(spec: WorkerSpec) -> str:
     return redis_name(spec).upper().replace("-", "_")
 
 
+def tls_secret_name(spec: WorkerSpec) -> str:
+    return tls_secret_name_for(spec.name)
+
+
+def tls_secret_name_for(stack: str) -> str:
+    """The Secret with the CA certificate, Redis's certificate and its key."""
+    return f"{stack}-redis-tls"
+
+
 def worker_redis_url(spec: WorkerSpec) -> str:
+    """From the injected Service variables. With TLS the host is the Service's cluster IP, known
+    only once the Service exists, so the certificate cannot name it: workers verify the chain
+    against the stack's CA (which signs nothing else) without matching the host name."""
     prefix = service_env_prefix(spec)
+    if spec.tls:
+        return f"rediss://$({prefix}_SERVICE_HOST):$({prefix}_SERVICE_PORT)/0?ssl_check_hostname=false"
     return f"redis://$({prefix}_SERVICE_HOST):$({prefix}_SERVICE_PORT)/0"
 
 
@@ -110,25 +129,51 @@ def _metadata(spec: WorkerSpec, name: str, component: str) -> dict[str, Any]:
     return {"name": name, "labels": labels(spec, component)}
 
 
-def _secret_volume(spec: WorkerSpec) -> dict[str, Any]:
+def _secret_volume(spec: WorkerSpec, tls_files: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The password (and with TLS the `tls_files` this container needs) as files under /run/secrets."""
+    if not (spec.tls and tls_files):
+        return {
+            "name": "redis-password",
+            "secret": {
+                "secretName": redis_name(spec),
+                "items": [{"key": "password", "path": SECRET}],
+                "defaultMode": 0o444,
+            },
+        }
     return {
         "name": "redis-password",
-        "secret": {
-            "secretName": redis_name(spec),
-            "items": [{"key": "password", "path": SECRET}],
+        "projected": {
+            "sources": [
+                {"secret": {"name": redis_name(spec), "items": [{"key": "password", "path": SECRET}]}},
+                {
+                    "secret": {
+                        "name": tls_secret_name(spec),
+                        "items": [{"key": f, "path": f} for f in tls_files],
+                    }
+                },
+            ],
             "defaultMode": 0o444,
         },
     }
 
 
-def secret(spec: WorkerSpec, password: str) -> dict[str, Any]:
+def _opaque_secret(spec: WorkerSpec, name: str, data: dict[str, bytes]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(spec, redis_name(spec), "redis"),
+        "metadata": _metadata(spec, name, "redis"),
         "type": "Opaque",
-        "data": {"password": base64.b64encode(password.encode()).decode()},
+        "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
     }
+
+
+def secret(spec: WorkerSpec, password: str) -> dict[str, Any]:
+    return _opaque_secret(spec, redis_name(spec), {"password": password.encode()})
+
+
+def tls_secret(spec: WorkerSpec, material: TLSMaterial) -> dict[str, Any]:
+    """The CA certificate, Redis's certificate and its key (keys named as the files they become)."""
+    return _opaque_secret(spec, tls_secret_name(spec), material.secrets())
 
 
 def service(spec: WorkerSpec) -> dict[str, Any]:
@@ -169,20 +214,26 @@ def redis_deployment(spec: WorkerSpec, redis_volume: RedisVolume) -> dict[str, A
         "name": "redis",
         "image": spec.redis_image,
         "imagePullPolicy": spec.image_pull_policy,
-        "command": ["sh", "-c", REDIS_SCRIPT],
+        "command": ["sh", "-c", redis_script(spec)],
         "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
         # An exec probe, not tcpSocket: it needs no route from the kubelet to the pod network
         # (the test cluster has none) and checks that Redis answers with its password.
-        "readinessProbe": {"exec": {"command": ["sh", "-c", REDIS_PROBE]}, "periodSeconds": 2},
+        "readinessProbe": {
+            "exec": {"command": ["sh", "-c", REDIS_TLS_PROBE if spec.tls else REDIS_PROBE]},
+            "periodSeconds": 2,
+        },
         "volumeMounts": [
             {"name": "data", "mountPath": DATA_DIR},
             {"name": "redis-password", "mountPath": SECRET_DIR, "readOnly": True},
         ],
     }
+    metadata = _metadata(spec, redis_name(spec), "redis")
+    if spec.tls:
+        metadata["labels"][TLS_LABEL] = "true"
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(spec, redis_name(spec), "redis"),
+        "metadata": metadata,
         "spec": {
             "replicas": 1,
             # Never two Redis servers on one append-only file: the old pod goes first.
@@ -194,7 +245,7 @@ def redis_deployment(spec: WorkerSpec, redis_volume: RedisVolume) -> dict[str, A
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": REDIS_GRACE,
                     "containers": [container],
-                    "volumes": [data, _secret_volume(spec)],
+                    "volumes": [data, _secret_volume(spec, (CERT_SECRET, KEY_SECRET))],
                 },
             },
         },
@@ -246,6 +297,7 @@ def worker_env(spec: WorkerSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "SWARMRUN_REDIS_URL", "value": worker_redis_url(spec)},
         {"name": "SWARMRUN_REDIS_PASSWORD_FILE", "value": SECRET_PATH},
+        *([{"name": "SWARMRUN_REDIS_CA", "value": worker_ca_path()}] if spec.tls else []),
         {"name": "SWARMRUN_QUEUE", "value": spec.queue},
         {"name": "SWARMRUN_HEARTBEAT_TTL", "value": str(spec.heartbeat_ttl)},
         {
@@ -309,7 +361,7 @@ def worker_deployment(spec: WorkerSpec) -> dict[str, Any]:
         # Longer than a chunk: a stopping worker finishes it (SIGTERM), is killed only after this.
         "terminationGracePeriodSeconds": spec.stop_grace_period,
         "containers": [container],
-        "volumes": [_secret_volume(spec), *volumes],
+        "volumes": [_secret_volume(spec, (CA_SECRET,)), *volumes],
     }
     terms = placement_terms(spec)
     if terms.node_selector:
@@ -334,13 +386,19 @@ def worker_deployment(spec: WorkerSpec) -> dict[str, Any]:
 
 
 def manifests(
-    spec: WorkerSpec, *, redis_volume: RedisVolume = "claim", password: str | None = None
+    spec: WorkerSpec,
+    *,
+    redis_volume: RedisVolume = "claim",
+    password: str | None = None,
+    tls: TLSMaterial | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object, in the order to apply them (the Service before any pod)."""
+    """Every object, in the order to apply them (the Secrets first, the Service before any pod)."""
     check_kubernetes_name(spec.name)
     objects: list[dict[str, Any]] = []
     if password is not None:
         objects.append(secret(spec, password))
+    if tls is not None:
+        objects.append(tls_secret(spec, tls))
     objects.append(service(spec))
     if redis_volume == "claim":
         objects.append(claim(spec))

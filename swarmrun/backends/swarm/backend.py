@@ -5,6 +5,8 @@ label; an unchanged spec is left alone, a changed one is updated in place. The R
 generated once, stored as a Docker secret and, for the CLI, in a file readable only by its owner
 under `<home>/stacks/` (Docker cannot read a secret back). Pass `--redis-password-file` (or set
 SWARMRUN_REDIS_PASSWORD_FILE) to drive a stack deployed from another machine or from the file.
+With TLS (`up --tls`) the CA certificate is kept in the same state file (its key nowhere), the
+server certificate and key only in Docker secrets; `redis_url` is then `rediss://` with the CA.
 """
 
 from __future__ import annotations
@@ -34,11 +36,19 @@ from docker.types import (
 )
 
 from swarmrun.backends import Placement, Replicas
-from swarmrun.backends.swarm import engine
+from swarmrun.backends.swarm import encryption, engine
 from swarmrun.backends.swarm.distribute import registry_has
-from swarmrun.backends.swarm.stack import NAMESPACE_LABEL, ROLE_LABEL, SECRET, StackConfig, service_plans
+from swarmrun.backends.swarm.stack import (
+    NAMESPACE_LABEL,
+    ROLE_LABEL,
+    SECRET,
+    TLS_LABEL,
+    StackConfig,
+    service_plans,
+)
+from swarmrun.backends.tls import TLS_SECRETS, issue, server_hosts
 from swarmrun.errors import DockerUnavailable, ImageMissing, RedisUnavailable, SwarmrunError
-from swarmrun.settings import with_password
+from swarmrun.settings import with_ca, with_password
 
 
 def _sdk_kwargs(plan_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -85,8 +95,10 @@ class SwarmBackend:
         home: Path,
         environ: Mapping[str, str] = os.environ,
         extra_labels: Mapping[str, str] | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.client = client
+        self.ca_file = ca_file or environ.get("SWARMRUN_REDIS_CA")
         self.config = config
         self.home = home
         self.environ = environ
@@ -113,20 +125,72 @@ class SwarmBackend:
                 return Path(file).read_text().strip()
             except OSError as e:
                 raise SwarmrunError(f"cannot read SWARMRUN_REDIS_PASSWORD_FILE={file}: {e}") from e
-        path = self._state_file()
-        if path.exists():
-            return str(json.loads(path.read_text())["password"])
+        state = self._state()
+        if "password" in state:
+            return str(state["password"])
         if not create:
             raise RedisUnavailable(
                 f"the Redis password of stack {self.config.name!r} is not known on this machine: "
                 "pass --redis-password-file (or set SWARMRUN_REDIS_PASSWORD_FILE)"
             )
         password = pysecrets.token_hex(16)
+        self._save_state({**state, "password": password, "created": time.time()})
+        return password
+
+    def _state(self) -> dict[str, Any]:
+        path = self._state_file()
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        """The stack's state file, readable only by its owner (it holds the password)."""
+        path = self._state_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"password": password, "created": time.time()}, f)
-        return password
+            json.dump(state, f)
+
+    def _ca_file(self) -> Path:
+        """The CA certificate a TLS stack's Redis is verified against, from the stack's state."""
+        if self.ca_file:
+            return Path(self.ca_file)
+        ca = self._state().get("ca")
+        if not ca:
+            raise RedisUnavailable(
+                f"stack {self.config.name!r} speaks TLS and its CA certificate is not known on this "
+                "machine: pass --redis-ca FILE (or set SWARMRUN_REDIS_CA)"
+            )
+        path = self._state_file().with_suffix(".ca.pem")
+        if not path.exists() or path.read_text() != ca:
+            path.write_text(ca)
+        return path
+
+    def _tls_secrets(self) -> dict[str, tuple[str, str]]:
+        """The TLS secrets of the stack (file name -> (id, name)), made with a new CA if none exist."""
+        names = {file: f"{self.config.name}_{file}" for file in TLS_SECRETS}
+        found = {s.name: s for s in self.client.secrets.list() if s.name in names.values()}
+        if found and len(found) < len(names):
+            raise DockerUnavailable(
+                f"stack {self.config.name!r} has only some of its TLS secrets ({', '.join(sorted(found))}): "
+                "remove the stack with `swarmrun down` and deploy it again"
+            )
+        if not found:
+            managers = [
+                str(n.attrs.get("Status", {}).get("Addr", ""))
+                for n in self.client.nodes.list(filters={"role": "manager"})
+            ]
+            hosts = server_hosts(
+                self.config.name,
+                engine_host=engine.engine_host(self.environ),
+                managers=[m for m in managers if m and m != "0.0.0.0"],
+                extra=self.config.tls_hosts,
+            )
+            material = issue(hosts, name=self.config.name)
+            self._save_state({**self._state(), "ca": material.ca.decode()})
+            for file, data in material.secrets().items():
+                found[names[file]] = self.client.secrets.create(
+                    name=names[file], data=data, labels=self._labels()
+                )
+        return {file: (found[name].id, name) for file, name in names.items()}
 
     def _labels(self) -> dict[str, str]:
         return {NAMESPACE_LABEL: self.config.name, **self.extra_labels}
@@ -164,6 +228,9 @@ class SwarmBackend:
                         f"can reach: build it with `swarmrun image build --tag {config.image}` (for several "
                         "nodes, then `swarmrun image distribute` or `swarmrun image push`)"
                     ) from None
+            network = (
+                self._network()
+            )  # first: an engine that cannot encrypt it refuses before anything exists
             secret_name = f"{config.name}_{SECRET}"
             existing = self.client.secrets.list(filters={"name": secret_name})
             secret = next((s for s in existing if s.name == secret_name), None)
@@ -174,15 +241,7 @@ class SwarmBackend:
                 )
             else:
                 self._password(create=False)
-            network_name = f"{config.name}_net"
-            networks = [n for n in self.client.networks.list(names=[network_name]) if n.name == network_name]
-            network = (
-                networks[0]
-                if networks
-                else self.client.networks.create(
-                    network_name, driver="overlay", labels=self._labels(), scope="swarm"
-                )
-            )
+            tls_secrets = self._tls_secrets() if config.tls else None
             current = self._current_replicas()
             wanted = (
                 replicas if replicas is not None else (current if current is not None else config.replicas)
@@ -193,10 +252,32 @@ class SwarmBackend:
                 secret_id=secret.id,
                 secret_name=secret_name,
                 extra_labels=self.extra_labels,
+                tls_secrets=tls_secrets,
             )
             for plan in plans:
                 self._apply(plan.name, plan.kwargs, plan.spec_hash)
         return self.wait() if wait else self.replicas()
+
+    def _network(self) -> Any:
+        """The stack's overlay network (IPsec-encrypted with `encrypt_network`), made if missing."""
+        name = f"{self.config.name}_net"
+        found = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+        if not found:
+            options = {"encrypted": ""} if self.config.encrypt_network else None
+            if options:
+                encryption.require(self.client, self.config.image, self._labels())
+            return self.client.networks.create(
+                name, driver="overlay", labels=self._labels(), scope="swarm", options=options
+            )
+        network = found[0]
+        encrypted = "encrypted" in (network.attrs.get("Options") or {})
+        if encrypted != self.config.encrypt_network:
+            raise DockerUnavailable(
+                f"the network {name} of stack {self.config.name!r} is {'' if encrypted else 'not '}encrypted "
+                "and a network cannot change that: `swarmrun down` the stack first to "
+                f"{'drop' if encrypted else 'add'} --encrypt-network"
+            )
+        return network
 
     def _current_replicas(self) -> int | None:
         try:
@@ -317,10 +398,13 @@ class SwarmBackend:
                     f"stack {self.config.name!r} is not deployed (run `swarmrun up`)"
                 ) from None
             ports = service.attrs["Spec"].get("EndpointSpec", {}).get("Ports", [])
+            tls = service.attrs["Spec"].get("Labels", {}).get(TLS_LABEL) == "true"
         if not ports:
             raise RedisUnavailable(f"the Redis service of stack {self.config.name!r} publishes no port")
-        url = f"redis://{engine.engine_host(self.environ)}:{ports[0]['PublishedPort']}/0"
-        return with_password(url, self._password(create=False))
+        scheme = "rediss" if tls else "redis"
+        url = f"{scheme}://{engine.engine_host(self.environ)}:{ports[0]['PublishedPort']}/0"
+        url = with_password(url, self._password(create=False))
+        return with_ca(url, str(self._ca_file())) if tls else url
 
     def remove(self, *, volumes: bool = False, timeout: float = 120.0) -> None:
         """Remove the services, network and secret (and the Redis volume with `volumes`)."""
@@ -355,6 +439,7 @@ class SwarmBackend:
                     _retry_remove(volume, deadline)
         if volumes:
             self._state_file().unlink(missing_ok=True)
+            self._state_file().with_suffix(".ca.pem").unlink(missing_ok=True)
 
 
 def _retry_remove(resource: Any, deadline: float) -> None:

@@ -21,22 +21,26 @@ from typing import Any
 import yaml
 
 from swarmrun.backends.mounts import Mount
+from swarmrun.backends.tls import CA_SECRET, CERT_SECRET, KEY_SECRET, TLS_SECRETS
 from swarmrun.backends.workerspec import REDIS_PORT as REDIS_PORT
 from swarmrun.backends.workerspec import REDIS_SCRIPT as REDIS_SCRIPT
 from swarmrun.backends.workerspec import SECRET as SECRET
 from swarmrun.backends.workerspec import SECRET_PATH as SECRET_PATH
-from swarmrun.backends.workerspec import WorkerSpec, swarm_constraints
+from swarmrun.backends.workerspec import WorkerSpec, redis_script, swarm_constraints, worker_ca_path
 
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 ROLE_LABEL = "swarmrun.role"
+TLS_LABEL = "swarmrun.tls"  # on a Redis service that speaks only TLS (`up --tls`)
 SPEC_LABEL = "swarmrun.spec"
 # The worker spec (backend-neutral) lives in swarmrun.backends.workerspec; StackConfig is its older name.
 StackConfig = WorkerSpec
 
 
-def template_config() -> StackConfig:
-    """The configuration the committed stacks/swarmrun.yml is rendered from."""
+def template_config(*, tls: bool = False) -> StackConfig:
+    """The configuration stacks/swarmrun.yml (with `tls`: stacks/swarmrun-tls.yml) is rendered from."""
     return StackConfig(
+        tls=tls,
+        tls_dir="${SWARMRUN_REDIS_TLS_DIR:-../tls}",
         image="${SWARMRUN_IMAGE:-swarmrun-worker:latest}",
         redis_image="${SWARMRUN_REDIS_IMAGE:-redis:7}",
         redis_port="${SWARMRUN_REDIS_PORT:-6379}",
@@ -59,9 +63,11 @@ def _resources(cpus: float | None, memory: str | None) -> dict[str, Any]:
 def definition(config: StackConfig) -> dict[str, Any]:
     """The stack in compose-file form (version 3.8): the one definition everything derives from."""
     labels = dict(config.labels)
+    tls_env = {"SWARMRUN_REDIS_CA": worker_ca_path()} if config.tls else {}
     worker_env = {
-        "SWARMRUN_REDIS_URL": f"redis://redis:{REDIS_PORT}/0",
+        "SWARMRUN_REDIS_URL": f"{'rediss' if config.tls else 'redis'}://redis:{REDIS_PORT}/0",
         "SWARMRUN_REDIS_PASSWORD_FILE": SECRET_PATH,
+        **tls_env,
         "SWARMRUN_QUEUE": config.queue,
         "SWARMRUN_HEARTBEAT_TTL": str(config.heartbeat_ttl),
         "SWARMRUN_WORKER_NAME": "{{.Node.Hostname}}-{{.Task.Slot}}",
@@ -94,12 +100,19 @@ def definition(config: StackConfig) -> dict[str, Any]:
         "image": config.image,
         "init": True,
         "environment": worker_env,
-        "secrets": [SECRET],
+        "secrets": [SECRET, *([CA_SECRET] if config.tls else [])],
         "networks": ["net"],
         "stop_grace_period": f"{config.stop_grace_period}s",
         "labels": {ROLE_LABEL: "worker", **labels},
         "deploy": worker_deploy,
     }
+    redis_labels = {ROLE_LABEL: "redis", **({TLS_LABEL: "true"} if config.tls else {}), **labels}
+    network: dict[str, Any] = {"labels": labels} if labels else {}
+    if config.encrypt_network:
+        network["driver_opts"] = {"encrypted": ""}
+    secrets: dict[str, Any] = {SECRET: {"file": config.password_file}}
+    if config.tls:
+        secrets.update({name: {"file": f"{config.tls_dir}/{name}.pem"} for name in TLS_SECRETS})
     volumes: dict[str, Any] = {"redis-data": {"labels": labels} if labels else {}}
     if config.mounts:
         worker["volumes"] = []
@@ -113,29 +126,29 @@ def definition(config: StackConfig) -> dict[str, Any]:
         "services": {
             "redis": {
                 "image": config.redis_image,
-                "command": ["sh", "-c", REDIS_SCRIPT],
+                "command": ["sh", "-c", redis_script(config)],
                 "volumes": ["redis-data:/data"],
-                "secrets": [SECRET],
+                "secrets": [SECRET, *([CERT_SECRET, KEY_SECRET] if config.tls else [])],
                 "ports": [
                     {"target": REDIS_PORT, "published": config.redis_port, "protocol": "tcp", "mode": "host"}
                 ],
                 "networks": ["net"],
                 "stop_grace_period": "30s",
-                "labels": {ROLE_LABEL: "redis", **labels},
+                "labels": dict(redis_labels),
                 "deploy": {
                     "mode": "replicated",
                     "replicas": 1,
                     "endpoint_mode": "dnsrr",
                     "placement": {"constraints": ["node.role == manager"]},
                     "restart_policy": {"condition": "any", "delay": "2s"},
-                    "labels": {ROLE_LABEL: "redis", **labels},
+                    "labels": dict(redis_labels),
                 },
             },
             "worker": worker,
         },
-        "networks": {"net": {"labels": labels} if labels else {}},
+        "networks": {"net": network},
         "volumes": volumes,
-        "secrets": {SECRET: {"file": config.password_file}},
+        "secrets": secrets,
     }
 
 
@@ -152,6 +165,14 @@ HEADER = """\
 """
 
 
+TLS_HEADER = """\
+# TLS (`swarmrun up --tls` deploys the same): Redis speaks only TLS on its port. Put the CA
+# certificate and Redis's certificate and key in SWARMRUN_REDIS_TLS_DIR (../tls):
+#          python -m swarmrun.backends.tls tls --host MANAGER_HOST
+# then:    SWARMRUN_REDIS_CA=tls/redis_tls_ca.pem swarmrun status --redis-url rediss://:PASSWORD@MANAGER_HOST:6379/0
+"""
+
+
 def _escape_dollars(value: Any) -> Any:
     """Compose interpolates `$`: a literal `$` in a command is written `$$`."""
     if isinstance(value, str):
@@ -165,7 +186,11 @@ def render(config: StackConfig) -> str:
     """The stack as a compose file (for `docker stack deploy -c` and `docker-compose`)."""
     data = definition(config)
     data["services"]["redis"]["command"] = _escape_dollars(data["services"]["redis"]["command"])
-    return HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000)
+    return (
+        HEADER
+        + (TLS_HEADER if config.tls else "")
+        + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000)
+    )
 
 
 # --- conversion to docker SDK service specs -------------------------------------------------------
@@ -212,12 +237,15 @@ def service_plans(
     secret_id: str,
     secret_name: str,
     extra_labels: dict[str, str] | None = None,
+    tls_secrets: dict[str, tuple[str, str]] | None = None,
 ) -> list[ServicePlan]:
     """docker SDK `services.create` keyword arguments for each service of the definition.
 
     Plain data (dicts and lists); `backends.swarm` turns them into `docker.types` objects.
+    `tls_secrets` maps each TLS secret's file name to its (id, name) on the engine.
     """
     data = definition(config)
+    refs = {SECRET: (secret_id, secret_name), **(tls_secrets or {})}
     plans = []
     for key, svc in data["services"].items():
         deploy = svc.get("deploy", {})
@@ -231,7 +259,7 @@ def service_plans(
             "env": [f"{k}={v}" for k, v in svc.get("environment", {}).items()],
             "networks": [{"target": network, "aliases": [key]}],
             "secrets": [
-                {"secret_id": secret_id, "secret_name": secret_name, "filename": s}
+                {"secret_id": refs[s][0], "secret_name": refs[s][1], "filename": s}
                 for s in svc.get("secrets", [])
             ],
             "mode": {"mode": "replicated", "replicas": deploy.get("replicas", 1)},
@@ -303,4 +331,6 @@ def service_plans(
 
 
 if __name__ == "__main__":
-    print(render(template_config()), end="")
+    import sys
+
+    print(render(template_config(tls="--tls" in sys.argv[1:])), end="")

@@ -334,7 +334,7 @@ def _text(where: str, x: Any) -> str:
     """A command argument or env value: a string, or a number written as a string."""
     if isinstance(x, str):
         return x
-    if _is_number(x) and math.isfinite(x):
+    if _is_number(x) and abs(x) <= _FLOAT_MAX and math.isfinite(x):  # a huge int overflows isfinite
         return str(x)
     raise _fail(where, f"expected a string or a number, got {_show(x)} (quote it to pass it literally)")
 

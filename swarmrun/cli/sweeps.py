@@ -148,17 +148,28 @@ class Follow:
             self.tripped = True
             self.queue.cancel(self.sweep_id)
 
-    def _collect(self, printer: Printer) -> None:
+    def share(self) -> None:
+        """Let workers that see this file system (local ones) move files straight into place."""
+        if self.collector is not None and not self.sweep.options.outputs_dir:
+            self.collector.share()
+
+    def _collect(self, printer: Printer, final: bool = False) -> None:
         assert self.collector is not None
-        got = self.collector.collect()
+        got = self.collector.collect(final=final)
         self.fetched += got.files
         for problem in got.problems:
             printer.note(f"outputs: {problem}")
 
-    def finish(self, printer: Printer) -> None:
+    def finish(self, printer: Printer, stopped: bool = False) -> None:
+        """The last collection; `stopped`: no worker runs any more (local ones were stopped)."""
         if self.collector is not None:
-            self._collect(printer)
-            click.echo(f"Output files: {self.fetched} fetched into {self.collector.dest}", err=True)
+            self._collect(printer, final=stopped)
+            self.collector.unshare()
+            moved = ""
+            if self.collector.shared_files:
+                moved = f" ({self.collector.shared_files} moved there by workers on this file system)"
+            click.echo(f"Output files: {self.fetched} fetched into {self.collector.dest}{moved}", err=True)
+
         for message, count in group_errors(list(self.feed.counts.elements())):
             click.echo(f"  {count} x {message}", err=True)
 
@@ -201,6 +212,8 @@ def _drive(
     """Run local workers until the sweep completes; Ctrl-C stops them warm (a second one, at once)."""
     log_dir = state.settings.home / "logs" / sweep_id[:12]
     backend = LocalBackend(state.settings, state.url(), log_dir=log_dir, cwd=cwd)
+    if follow is not None:
+        follow.share()
     printer = Printer(quiet)
     scaler = autoscaling.start(state, backend, printer) if autoscaling else None
     backend.deploy(autoscaling.policy.min_replicas if autoscaling else workers)
@@ -229,7 +242,7 @@ def _drive(
         backend.stop()
     printer.done()
     if follow is not None:
-        follow.finish(printer)
+        follow.finish(printer, stopped=True)
     return final
 
 

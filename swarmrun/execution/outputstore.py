@@ -10,16 +10,26 @@ The manager (`OutputCollector`) fetches the files of winning executions (the rec
 into `points/<index>/`, writing a temporary file and renaming it once its sha256 matches, then
 deletes the pieces. A losing or killed execution's pieces are deleted, never written out.
 
-On a shared mount (`outputs_dir:`), files are moved to `<outputs_dir>/<name>-<id>/.staging/
-<index>.<token>/` and renamed to `points/<index>/` by the execution that won; only names travel.
+On a shared file system, files are moved to `<root>/.staging/<index>.<token>/` and renamed to
+`<root>/points/<index>/` once their execution's record won; only names, sizes and sha256 travel.
+`root` is `<outputs_dir>/<name>-<id>/` (`outputs_dir:`, a mount every worker has), or the manager's
+own results directory when the manager shares it (`share`): it writes a marker file with a random
+nonce there and announces the directory in `swarmrun:sweep:{id}:outshare`; a worker that reads
+the same nonce from the marker sees the same file system (local workers do; a container does only
+with that directory mounted at the same path). A staged directory is promoted by the worker after
+its record won, or by the manager's collector when that worker died first; a losing or killed
+execution's staged directory is removed, never promoted.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -48,6 +58,25 @@ def bytes_key(sweep_id: str) -> str:
 
 def piece_key(sweep_id: str, index: int, token: str, file_no: int, piece: int) -> str:
     return f"{PREFIX}{sweep_id}:out:{index}:{token}:{file_no}:{piece}"
+
+
+def moved_key(sweep_id: str) -> str:
+    return f"{PREFIX}{sweep_id}:outmoved"
+
+
+def count_moved(connection: redis.Redis, sweep_id: str, files: int) -> None:
+    """Count files that workers promoted on a shared file system (`run` reports them)."""
+    if files:
+        connection.incrby(moved_key(sweep_id), files)
+
+
+def share_key(sweep_id: str) -> str:
+    return f"{PREFIX}{sweep_id}:outshare"
+
+
+SHARE_MARKER = ".swarmrun-share"
+SHARE_TTL = 120  # seconds; the manager's collector refreshes it on every pass
+STAGED_AGE = 5.0  # seconds after which the manager promotes a staged directory its worker left
 
 
 def pieces(size: int) -> int:
@@ -135,32 +164,85 @@ def discard_unknown(connection: redis.Redis, sweep_id: str, index: int, token: s
 # --------------------------------------------------------------------------------------- shared mount
 
 
-def staging_dir(outputs_dir: str, sweep: Sweep, sweep_id: str, index: int, token: str) -> Path:
-    return Path(outputs_dir) / sweep_dir_name(sweep.name, sweep_id) / ".staging" / f"{index}.{token}"
+def sweep_root(outputs_dir: str, sweep: Sweep, sweep_id: str) -> Path:
+    """A sweep's directory on an `outputs_dir:` mount."""
+    return Path(outputs_dir) / sweep_dir_name(sweep.name, sweep_id)
 
 
-def final_dir(outputs_dir: str, sweep: Sweep, sweep_id: str, index: int) -> Path:
-    return Path(outputs_dir) / sweep_dir_name(sweep.name, sweep_id) / "points" / str(index)
+def staging_dir(root: Path, index: int, token: str) -> Path:
+    return root / ".staging" / f"{index}.{token}"
 
 
-def stage(outputs_dir: str, target: Path, files: Sequence[tuple[Path, OutputFile]]) -> None:
-    """Move files into an execution's staging directory on the shared mount."""
+def final_dir(root: Path, index: int) -> Path:
+    return root / "points" / str(index)
+
+
+def check_mounted(outputs_dir: str) -> None:
     if not Path(outputs_dir).is_dir():
         raise OutputsDirMissing(
             f"outputs_dir {outputs_dir} is not a directory on this worker (is it mounted?)"
         )
+
+
+def stage(target: Path, files: Sequence[tuple[Path, OutputFile]]) -> None:
+    """Move files into an execution's staging directory on the shared file system (a rename;
+    a copy when the point's directory is on another file system)."""
+    target.mkdir(parents=True)
     for path, f in files:
         dest = target / f.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), str(dest))
+        if "/" in f.name:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(path, dest)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            shutil.move(str(path), str(dest))
 
 
-def promote(staged: Path, final: Path) -> None:
-    """Make the winning execution's staged files the point's files (one rename)."""
-    if final.exists():
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, final)
+def promote(staged: Path, final: Path) -> bool:
+    """Make a winning execution's staged files the point's files (one rename); False when they
+    were promoted already (by the worker or the manager) or removed.
+
+    The staged directory exists once, so only one rename of it succeeds. Files of an earlier
+    winner (a point purged or retried) are moved aside and removed first.
+    """
+    for _ in range(3):
+        try:
+            os.rename(staged, final)
+            return True
+        except FileNotFoundError:
+            if not staged.exists():
+                return False
+            final.parent.mkdir(parents=True, exist_ok=True)  # the sweep's first point
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            aside = final.with_name(f".{final.name}.old-{secrets.token_hex(4)}")
+            try:
+                os.rename(final, aside)
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(aside, ignore_errors=True)
+    return False
+
+
+def shared_root(connection: redis.Redis, sweep_id: str, seen: dict[str, bool] | None = None) -> Path | None:
+    """The manager's results directory of a sweep when this process sees it (the same nonce in
+    its marker file), else None. `seen` caches the check per announcement."""
+    raw = connection.get(share_key(sweep_id))
+    if not raw:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    cache = {} if seen is None else seen
+    if text not in cache:
+        try:
+            where = json.loads(text)
+            marker = Path(where["dir"]) / SHARE_MARKER
+            cache[text] = marker.read_text().strip() == where["nonce"]
+        except (OSError, ValueError, KeyError, TypeError):
+            cache[text] = False
+    return Path(json.loads(text)["dir"]) if cache[text] else None
 
 
 # ------------------------------------------------------------------------------------------ manager
@@ -179,6 +261,7 @@ class Collected:
     files: int = 0
     bytes: int = 0
     discarded: int = 0
+    waiting: int = 0  # uploads and staged directories whose point has no result yet
     problems: tuple[str, ...] = ()
 
 
@@ -192,15 +275,92 @@ class OutputCollector:
         self.sweep_id = sweep_id
         self.dest = dest
         self._made: set[Path] = set()
+        self._nonce: str | None = None
+        self._moved_before = 0
 
-    def collect(self) -> Collected:
+    def share(self) -> None:
+        """Tell workers that see this file system to move files straight into `dest` (see the
+        module docstring); refreshed by every `collect`, withdrawn by `unshare`."""
+        self.dest.mkdir(parents=True, exist_ok=True)
+        self._nonce = secrets.token_hex(16)
+        (self.dest / SHARE_MARKER).write_text(self._nonce)
+        where = json.dumps({"dir": str(self.dest.resolve()), "nonce": self._nonce})
+        self.connection.set(share_key(self.sweep_id), where, ex=SHARE_TTL)
+        self._moved_before = int(self.connection.get(moved_key(self.sweep_id)) or 0)
+
+    @property
+    def shared_files(self) -> int:
+        """Files that workers moved into `dest` since `share`."""
+        return int(self.connection.get(moved_key(self.sweep_id)) or 0) - self._moved_before
+
+    def unshare(self) -> None:
+        if self._nonce is not None:
+            self.connection.delete(share_key(self.sweep_id))
+            (self.dest / SHARE_MARKER).unlink(missing_ok=True)
+            self._nonce = None
+
+    def staging_roots(self) -> list[Path]:
+        """Where this manager sees staged files of the sweep: its shared `dest`, the sweep's
+        directory on an `outputs_dir:` mount when mounted here too."""
+        roots = [self.dest]
+        if self.sweep.options.outputs_dir:
+            roots.append(sweep_root(self.sweep.options.outputs_dir, self.sweep, self.sweep_id))
+        return [r for r in roots if (r / ".staging").is_dir()]
+
+    def _settle_staged(self, out: Collected, final: bool) -> None:
+        """Promote staged files whose record won (their worker died before it did), remove the
+        others' once their point has a result. A worker promotes its own within milliseconds of
+        its record, so only entries older than `STAGED_AGE` are taken over (all when `final`:
+        the workers have stopped), and the two do not race."""
+        now = time.time()
+        for root in self.staging_roots():
+            entries: list[tuple[int, str]] = []
+            with os.scandir(root / ".staging") as listing:
+                for entry in listing:
+                    number, _, token = entry.name.partition(".")
+                    if not (
+                        number.isdigit() and token and "." not in token and int(number) < self.sweep.size
+                    ):
+                        continue
+                    try:
+                        young = now - entry.stat(follow_symlinks=False).st_mtime < STAGED_AGE
+                    except OSError:
+                        continue
+                    if young and not final:
+                        out.waiting += 1
+                    else:
+                        entries.append((int(number), token))
+            for start in range(0, len(entries), 256):
+                batch = entries[start : start + 256]
+                indices = [i for i, _ in batch]
+                keys = [point_key(self.sweep.point(i)) for i in indices]
+                raws = self.queue.record_values(self.sweep_id, self.sweep.task.key, indices, keys)
+                for (index, token), raw in zip(batch, raws, strict=True):
+                    staged = staging_dir(root, index, token)
+                    if raw is None:
+                        out.waiting += 1
+                        continue
+                    winner, files = record_files(raw)
+                    if winner == token:
+                        if promote(staged, final_dir(root, index)):
+                            out.files += len(files)
+                            out.bytes += sum(f.size for f in files)
+                    else:
+                        shutil.rmtree(staged, ignore_errors=True)
+                        out.discarded += 1
+
+    def collect(self, *, final: bool = False) -> Collected:
         """One pass over the uploads not collected yet; uploads of unfinished points wait.
+        `final`: no worker is running any more (see `_settle_staged`).
 
         Batched: per 256 uploads one read of their records, one `MGET` round trip per
         `PIPELINE_BYTES` of small files, one pipeline deleting what was fetched.
         """
         out = Collected()
         problems: list[str] = []
+        if self._nonce is not None:
+            self.connection.expire(share_key(self.sweep_id), SHARE_TTL)
+        self._settle_staged(out, final)
         members = [m.decode() for m in self.connection.sscan_iter(queue_key(self.sweep_id), count=1000)]
         uploads = [(int(m.split(":")[0]), m.split(":")[1]) for m in members]
         for start in range(0, len(uploads), 256):
@@ -211,7 +371,8 @@ class OutputCollector:
             ready: list[tuple[int, str, list[OutputFile]]] = []
             for (index, token), raw in zip(batch, raws, strict=True):
                 if raw is None:
-                    continue  # not recorded yet: still running, or to be re-run
+                    out.waiting += 1  # not recorded yet: still running, or to be re-run
+                    continue
                 winner, files = record_files(raw)
                 if winner != token:
                     discard_unknown(self.connection, self.sweep_id, index, token)
@@ -326,4 +487,9 @@ class OutputCollector:
         for member in list(self.connection.sscan_iter(queue_key(self.sweep_id))):
             index, token = member.decode().split(":")
             discard_unknown(self.connection, self.sweep_id, int(index), token)
-        self.connection.delete(queue_key(self.sweep_id), bytes_key(self.sweep_id))
+        self.connection.delete(
+            queue_key(self.sweep_id),
+            bytes_key(self.sweep_id),
+            moved_key(self.sweep_id),
+            share_key(self.sweep_id),
+        )

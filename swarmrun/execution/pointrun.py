@@ -43,7 +43,8 @@ class Extras:
     execution: Execution
     log: str | None
     files: tuple[OutputFile, ...]
-    staged: Path | None = None  # shared-mount mode: the staging directory to promote on a win
+    staged: Path | None = None  # shared file system: the staging directory to promote on a win
+    final: Path | None = None  # ... and where it goes
 
     def extend(self, record: str) -> str:
         """The record with the execution token and the file list added (only when there are any)."""
@@ -68,12 +69,18 @@ def execute(
     point_dir: PointDir,
     uploader: outputstore.Uploader,
     token: str | None = None,
+    shared: Path | None = None,
 ) -> tuple[Outcome, Extras]:
-    """Run one execution in a fresh point directory (removed whatever happens); collect its outputs."""
+    """Run one execution in a fresh point directory (removed whatever happens); collect its outputs.
+
+    `shared`: the sweep's results directory on a file system this worker shares with the manager
+    (`outputstore.shared_root`); files are then moved there instead of sent through Redis.
+    """
     token = token or secrets.token_hex(4)
     began = time.time()
     files: tuple[OutputFile, ...] = ()
     staged: Path | None = None
+    root = outputstore.sweep_root(options.outputs_dir, sweep, sweep_id) if options.outputs_dir else shared
     with point_dir as path:
         outcome = task.run(
             params, index=index, timeout=options.timeout, point_dir=path, log=options.logs != "none"
@@ -85,8 +92,10 @@ def execute(
                     connection, sweep_id, sum(f.size for _, f in found), options.max_sweep_output_bytes
                 )
                 if options.outputs_dir:
-                    staged = outputstore.staging_dir(options.outputs_dir, sweep, sweep_id, index, token)
-                    outputstore.stage(options.outputs_dir, staged, found)
+                    outputstore.check_mounted(options.outputs_dir)
+                if root is not None and found:
+                    staged = outputstore.staging_dir(root, index, token)
+                    outputstore.stage(staged, found)
                 elif found:
                     uploader.add(sweep_id, index, token, found)
                 files = tuple(f for _, f in found)
@@ -105,7 +114,8 @@ def execute(
         status=outcome.status,
     )
     log = outcome.log if outcome.log and keep_log(options.logs, outcome.status) else None
-    return outcome, Extras(token, execution, log, files, staged)
+    final = outputstore.final_dir(root, index) if root is not None and staged is not None else None
+    return outcome, Extras(token, execution, log, files, staged, final)
 
 
 def settle(
@@ -117,14 +127,14 @@ def settle(
     winners: list[str | None],
 ) -> None:
     """After recording: promote a winning execution's staged files, drop a loser's files."""
+    moved = 0
     for (index, extras), winner in zip(entries, winners, strict=True):
         won = winner == extras.token
-        if extras.staged is not None and options.outputs_dir:
+        if extras.staged is not None and extras.final is not None:
             if won:
-                outputstore.promote(
-                    extras.staged, outputstore.final_dir(options.outputs_dir, sweep, sweep_id, index)
-                )
+                moved += len(extras.files) if outputstore.promote(extras.staged, extras.final) else 0
             else:
                 shutil.rmtree(extras.staged, ignore_errors=True)
         elif extras.files and not won:
             outputstore.discard(connection, sweep_id, index, extras.token, extras.files)
+    outputstore.count_moved(connection, sweep_id, moved)

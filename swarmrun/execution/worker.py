@@ -38,7 +38,7 @@ from swarmrun.definition.chunk import ChunkRef, bits, plan_size
 from swarmrun.definition.sweep import Options, Sweep, point_key
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
 from swarmrun.execution.outputs import PointDir, parse_output_options
-from swarmrun.execution.outputstore import Uploader
+from swarmrun.execution.outputstore import Uploader, shared_root
 from swarmrun.execution.pointlog import Execution, PointLogs
 from swarmrun.execution.pointrun import Extras, execute, node_name, settle
 from swarmrun.execution.queue import CHUNK_RETRIES, SweepQueue, connect
@@ -92,6 +92,7 @@ class WorkerContext:
         return f"{self._prefix}{self._count:x}"
 
     point_dir: PointDir = field(default_factory=PointDir)
+    shares_seen: dict[str, bool] = field(default_factory=dict)  # see outputstore.shared_root
 
     def announce(self) -> None:
         current = self.current
@@ -153,6 +154,7 @@ class ChunkRun:
         self.logs = PointLogs(self.queue.connection)
         self.uploader = Uploader(self.queue.connection)
         self.opts = Options()
+        self.shared: Path | None = None  # the manager's results directory, when this worker sees it
 
     def run(self) -> dict[str, Any]:
         ref = self.ref
@@ -170,6 +172,8 @@ class ChunkRun:
             **parse_output_options("sweep options", options),
         )
         self.opts = opts
+        if opts.outputs and not opts.outputs_dir:
+            self.shared = shared_root(self.queue.connection, ref.sweep_id, self.context.shares_seen)
         split = self.job.meta.get("split")
         first = self.queue.first_missing(ref.sweep_id, ref.start, ref.stop)
         if split is None:
@@ -253,6 +257,7 @@ class ChunkRun:
                 point_dir=self.context.point_dir,
                 uploader=self.uploader,
                 token=token,
+                shared=self.shared,
             )
             self.context.current = None
             self.summary["executed"] += 1

@@ -30,7 +30,7 @@ from swarmrun.definition.sweepfile import load_sweep
 from swarmrun.errors import BadOption, DockerUnavailable, ExitCode, SweepFileError
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.autoscale import Autoscaler, Policy
-from swarmrun.execution.failures import FailureFeed
+from swarmrun.execution.failures import FailureFeed, grown
 from swarmrun.execution.failures import group as group_errors
 from swarmrun.execution.outputs import sweep_dir_name
 from swarmrun.execution.outputstore import OutputCollector
@@ -121,8 +121,12 @@ class Autoscaling:
         )
 
 
+COUNT_EVERY = 2.0  # seconds between the running counts of error groups that grew
+
+
 class Follow:
-    """What `run` does beside progress: fetch output files, print new errors, fail fast."""
+    """What `run` does beside progress: fetch output files, print new errors and the running
+    count of each error group (when it grew, every `COUNT_EVERY` s at most), fail fast."""
 
     def __init__(
         self, queue: SweepQueue, sweep: Sweep, sweep_id: str, dest: Path, fail_fast: int | None
@@ -134,7 +138,8 @@ class Follow:
         self.tripped = False
         self.fetched = 0
         self.last = 0.0
-        self.shown: dict[str, int] = {}
+        self.shown: dict[str, int] = {}  # error text -> the count printed last
+        self.counted = time.monotonic()
 
     def tick(self, printer: Printer) -> None:
         now = time.monotonic()
@@ -144,9 +149,21 @@ class Follow:
         for new in self.feed.poll():
             self.shown[new.message] = new.count
             printer.note(f"error at point {new.index} ({new.count} so far): {new.message}")
+        if now - self.counted >= COUNT_EVERY:
+            self.counted = now
+            self._counts(printer)
         if self.fail_fast is not None and not self.tripped and self.feed.failed >= self.fail_fast:
             self.tripped = True
             self.queue.cancel(self.sweep_id)
+
+    def _counts(self, printer: Printer) -> None:
+        """A line per error group whose count grew since it was last printed (a few at most)."""
+        lines, others = grown(self.feed.counts, self.shown)
+        for line in lines:
+            printer.note(line)
+        if others:
+            printer.note(f"errors so far: {others} other errors grew too (`swarmrun status`)")
+        self.shown.update(self.feed.counts)
 
     def share(self) -> None:
         """Let workers that see this file system (local ones) move files straight into place."""

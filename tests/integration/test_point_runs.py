@@ -64,3 +64,34 @@ params:
     for i in (4, 5):
         other = procs.cli("show", sid, str(i))
         assert " running " not in other.stdout, other.stdout
+
+
+def test_run_prints_the_running_count_of_each_error_group_as_it_grows(
+    procs: Processes, tmp_path: Path
+) -> None:
+    (tmp_path / "slowfail.py").write_text(
+        "import time\n"
+        "def run(x):\n"
+        "    time.sleep(0.05)\n"
+        "    if x % 2:\n"
+        "        raise RuntimeError('odd')\n"
+        "    if x % 10 == 4:\n"
+        "        raise KeyError('four')\n"
+        "    return x\n"
+    )
+    path = write_sweep(tmp_path, 'task: {call: "slowfail:run"}\nchunk: 4\nparams: {x: {range: [0, 160]}}\n')
+    began = time.monotonic()
+    r = procs.cli("run", str(path), "-w", "1")
+    took = time.monotonic() - began
+    assert r.returncode == 1
+    err = r.stderr.splitlines()
+    assert len([line for line in err if line.startswith("error at point")]) == 2, r.stderr
+    odd = [
+        int(line.split()[3]) for line in err if line.startswith("errors so far:") and "RuntimeError" in line
+    ]
+    assert len(odd) >= 2, r.stderr  # the count is printed again as it grows ...
+    assert odd == sorted(odd) and len(set(odd)) == len(odd) and odd[-1] <= 80
+    assert len([line for line in err if line.startswith("errors so far:")]) <= 2 * (
+        took / 2 + 1
+    )  # ... not flooding
+    assert "  80 x RuntimeError: odd" in r.stderr and "  16 x KeyError: 'four'" in r.stderr

@@ -10,20 +10,12 @@ The manager (`OutputCollector`) fetches the files of winning executions (the rec
 into `points/<index>/`, writing a temporary file and renaming it once its sha256 matches, then
 deletes the pieces. A losing or killed execution's pieces are deleted, never written out.
 
-On a shared file system, files are moved to `<root>/.staging/<index>.<token>/` and renamed to
-`<root>/points/<index>/` once their execution's record won; only names, sizes and sha256 travel.
-`root` is `<outputs_dir>/<name>-<id>/` (`outputs_dir:`, a mount every worker has), or the manager's
-own results directory when the manager shares it (`share`): it writes a marker file with a random
-nonce there and announces the directory in `swarmrun:sweep:{id}:outshare`; a worker that reads
-the same nonce from the marker sees the same file system (local workers do; a container does only
-with that directory mounted at the same path). A staged directory is promoted by the worker after
-its record won, or by the manager's collector when that worker died first; a losing or killed
-execution's staged directory is removed, never promoted.
+On a shared file system (`outputs_dir:`, or local workers sharing the manager's disk) files are
+moved instead and only names, sizes and sha256 travel: `swarmrun.execution.sharedfs`.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -38,9 +30,19 @@ from typing import Any
 import redis
 
 from swarmrun.definition.sweep import Sweep, point_key
-from swarmrun.execution.outputs import OutputFile, OutputTooLarge, sweep_dir_name
+from swarmrun.execution.outputs import OutputFile, OutputTooLarge
 from swarmrun.execution.queue import SweepQueue
 from swarmrun.execution.results import optional_fields
+from swarmrun.execution.sharedfs import (
+    SHARE_MARKER,
+    SHARE_TTL,
+    STAGED_AGE,
+    final_dir,
+    promote,
+    share_key,
+    staging_dir,
+    sweep_root,
+)
 
 PIECE = 512 * 1024
 PIECE_TTL = 7 * 24 * 3600
@@ -70,21 +72,13 @@ def count_moved(connection: redis.Redis, sweep_id: str, files: int) -> None:
         connection.incrby(moved_key(sweep_id), files)
 
 
-def share_key(sweep_id: str) -> str:
-    return f"{PREFIX}{sweep_id}:outshare"
-
-
-SHARE_MARKER = ".swarmrun-share"
-SHARE_TTL = 120  # seconds; the manager's collector refreshes it on every pass
-STAGED_AGE = 5.0  # seconds after which the manager promotes a staged directory its worker left
+def dirs_key(sweep_id: str) -> str:
+    """The directories (absolute, on the manager) a sweep's files were fetched or moved into."""
+    return f"{PREFIX}{sweep_id}:outdirs"
 
 
 def pieces(size: int) -> int:
     return max(1, -(-size // PIECE))
-
-
-class OutputsDirMissing(OutputTooLarge):
-    """`outputs_dir` is not a directory on this worker; the message is the point's error."""
 
 
 def reserve(connection: redis.Redis, sweep_id: str, total: int, cap: int | None) -> None:
@@ -161,90 +155,6 @@ def discard_unknown(connection: redis.Redis, sweep_id: str, index: int, token: s
     connection.srem(queue_key(sweep_id), f"{index}:{token}")
 
 
-# --------------------------------------------------------------------------------------- shared mount
-
-
-def sweep_root(outputs_dir: str, sweep: Sweep, sweep_id: str) -> Path:
-    """A sweep's directory on an `outputs_dir:` mount."""
-    return Path(outputs_dir) / sweep_dir_name(sweep.name, sweep_id)
-
-
-def staging_dir(root: Path, index: int, token: str) -> Path:
-    return root / ".staging" / f"{index}.{token}"
-
-
-def final_dir(root: Path, index: int) -> Path:
-    return root / "points" / str(index)
-
-
-def check_mounted(outputs_dir: str) -> None:
-    if not Path(outputs_dir).is_dir():
-        raise OutputsDirMissing(
-            f"outputs_dir {outputs_dir} is not a directory on this worker (is it mounted?)"
-        )
-
-
-def stage(target: Path, files: Sequence[tuple[Path, OutputFile]]) -> None:
-    """Move files into an execution's staging directory on the shared file system (a rename;
-    a copy when the point's directory is on another file system)."""
-    target.mkdir(parents=True)
-    for path, f in files:
-        dest = target / f.name
-        if "/" in f.name:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(path, dest)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-            shutil.move(str(path), str(dest))
-
-
-def promote(staged: Path, final: Path) -> bool:
-    """Make a winning execution's staged files the point's files (one rename); False when they
-    were promoted already (by the worker or the manager) or removed.
-
-    The staged directory exists once, so only one rename of it succeeds. Files of an earlier
-    winner (a point purged or retried) are moved aside and removed first.
-    """
-    for _ in range(3):
-        try:
-            os.rename(staged, final)
-            return True
-        except FileNotFoundError:
-            if not staged.exists():
-                return False
-            final.parent.mkdir(parents=True, exist_ok=True)  # the sweep's first point
-        except OSError as e:
-            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-            aside = final.with_name(f".{final.name}.old-{secrets.token_hex(4)}")
-            try:
-                os.rename(final, aside)
-            except FileNotFoundError:
-                continue
-            shutil.rmtree(aside, ignore_errors=True)
-    return False
-
-
-def shared_root(connection: redis.Redis, sweep_id: str, seen: dict[str, bool] | None = None) -> Path | None:
-    """The manager's results directory of a sweep when this process sees it (the same nonce in
-    its marker file), else None. `seen` caches the check per announcement."""
-    raw = connection.get(share_key(sweep_id))
-    if not raw:
-        return None
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    cache = {} if seen is None else seen
-    if text not in cache:
-        try:
-            where = json.loads(text)
-            marker = Path(where["dir"]) / SHARE_MARKER
-            cache[text] = marker.read_text().strip() == where["nonce"]
-        except (OSError, ValueError, KeyError, TypeError):
-            cache[text] = False
-    return Path(json.loads(text)["dir"]) if cache[text] else None
-
-
 # ------------------------------------------------------------------------------------------ manager
 
 
@@ -277,11 +187,20 @@ class OutputCollector:
         self._made: set[Path] = set()
         self._nonce: str | None = None
         self._moved_before = 0
+        self._noted = False
+
+    def note_dest(self) -> None:
+        """Remember where this sweep's files are (a later sweep resuming from its results
+        finds them there: `swarmrun.execution.cachedoutputs`)."""
+        if not self._noted:
+            self.connection.sadd(dirs_key(self.sweep_id), str(self.dest.resolve()))
+            self._noted = True
 
     def share(self) -> None:
         """Tell workers that see this file system to move files straight into `dest` (see the
         module docstring); refreshed by every `collect`, withdrawn by `unshare`."""
         self.dest.mkdir(parents=True, exist_ok=True)
+        self.note_dest()
         self._nonce = secrets.token_hex(16)
         (self.dest / SHARE_MARKER).write_text(self._nonce)
         where = json.dumps({"dir": str(self.dest.resolve()), "nonce": self._nonce})
@@ -396,6 +315,8 @@ class OutputCollector:
                 if upload is not None:
                     group.append(upload)
                     size += sum(f.size for f in upload[2])
+            if done:
+                self.note_dest()
             pipe = self.connection.pipeline(transaction=False)
             for index, token, files in done:
                 _discard(pipe, self.sweep_id, index, token, files)
@@ -490,6 +411,7 @@ class OutputCollector:
         self.connection.delete(
             queue_key(self.sweep_id),
             bytes_key(self.sweep_id),
+            dirs_key(self.sweep_id),
             moved_key(self.sweep_id),
             share_key(self.sweep_id),
         )

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from swarmrun.definition.sweep import Options, Sweep
-from swarmrun.execution import outputstore
+from swarmrun.execution import outputstore, sharedfs
 from swarmrun.execution.outputs import OutputFile, OutputTooLarge, PointDir, match
 from swarmrun.execution.pointlog import Execution, keep_log
 from swarmrun.execution.results import with_fields
@@ -80,7 +80,7 @@ def execute(
     began = time.time()
     files: tuple[OutputFile, ...] = ()
     staged: Path | None = None
-    root = outputstore.sweep_root(options.outputs_dir, sweep, sweep_id) if options.outputs_dir else shared
+    root = sharedfs.sweep_root(options.outputs_dir, sweep, sweep_id) if options.outputs_dir else shared
     with point_dir as path:
         outcome = task.run(
             params, index=index, timeout=options.timeout, point_dir=path, log=options.logs != "none"
@@ -92,10 +92,10 @@ def execute(
                     connection, sweep_id, sum(f.size for _, f in found), options.max_sweep_output_bytes
                 )
                 if options.outputs_dir:
-                    outputstore.check_mounted(options.outputs_dir)
+                    sharedfs.check_mounted(options.outputs_dir)
                 if root is not None and found:
-                    staged = outputstore.staging_dir(root, index, token)
-                    outputstore.stage(staged, found)
+                    staged = sharedfs.staging_dir(root, index, token)
+                    sharedfs.stage(staged, found)
                 elif found:
                     uploader.add(sweep_id, index, token, found)
                 files = tuple(f for _, f in found)
@@ -114,7 +114,7 @@ def execute(
         status=outcome.status,
     )
     log = outcome.log if outcome.log and keep_log(options.logs, outcome.status) else None
-    final = outputstore.final_dir(root, index) if root is not None and staged is not None else None
+    final = sharedfs.final_dir(root, index) if root is not None and staged is not None else None
     return outcome, Extras(token, execution, log, files, staged, final)
 
 
@@ -132,7 +132,7 @@ def settle(
         won = winner == extras.token
         if extras.staged is not None and extras.final is not None:
             if won:
-                moved += len(extras.files) if outputstore.promote(extras.staged, extras.final) else 0
+                moved += len(extras.files) if sharedfs.promote(extras.staged, extras.final) else 0
             else:
                 shutil.rmtree(extras.staged, ignore_errors=True)
         elif extras.files and not won:

@@ -30,6 +30,7 @@ from swarmrun.definition.sweepfile import load_sweep
 from swarmrun.errors import BadOption, DockerUnavailable, ExitCode, SweepFileError
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.autoscale import Autoscaler, Policy
+from swarmrun.execution.cachedoutputs import fetch_cached
 from swarmrun.execution.failures import FailureFeed, grown
 from swarmrun.execution.failures import group as group_errors
 from swarmrun.execution.outputs import sweep_dir_name
@@ -182,6 +183,10 @@ class Follow:
         if self.collector is not None:
             self._collect(printer, final=stopped)
             self.collector.unshare()
+            cached = fetch_cached(self.collector)
+            self.fetched += cached.files
+            for problem in cached.problems:
+                printer.note(f"outputs: {problem}")
             moved = ""
             if self.collector.shared_files:
                 moved = f" ({self.collector.shared_files} moved there by workers on this file system)"

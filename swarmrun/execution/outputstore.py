@@ -329,7 +329,7 @@ class OutputCollector:
     def _point_dir(self, index: int) -> Path:
         return self.dest / "points" / str(index)
 
-    def _target(self, index: int, f: OutputFile) -> Path | None:
+    def target(self, index: int, f: OutputFile) -> Path | None:
         """Where a file lands; None for a name that could leave the point's directory."""
         name = PurePosixPath(f.name)
         if name.is_absolute() or ".." in name.parts or not name.parts or "\\" in f.name:
@@ -340,9 +340,9 @@ class OutputCollector:
             self._made.add(dest.parent)
         return dest
 
-    def _write(self, index: int, token: str, f: OutputFile, blocks: Sequence[bytes | None]) -> str | None:
+    def write_file(self, index: int, token: str, f: OutputFile, blocks: Sequence[bytes | None]) -> str | None:
         """Write one file under a temporary name, rename it into place once its sha256 matches."""
-        dest = self._target(index, f)
+        dest = self.target(index, f)
         if dest is None:
             return f"point {index}: refused output name {f.name!r}"
         if any(b is None for b in blocks):
@@ -368,7 +368,7 @@ class OutputCollector:
         answers = iter(pipe.execute())
         fetched, problems = [], []
         for index, token, files in group:
-            failed = [self._write(index, token, f, next(answers)) for f in files]
+            failed = [self.write_file(index, token, f, next(answers)) for f in files]
             problem = next((p for p in failed if p), None)
             if problem:
                 problems.append(problem)
@@ -379,7 +379,7 @@ class OutputCollector:
     def _fetch_large(self, index: int, token: str, files: Sequence[OutputFile]) -> str | None:
         """A large upload, a few pieces at a time (bounded memory), streamed to a temporary file."""
         for file_no, f in enumerate(files):
-            dest = self._target(index, f)
+            dest = self.target(index, f)
             if dest is None:
                 return f"point {index}: refused output name {f.name!r}"
             part = dest.with_name(f".{dest.name}.part-{token}")

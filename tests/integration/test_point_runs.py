@@ -5,16 +5,14 @@ results directory: whole sweeps through the CLI with a real Redis and real worke
 from __future__ import annotations
 
 import hashlib
+import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from swarmrun.definition.sweepfile import load_sweep
 from swarmrun.execution.queue import SweepQueue
 from tests.conftest import ROOT, Processes, read_csv, wait_until, write_sweep
 
@@ -95,3 +93,73 @@ def test_run_prints_the_running_count_of_each_error_group_as_it_grows(
         took / 2 + 1
     )  # ... not flooding
     assert "  80 x RuntimeError: odd" in r.stderr and "  16 x KeyError: 'four'" in r.stderr
+
+
+PROGRAM = ROOT / "tests" / "fixtures" / "write_outputs.py"
+
+
+def files_sweep(tmp_path: Path, points: int) -> Path:
+    return write_sweep(
+        tmp_path,
+        f"""
+name: files
+task:
+  command: [python3, "{PROGRAM}", "{{outdir}}", "{{index}}", "3000"]
+outputs: ["*.bin", "notes/*.txt"]
+params:
+  n: {{range: [0, {points}]}}
+""",
+    )
+
+
+def assert_point_files(points: Path, count: int) -> None:
+    for i in range(count):
+        assert (points / str(i) / "data.bin").read_bytes() == expected_bin(i, 3000), i
+        assert (points / str(i) / "notes" / "summary.txt").read_text() == f"index={i}\n"
+
+
+def test_a_resumed_sweep_gets_the_files_of_points_cached_from_another_sweep(
+    procs: Processes, tmp_path: Path
+) -> None:
+    path = files_sweep(tmp_path, 6)
+    first = procs.cli("run", str(path), "-w", "2", "-o", str(tmp_path / "res" / "a.csv"))
+    assert first.returncode == 0, first.stderr
+    # The same task over more points: another sweep, whose first 6 points are cached from the first.
+    more = procs.cli(
+        "run", str(path), "-w", "2", "-p", "n=range(0,10)", "-o", str(tmp_path / "res" / "b.csv")
+    )
+    assert more.returncode == 0, more.stderr
+    rows = read_csv(tmp_path / "res" / "b.csv")
+    assert sum(row["cached"] == "True" for row in rows) == 6, rows
+    assert_point_files(tmp_path / "res" / "b" / "points", 10)
+    assert "outputs:" not in more.stderr
+    # Fetched once: again, nothing is copied.
+    again = procs.cli(
+        "run", str(path), "-w", "2", "-p", "n=range(0,10)", "-o", str(tmp_path / "res" / "b.csv")
+    )
+    assert again.returncode == 0 and "Output files: 0 fetched" in again.stderr, again.stderr
+
+
+def test_cached_files_come_from_the_other_sweep_s_pieces_or_are_said_unavailable(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    path = files_sweep(tmp_path, 4)
+    sid = procs.cli("submit", str(path)).stdout.strip()
+    assert procs.worker("--burst").wait(timeout=120) == 0  # its files wait in Redis, not fetched
+    more = procs.cli("run", str(path), "-w", "1", "-p", "n=range(0,6)", "-o", str(tmp_path / "r" / "m.csv"))
+    assert more.returncode == 0, more.stderr
+    assert_point_files(tmp_path / "r" / "m" / "points", 6)
+    # The pieces stay the first sweep's own: it still fetches them.
+    assert rconn.scard(f"swarmrun:sweep:{sid}:outq") == 4
+    own = tmp_path / "own"
+    got = procs.cli("results", sid, "-o", str(tmp_path / "own.csv"), "--outputs", str(own))
+    assert got.returncode == 0 and "8 output files" in got.stderr, got.stderr
+    assert_point_files(own / "points", 4)
+    # Files that went to a directory this machine no longer has: one line each, the sweep goes on.
+    shutil.rmtree(own)
+    gone = procs.cli("run", str(path), "-w", "1", "-p", "n=range(0,5)", "-o", str(tmp_path / "g" / "g.csv"))
+    assert gone.returncode == 0, gone.stderr
+    said = [line for line in gone.stderr.splitlines() if line.startswith("outputs: point ")]
+    assert len(said) == 4, gone.stderr
+    assert f"is from sweep {sid[:12]}" in said[0] and str(own) in said[0] and "not on this machine" in said[0]
+    assert (tmp_path / "g" / "g" / "points" / "4" / "data.bin").read_bytes() == expected_bin(4, 3000)

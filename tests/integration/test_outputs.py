@@ -261,7 +261,13 @@ params:
     rconn.execute_command("MEMORY", "PURGE")
     before = int(rconn.info("memory")["used_memory"])
     peak = [before]
-    r = procs.cli("run", str(path), "-w", "2", "-q", "-o", str(tmp_path / "m.csv"), timeout=280)
+    # submit + workers: the files travel through Redis, as from other machines (`run` with local
+    # workers moves them on the shared disk instead: tests/integration/test_point_runs.py)
+    sid = procs.cli("submit", str(path)).stdout.strip()
+    workers = [procs.worker("--burst") for _ in range(2)]
+    assert all(w.wait(timeout=200) == 0 for w in workers)
+    fetch = ("results", sid, "-o", str(tmp_path / "m.csv"), "--outputs", str(tmp_path / "m"))
+    r = procs.cli(*fetch, timeout=200)
     assert r.returncode == 0, r.stderr
     rconn.execute_command("MEMORY", "PURGE")
     after = int(rconn.info("memory")["used_memory"])

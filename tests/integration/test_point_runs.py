@@ -5,6 +5,7 @@ results directory: whole sweeps through the CLI with a real Redis and real worke
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import time
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from swarmrun.definition.sweep import point_key
+from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.outputstore import record_files
 from swarmrun.execution.queue import SweepQueue
 from tests.conftest import ROOT, Processes, read_csv, wait_until, write_sweep
 
@@ -163,3 +167,36 @@ def test_cached_files_come_from_the_other_sweep_s_pieces_or_are_said_unavailable
     assert len(said) == 4, gone.stderr
     assert f"is from sweep {sid[:12]}" in said[0] and str(own) in said[0] and "not on this machine" in said[0]
     assert (tmp_path / "g" / "g" / "points" / "4" / "data.bin").read_bytes() == expected_bin(4, 3000)
+
+
+def test_local_workers_move_files_into_place_and_the_manager_settles_what_a_dead_worker_left(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    path = files_sweep(tmp_path, 6)
+    r = procs.cli("run", str(path), "-w", "2", "-o", str(tmp_path / "res" / "f.csv"))
+    assert r.returncode == 0, r.stderr
+    dest = tmp_path / "res" / "f"
+    assert_point_files(dest / "points", 6)
+    assert "(12 moved there by workers on this file system)" in r.stderr, r.stderr
+    sid = load_sweep(path).id
+    assert rconn.scard(f"swarmrun:sweep:{sid}:outq") == 0 and not rconn.exists(
+        f"swarmrun:sweep:{sid}:outshare"
+    )
+    assert list((dest / ".staging").iterdir()) == []
+    # As if workers died after staging: point 0's winner before its promotion, and an execution of
+    # point 1 that lost (or was killed). The manager promotes the first and removes the second.
+    raw = SweepQueue(rconn, "swarmrun").record_values(
+        sid, load_sweep(path).task.key, [0], [point_key({"n": 0})]
+    )[0]
+    token = record_files(raw)[0]
+    assert token
+    os.rename(dest / "points" / "0", dest / ".staging" / f"0.{token}")
+    loser = dest / ".staging" / "1.deadbeef"
+    loser.mkdir()
+    (loser / "data.bin").write_bytes(b"partial")
+    for staged in (dest / ".staging").iterdir():  # left a while ago (younger ones may be in flight)
+        os.utime(staged, (time.time() - 60, time.time() - 60))
+    got = procs.cli("results", sid, "-o", str(tmp_path / "x.csv"), "--outputs", str(dest))
+    assert got.returncode == 0, got.stderr
+    assert_point_files(dest / "points", 6)
+    assert list((dest / ".staging").iterdir()) == []

@@ -8,6 +8,7 @@ Parsing and the glob checks are pure; `PointDir` and `match` touch the file syst
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import os
@@ -228,6 +229,14 @@ def _real(path: Path) -> Path:
     return _REAL[key]
 
 
+def _top_level_match(name: str, patterns: Sequence[str]) -> bool:
+    """As `glob` matches a name in one directory: case-sensitive, and a leading dot only by a
+    pattern that starts with one."""
+    return any(
+        fnmatch.fnmatchcase(name, p) for p in patterns if not name.startswith(".") or p.startswith(".")
+    )
+
+
 def match(point_dir: Path, patterns: Sequence[str], *, max_bytes: int) -> list[tuple[Path, OutputFile]]:
     """The regular files under `point_dir` matching `patterns`, sorted by name, hashed.
 
@@ -236,6 +245,13 @@ def match(point_dir: Path, patterns: Sequence[str], *, max_bytes: int) -> list[t
     """
     root = _real(point_dir)
     found: dict[str, tuple[Path, int]] = {}
+    if not any("/" in p or "\\" in p or "**" in p for p in patterns):  # top-level names: one scan
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False) and _top_level_match(entry.name, patterns):
+                    path = root / entry.name
+                    found[entry.name] = (path, entry.stat(follow_symlinks=False).st_size)
+        patterns = ()
     for pattern in patterns:
         for hit in glob.glob(pattern, root_dir=root, recursive=True):
             path = root / hit

@@ -537,8 +537,11 @@ def retry(state: State, sweep_id: str | None, workers: int, detach: bool, output
         click.echo("Running workers will pick them up (`swarmrun status --watch`).", err=True)
         return ExitCode.OK
     sweep = queue.load(sid)
-    final = _drive(state, queue, sweep, sid, workers=workers, cwd=queue.origin(sid), quiet=False)
-    return _finish(queue, sweep, sid, output, final)
+    follow = Follow(queue, sweep, sid, outputs_dest(sweep, sid, output), None)  # files, new errors
+    final = _drive(
+        state, queue, sweep, sid, workers=workers, cwd=queue.origin(sid), quiet=False, follow=follow
+    )
+    return _finish(queue, sweep, sid, output, final, follow)
 
 
 def register(group: click.Group) -> None:

@@ -200,3 +200,28 @@ def test_local_workers_move_files_into_place_and_the_manager_settles_what_a_dead
     assert got.returncode == 0, got.stderr
     assert_point_files(dest / "points", 6)
     assert list((dest / ".staging").iterdir()) == []
+
+
+def test_retry_fetches_the_files_of_the_points_it_ran_again(procs: Processes, tmp_path: Path) -> None:
+    flag = tmp_path / "failed-once"
+    (tmp_path / "once.py").write_text(
+        "import os\n"
+        "from pathlib import Path\n"
+        "def run(i, flag):\n"
+        "    if i == 2 and not os.path.exists(flag):\n"
+        "        Path(flag).write_text('x')\n"
+        "        raise RuntimeError('first time')\n"
+        "    (Path(os.environ['SWARMRUN_POINT_DIR']) / 'out.txt').write_text(f'point {i}')\n"
+        "    return i\n"
+    )
+    path = write_sweep(
+        tmp_path,
+        f'name: once\ntask: {{call: "once:run"}}\noutputs: ["*.txt"]\n'
+        f'params: {{flag: ["{flag}"], i: [0, 1, 2]}}\n',
+    )
+    out = tmp_path / "res" / "once.csv"
+    first = procs.cli("run", str(path), "-w", "1", "-o", str(out))
+    assert first.returncode == 1 and not (tmp_path / "res" / "once" / "points" / "2").exists()
+    again = procs.cli("retry", "-w", "1", "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "res" / "once" / "points" / "2" / "out.txt").read_text() == "point 2"

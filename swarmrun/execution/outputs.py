@@ -212,8 +212,8 @@ def _remove_dead(base: str) -> None:
             pass
 
 
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as f:
+def sha256_of(path: str | Path) -> str:
+    with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
@@ -237,20 +237,20 @@ def _top_level_match(name: str, patterns: Sequence[str]) -> bool:
     )
 
 
-def match(point_dir: Path, patterns: Sequence[str], *, max_bytes: int) -> list[tuple[Path, OutputFile]]:
-    """The regular files under `point_dir` matching `patterns`, sorted by name, hashed.
+def match(point_dir: Path, patterns: Sequence[str], *, max_bytes: int) -> list[tuple[str, OutputFile]]:
+    """The regular files under `point_dir` matching `patterns` (their paths, as text: a `Path`
+    per file costs more than moving it), sorted by name, hashed.
 
     Symlinks are never followed out of the directory; OutputTooLarge when a file or the total
     is over `max_bytes`.
     """
     root = _real(point_dir)
-    found: dict[str, tuple[Path, int]] = {}
+    found: dict[str, tuple[str, int]] = {}
     if not any("/" in p or "\\" in p or "**" in p for p in patterns):  # top-level names: one scan
         with os.scandir(root) as entries:
             for entry in entries:
                 if entry.is_file(follow_symlinks=False) and _top_level_match(entry.name, patterns):
-                    path = root / entry.name
-                    found[entry.name] = (path, entry.stat(follow_symlinks=False).st_size)
+                    found[entry.name] = (entry.path, entry.stat(follow_symlinks=False).st_size)
         patterns = ()
     for pattern in patterns:
         for hit in glob.glob(pattern, root_dir=root, recursive=True):
@@ -266,11 +266,11 @@ def match(point_dir: Path, patterns: Sequence[str], *, max_bytes: int) -> list[t
                 if root not in resolved.parents:
                     continue
                 path = resolved
-            found.setdefault(path.relative_to(root).as_posix(), (path, st.st_size))
+            found.setdefault(path.relative_to(root).as_posix(), (str(path), st.st_size))
     total = 0
-    files: list[tuple[Path, OutputFile]] = []
+    files: list[tuple[str, OutputFile]] = []
     for name in sorted(found):
-        path, size = found[name]
+        where, size = found[name]
         if size > max_bytes:
             raise OutputTooLarge(f"output file {name} is {size} bytes, over max_output_bytes ({max_bytes})")
         total += size
@@ -278,5 +278,5 @@ def match(point_dir: Path, patterns: Sequence[str], *, max_bytes: int) -> list[t
             raise OutputTooLarge(
                 f"outputs reach {total} bytes at {name} ({size} bytes), over max_output_bytes ({max_bytes})"
             )
-        files.append((path, OutputFile(name, size, sha256_of(path))))
+        files.append((where, OutputFile(name, size, sha256_of(where))))
     return files

@@ -106,10 +106,10 @@ class Uploader:
         self._pipe = connection.pipeline(transaction=False)
         self._queued = 0
 
-    def add(self, sweep_id: str, index: int, token: str, files: Sequence[tuple[Path, OutputFile]]) -> None:
+    def add(self, sweep_id: str, index: int, token: str, files: Sequence[tuple[str, OutputFile]]) -> None:
         self._pipe.sadd(queue_key(sweep_id), f"{index}:{token}")
         for file_no, (path, _) in enumerate(files):
-            with path.open("rb") as f:
+            with open(path, "rb") as f:
                 piece = 0
                 while True:
                     block = f.read(PIECE)

@@ -49,11 +49,11 @@ def sweep_root(outputs_dir: str, sweep: Sweep, sweep_id: str) -> Path:
 
 
 def staging_dir(root: Path, index: int, token: str) -> Path:
-    return root / ".staging" / f"{index}.{token}"
+    return Path(f"{root}/.staging/{index}.{token}")
 
 
 def final_dir(root: Path, index: int) -> Path:
-    return root / "points" / str(index)
+    return Path(f"{root}/points/{index}")
 
 
 def check_mounted(outputs_dir: str) -> None:
@@ -63,20 +63,23 @@ def check_mounted(outputs_dir: str) -> None:
         )
 
 
-def stage(target: Path, files: Sequence[tuple[Path, OutputFile]]) -> None:
+def stage(target: Path, files: Sequence[tuple[str, OutputFile]]) -> None:
     """Move files into an execution's staging directory on the shared file system (a rename;
     a copy when the point's directory is on another file system)."""
-    target.mkdir(parents=True)
+    try:
+        os.mkdir(target)
+    except FileNotFoundError:  # the sweep's first point
+        target.mkdir(parents=True)
     for path, f in files:
-        dest = target / f.name
+        dest = f"{target}/{f.name}"
         if "/" in f.name:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
         try:
             os.rename(path, dest)
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-            shutil.move(str(path), str(dest))
+            shutil.move(path, dest)
 
 
 def promote(staged: Path, final: Path) -> bool:

@@ -189,7 +189,7 @@ class Follow:
                 printer.note(f"outputs: {problem}")
             moved = ""
             if self.collector.shared_files:
-                moved = f" ({self.collector.shared_files} moved there by workers on this file system)"
+                moved = f", {self.collector.shared_files} moved there by workers on this file system"
             click.echo(f"Output files: {self.fetched} fetched into {self.collector.dest}{moved}", err=True)
 
         for message, count in group_errors(list(self.feed.counts.elements())):

@@ -16,6 +16,7 @@ moved instead and only names, sizes and sha256 travel: `swarmrun.execution.share
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -217,6 +218,8 @@ class OutputCollector:
             self.connection.delete(share_key(self.sweep_id))
             (self.dest / SHARE_MARKER).unlink(missing_ok=True)
             self._nonce = None
+            with contextlib.suppress(OSError):  # removed when empty: nothing was left in flight
+                (self.dest / ".staging").rmdir()
 
     def staging_roots(self) -> list[Path]:
         """Where this manager sees staged files of the sweep: its shared `dest`, the sweep's

@@ -11,8 +11,6 @@ size) are not copied again.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,17 +160,8 @@ def _from_dirs(
                 f"point {index}: {f.name} is from sweep {origin_id[:12]} (its point {origin_index}) "
                 f"and not on this machine; that sweep's files went to: {where}"
             )
-        target = collector.target(index, f)
-        if target is None:
-            return f"point {index}: refused output name {f.name!r}"
-        part = target.with_name(f".{target.name}.part-cached")
-        digest = hashlib.sha256()
-        with source.open("rb") as src, part.open("wb") as dst:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                digest.update(block)
-                dst.write(block)
-        if digest.hexdigest() != f.sha256:
-            part.unlink()
-            return f"point {index}: {source} does not match the sha256 its record lists"
-        os.replace(part, target)
+        with source.open("rb") as src:
+            problem = collector.write_stream(index, "cached", f, iter(lambda: src.read(1 << 20), b""))
+        if problem:
+            return f"{problem} (copied from {source})"
     return None

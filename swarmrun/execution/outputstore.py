@@ -23,7 +23,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -382,28 +382,39 @@ class OutputCollector:
     def _fetch_large(self, index: int, token: str, files: Sequence[OutputFile]) -> str | None:
         """A large upload, a few pieces at a time (bounded memory), streamed to a temporary file."""
         for file_no, f in enumerate(files):
-            dest = self.target(index, f)
-            if dest is None:
-                return f"point {index}: refused output name {f.name!r}"
-            part = dest.with_name(f".{dest.name}.part-{token}")
-            digest = hashlib.sha256()
-            with part.open("wb") as handle:
-                for first in range(0, pieces(f.size), 8):
-                    keys = [
-                        piece_key(self.sweep_id, index, token, file_no, p)
-                        for p in range(first, min(pieces(f.size), first + 8))
-                    ]
-                    for block in self.connection.mget(keys):
-                        if block is None:
-                            part.unlink()
-                            return f"point {index}: a piece of {f.name} is missing from Redis (expired?)"
-                        data = block if isinstance(block, bytes) else str(block).encode()
-                        digest.update(data)
-                        handle.write(data)
-            if digest.hexdigest() != f.sha256:
-                part.unlink()
-                return f"point {index}: {f.name} arrived with a different sha256"
-            os.replace(part, dest)
+            problem = self.write_stream(index, token, f, self._stream(index, token, file_no, f.size))
+            if problem:
+                return problem
+        return None
+
+    def _stream(self, index: int, token: str, file_no: int, size: int) -> Iterator[bytes | None]:
+        for first in range(0, pieces(size), 8):
+            keys = [
+                piece_key(self.sweep_id, index, token, file_no, p)
+                for p in range(first, min(pieces(size), first + 8))
+            ]
+            for block in self.connection.mget(keys):
+                yield block if block is None or isinstance(block, bytes) else str(block).encode()
+
+    def write_stream(self, index: int, tag: str, f: OutputFile, blocks: Iterable[bytes | None]) -> str | None:
+        """Write a file from `blocks` under a temporary name (`tag` in it), hashing as it goes;
+        rename it into place once its sha256 matches. None (a block missing) stops it."""
+        dest = self.target(index, f)
+        if dest is None:
+            return f"point {index}: refused output name {f.name!r}"
+        part = dest.with_name(f".{dest.name}.part-{tag}")
+        digest = hashlib.sha256()
+        with part.open("wb") as handle:
+            for block in blocks:
+                if block is None:
+                    part.unlink()
+                    return f"point {index}: a piece of {f.name} is missing from Redis (expired?)"
+                digest.update(block)
+                handle.write(block)
+        if digest.hexdigest() != f.sha256:
+            part.unlink()
+            return f"point {index}: {f.name} arrived with a different sha256"
+        os.replace(part, dest)
         return None
 
     def purge(self) -> None:

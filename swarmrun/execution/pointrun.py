@@ -81,7 +81,12 @@ def execute(
     files: tuple[OutputFile, ...] = ()
     staged: Path | None = None
     root = sharedfs.sweep_root(options.outputs_dir, sweep, sweep_id) if options.outputs_dir else shared
-    with point_dir as path:
+    # Sharing the manager's disk, the point runs in its own staging directory (no move after);
+    # on an `outputs_dir:` mount (maybe a network one) it runs locally and its files are moved.
+    in_place = None
+    if shared is not None and not options.outputs_dir:
+        in_place = sharedfs.ExecutionDir(sharedfs.staging_dir(shared, index, token))
+    with in_place or point_dir as path:
         outcome = task.run(
             params, index=index, timeout=options.timeout, point_dir=path, log=options.logs != "none"
         )
@@ -93,7 +98,10 @@ def execute(
                 )
                 if options.outputs_dir:
                     sharedfs.check_mounted(options.outputs_dir)
-                if root is not None and found:
+                if in_place is not None and found:
+                    sharedfs.keep_only(path, {f.name for _, f in found})
+                    staged, in_place.keep = path, True
+                elif root is not None and found:
                     staged = sharedfs.staging_dir(root, index, token)
                     sharedfs.stage(staged, found)
                 elif found:

@@ -14,6 +14,7 @@ execution's staged directory is removed, never promoted.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -125,3 +126,41 @@ def shared_root(connection: redis.Redis, sweep_id: str, seen: dict[str, bool] | 
         except (OSError, ValueError, KeyError, TypeError):
             cache[text] = False
     return Path(json.loads(text)["dir"]) if cache[text] else None
+
+
+class ExecutionDir:
+    """A point's directory made as its execution's staging directory: with local workers the
+    point writes its files where they stay (one `mkdir`, no move). Removed on leaving unless
+    `keep` was set (its matched files are staged: `keep_only`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.keep = False
+
+    def __enter__(self) -> Path:
+        try:
+            os.mkdir(self.path)
+        except FileNotFoundError:  # the sweep's first point
+            self.path.mkdir(parents=True)
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.keep:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def keep_only(directory: Path, names: set[str]) -> None:
+    """Remove everything under `directory` but the files `names` (relative, `/`-separated)."""
+    for top, dirs, files in os.walk(directory, topdown=False):
+        rel = os.path.relpath(top, directory)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        for name in files:
+            if prefix + name not in names:
+                os.unlink(os.path.join(top, name))
+        for name in dirs:
+            path = os.path.join(top, name)
+            if os.path.islink(path):
+                os.unlink(path)
+            else:
+                with contextlib.suppress(OSError):  # not empty: it holds kept files
+                    os.rmdir(path)

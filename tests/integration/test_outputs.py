@@ -307,6 +307,7 @@ params:
     dest = tmp_path / "got"
     r = procs.cli("results", sid, "-o", str(tmp_path / "k.csv"), "--outputs", str(dest))
     assert r.returncode == 0, r.stderr
+    assert (dest / "points" / "3" / "data.bin").exists(), r.stderr + procs.cli("show", sid, "3").stdout
     data = (dest / "points" / "3" / "data.bin").read_bytes()
     assert data == expected_bin(3, 2000)  # never the killed execution's "partial"
     assert int((dest / "points" / "3" / "pid.txt").read_text()) != hung_pid

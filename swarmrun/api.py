@@ -242,6 +242,11 @@ def run(
             sub = queue.submit(spec, origin=origin)
             if sub.done < sub.size:
                 local = LocalBackend(s, url, log_dir=s.home / "logs" / sub.sweep_id[:12], cwd=origin)
+                share = None  # local workers put output files straight into place (as `run` does)
+                if spec.options.outputs and not spec.options.outputs_dir:
+                    dest = default_output(spec.name, sub.sweep_id).with_suffix("").absolute()
+                    share = OutputCollector(queue, spec, sub.sweep_id, dest)
+                    share.share()
                 local.deploy(workers or os.cpu_count() or 1)
                 try:
                     watch(
@@ -253,6 +258,9 @@ def run(
                     )
                 finally:
                     local.stop()
+                    if share is not None:
+                        share.collect(final=True)
+                        share.unshare()
             final = queue.progress(sub.sweep_id)
         finally:
             queue.connection.close()

@@ -26,6 +26,7 @@ from swarmrun.definition.sweep import Sweep
 from swarmrun.definition.sweepfile import load_sweep, parse_sweep
 from swarmrun.errors import SwarmrunError
 from swarmrun.execution import progress as fmt
+from swarmrun.execution.cachedoutputs import fetch_cached
 from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.queue import Progress, SweepQueue, connect
 from swarmrun.execution.results import Result, iter_results, table_columns
@@ -128,9 +129,10 @@ class Results:
         `run` calls it at the end of a sweep with `outputs:`."""
         dest = (dest or default_output(self.sweep.name, self.sweep_id).with_suffix("")).absolute()
         with self.connection.queue() as queue:
-            got = OutputCollector(queue, self.sweep, self.sweep_id, dest).collect()
-        if got.problems:
-            raise SwarmrunError(f"outputs of sweep {self.sweep_id[:12]}: " + "; ".join(got.problems))
+            collector = OutputCollector(queue, self.sweep, self.sweep_id, dest)
+            problems = collector.collect().problems + fetch_cached(collector).problems
+        if problems:
+            raise SwarmrunError(f"outputs of sweep {self.sweep_id[:12]}: " + "; ".join(problems))
         return dest
 
     def failed(self) -> list[Result]:
@@ -240,6 +242,11 @@ def run(
             sub = queue.submit(spec, origin=origin)
             if sub.done < sub.size:
                 local = LocalBackend(s, url, log_dir=s.home / "logs" / sub.sweep_id[:12], cwd=origin)
+                share = None  # local workers put output files straight into place (as `run` does)
+                if spec.options.outputs and not spec.options.outputs_dir:
+                    dest = default_output(spec.name, sub.sweep_id).with_suffix("").absolute()
+                    share = OutputCollector(queue, spec, sub.sweep_id, dest)
+                    share.share()
                 local.deploy(workers or os.cpu_count() or 1)
                 try:
                     watch(
@@ -251,6 +258,9 @@ def run(
                     )
                 finally:
                     local.stop()
+                    if share is not None:
+                        share.collect(final=True)
+                        share.unshare()
             final = queue.progress(sub.sweep_id)
         finally:
             queue.connection.close()

@@ -12,6 +12,7 @@ from swarmrun.backends import Replicas
 from swarmrun.cli.common import State, pass_state, redis_options
 from swarmrun.cli.sweeps import output
 from swarmrun.execution import progress as fmt
+from swarmrun.execution.cachedoutputs import fetch_cached
 from swarmrun.execution.failures import failure_lines
 from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.pointinfo import point_info
@@ -64,8 +65,10 @@ def results(state: State, sweep_id: str | None, output: Path | None, outputs_dir
     rows = export(queue, sweep, sid, path)
     click.echo(f"{rows} results written to {path}", err=True)
     if outputs_dir is not None:
-        got = OutputCollector(queue, sweep, sid, outputs_dir).collect()
-        for problem in got.problems:
+        collector = OutputCollector(queue, sweep, sid, outputs_dir)
+        got, cached = collector.collect(), fetch_cached(collector)
+        got.files, got.bytes = got.files + cached.files, got.bytes + cached.bytes
+        for problem in got.problems + cached.problems:
             click.echo(f"outputs: {problem}", err=True)
         click.echo(f"{got.files} output files ({got.bytes} bytes) fetched into {outputs_dir}", err=True)
 

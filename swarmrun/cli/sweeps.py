@@ -30,7 +30,8 @@ from swarmrun.definition.sweepfile import load_sweep
 from swarmrun.errors import BadOption, DockerUnavailable, ExitCode, SweepFileError
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.autoscale import Autoscaler, Policy
-from swarmrun.execution.failures import FailureFeed
+from swarmrun.execution.cachedoutputs import fetch_cached
+from swarmrun.execution.failures import FailureFeed, grown
 from swarmrun.execution.failures import group as group_errors
 from swarmrun.execution.outputs import sweep_dir_name
 from swarmrun.execution.outputstore import OutputCollector
@@ -121,8 +122,12 @@ class Autoscaling:
         )
 
 
+COUNT_EVERY = 2.0  # seconds between the running counts of error groups that grew
+
+
 class Follow:
-    """What `run` does beside progress: fetch output files, print new errors, fail fast."""
+    """What `run` does beside progress: fetch output files, print new errors and the running
+    count of each error group (when it grew, every `COUNT_EVERY` s at most), fail fast."""
 
     def __init__(
         self, queue: SweepQueue, sweep: Sweep, sweep_id: str, dest: Path, fail_fast: int | None
@@ -134,7 +139,8 @@ class Follow:
         self.tripped = False
         self.fetched = 0
         self.last = 0.0
-        self.shown: dict[str, int] = {}
+        self.shown: dict[str, int] = {}  # error text -> the count printed last
+        self.counted = time.monotonic()
 
     def tick(self, printer: Printer) -> None:
         now = time.monotonic()
@@ -144,21 +150,48 @@ class Follow:
         for new in self.feed.poll():
             self.shown[new.message] = new.count
             printer.note(f"error at point {new.index} ({new.count} so far): {new.message}")
+        if now - self.counted >= COUNT_EVERY:
+            self.counted = now
+            self._counts(printer)
         if self.fail_fast is not None and not self.tripped and self.feed.failed >= self.fail_fast:
             self.tripped = True
             self.queue.cancel(self.sweep_id)
 
-    def _collect(self, printer: Printer) -> None:
+    def _counts(self, printer: Printer) -> None:
+        """A line per error group whose count grew since it was last printed (a few at most)."""
+        lines, others = grown(self.feed.counts, self.shown)
+        for line in lines:
+            printer.note(line)
+        if others:
+            printer.note(f"errors so far: {others} other errors grew too (`swarmrun status`)")
+        self.shown.update(self.feed.counts)
+
+    def share(self) -> None:
+        """Let workers that see this file system (local ones) move files straight into place."""
+        if self.collector is not None and not self.sweep.options.outputs_dir:
+            self.collector.share()
+
+    def _collect(self, printer: Printer, final: bool = False) -> None:
         assert self.collector is not None
-        got = self.collector.collect()
+        got = self.collector.collect(final=final)
         self.fetched += got.files
         for problem in got.problems:
             printer.note(f"outputs: {problem}")
 
-    def finish(self, printer: Printer) -> None:
+    def finish(self, printer: Printer, stopped: bool = False) -> None:
+        """The last collection; `stopped`: no worker runs any more (local ones were stopped)."""
         if self.collector is not None:
-            self._collect(printer)
-            click.echo(f"Output files: {self.fetched} fetched into {self.collector.dest}", err=True)
+            self._collect(printer, final=stopped)
+            self.collector.unshare()
+            cached = fetch_cached(self.collector)
+            self.fetched += cached.files
+            for problem in cached.problems:
+                printer.note(f"outputs: {problem}")
+            moved = ""
+            if self.collector.shared_files:
+                moved = f", {self.collector.shared_files} moved there by workers on this file system"
+            click.echo(f"Output files: {self.fetched} fetched into {self.collector.dest}{moved}", err=True)
+
         for message, count in group_errors(list(self.feed.counts.elements())):
             click.echo(f"  {count} x {message}", err=True)
 
@@ -201,6 +234,8 @@ def _drive(
     """Run local workers until the sweep completes; Ctrl-C stops them warm (a second one, at once)."""
     log_dir = state.settings.home / "logs" / sweep_id[:12]
     backend = LocalBackend(state.settings, state.url(), log_dir=log_dir, cwd=cwd)
+    if follow is not None:
+        follow.share()
     printer = Printer(quiet)
     scaler = autoscaling.start(state, backend, printer) if autoscaling else None
     backend.deploy(autoscaling.policy.min_replicas if autoscaling else workers)
@@ -229,7 +264,7 @@ def _drive(
         backend.stop()
     printer.done()
     if follow is not None:
-        follow.finish(printer)
+        follow.finish(printer, stopped=True)
     return final
 
 
@@ -502,8 +537,11 @@ def retry(state: State, sweep_id: str | None, workers: int, detach: bool, output
         click.echo("Running workers will pick them up (`swarmrun status --watch`).", err=True)
         return ExitCode.OK
     sweep = queue.load(sid)
-    final = _drive(state, queue, sweep, sid, workers=workers, cwd=queue.origin(sid), quiet=False)
-    return _finish(queue, sweep, sid, output, final)
+    follow = Follow(queue, sweep, sid, outputs_dest(sweep, sid, output), None)  # files, new errors
+    final = _drive(
+        state, queue, sweep, sid, workers=workers, cwd=queue.origin(sid), quiet=False, follow=follow
+    )
+    return _finish(queue, sweep, sid, output, final, follow)
 
 
 def register(group: click.Group) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from swarmrun.execution.queue import Keys, SweepQueue
@@ -18,6 +18,15 @@ def group(errors: Iterable[str]) -> list[tuple[str, int]]:
     """(error text, count), most frequent first, then alphabetically."""
     counts = Counter(errors)
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def grown(counts: Mapping[str, int], shown: Mapping[str, int], limit: int = 5) -> tuple[list[str], int]:
+    """The running-count lines of the error groups that grew since `shown` (most frequent first,
+    at most `limit`), and how many other groups grew too."""
+    up = [(m, c) for m, c in counts.items() if c > shown.get(m, 0)]
+    up.sort(key=lambda item: (-item[1], item[0]))
+    lines = [f"errors so far: {c} x {m} (+{c - shown.get(m, 0)})" for m, c in up[:limit]]
+    return lines, max(0, len(up) - limit)
 
 
 @dataclass(frozen=True)

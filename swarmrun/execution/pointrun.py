@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from swarmrun.definition.sweep import Options, Sweep
-from swarmrun.execution import outputstore
+from swarmrun.execution import outputstore, sharedfs
 from swarmrun.execution.outputs import OutputFile, OutputTooLarge, PointDir, match
 from swarmrun.execution.pointlog import Execution, keep_log
 from swarmrun.execution.results import with_fields
@@ -43,7 +43,8 @@ class Extras:
     execution: Execution
     log: str | None
     files: tuple[OutputFile, ...]
-    staged: Path | None = None  # shared-mount mode: the staging directory to promote on a win
+    staged: Path | None = None  # shared file system: the staging directory to promote on a win
+    final: Path | None = None  # ... and where it goes
 
     def extend(self, record: str) -> str:
         """The record with the execution token and the file list added (only when there are any)."""
@@ -68,13 +69,24 @@ def execute(
     point_dir: PointDir,
     uploader: outputstore.Uploader,
     token: str | None = None,
+    shared: Path | None = None,
 ) -> tuple[Outcome, Extras]:
-    """Run one execution in a fresh point directory (removed whatever happens); collect its outputs."""
+    """Run one execution in a fresh point directory (removed whatever happens); collect its outputs.
+
+    `shared`: the sweep's results directory on a file system this worker shares with the manager
+    (`outputstore.shared_root`); files are then moved there instead of sent through Redis.
+    """
     token = token or secrets.token_hex(4)
     began = time.time()
     files: tuple[OutputFile, ...] = ()
     staged: Path | None = None
-    with point_dir as path:
+    root = sharedfs.sweep_root(options.outputs_dir, sweep, sweep_id) if options.outputs_dir else shared
+    # Sharing the manager's disk, the point runs in its own staging directory (no move after);
+    # on an `outputs_dir:` mount (maybe a network one) it runs locally and its files are moved.
+    in_place = None
+    if shared is not None and not options.outputs_dir:
+        in_place = sharedfs.ExecutionDir(sharedfs.staging_dir(shared, index, token))
+    with in_place or point_dir as path:
         outcome = task.run(
             params, index=index, timeout=options.timeout, point_dir=path, log=options.logs != "none"
         )
@@ -85,8 +97,13 @@ def execute(
                     connection, sweep_id, sum(f.size for _, f in found), options.max_sweep_output_bytes
                 )
                 if options.outputs_dir:
-                    staged = outputstore.staging_dir(options.outputs_dir, sweep, sweep_id, index, token)
-                    outputstore.stage(options.outputs_dir, staged, found)
+                    sharedfs.check_mounted(options.outputs_dir)
+                if in_place is not None and found:
+                    sharedfs.keep_only(path, {f.name for _, f in found})
+                    staged, in_place.keep = path, True
+                elif root is not None and found:
+                    staged = sharedfs.staging_dir(root, index, token)
+                    sharedfs.stage(staged, found)
                 elif found:
                     uploader.add(sweep_id, index, token, found)
                 files = tuple(f for _, f in found)
@@ -105,7 +122,8 @@ def execute(
         status=outcome.status,
     )
     log = outcome.log if outcome.log and keep_log(options.logs, outcome.status) else None
-    return outcome, Extras(token, execution, log, files, staged)
+    final = sharedfs.final_dir(root, index) if root is not None and staged is not None else None
+    return outcome, Extras(token, execution, log, files, staged, final)
 
 
 def settle(
@@ -117,14 +135,14 @@ def settle(
     winners: list[str | None],
 ) -> None:
     """After recording: promote a winning execution's staged files, drop a loser's files."""
+    moved = 0
     for (index, extras), winner in zip(entries, winners, strict=True):
         won = winner == extras.token
-        if extras.staged is not None and options.outputs_dir:
+        if extras.staged is not None and extras.final is not None:
             if won:
-                outputstore.promote(
-                    extras.staged, outputstore.final_dir(options.outputs_dir, sweep, sweep_id, index)
-                )
+                moved += len(extras.files) if sharedfs.promote(extras.staged, extras.final) else 0
             else:
                 shutil.rmtree(extras.staged, ignore_errors=True)
         elif extras.files and not won:
             outputstore.discard(connection, sweep_id, index, extras.token, extras.files)
+    outputstore.count_moved(connection, sweep_id, moved)

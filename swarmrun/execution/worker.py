@@ -43,6 +43,7 @@ from swarmrun.execution.pointlog import Execution, PointLogs
 from swarmrun.execution.pointrun import Extras, execute, node_name, settle
 from swarmrun.execution.queue import CHUNK_RETRIES, SweepQueue, connect
 from swarmrun.execution.results import encode_record
+from swarmrun.execution.sharedfs import shared_root
 from swarmrun.execution.task import Outcome, Task, compile_task
 from swarmrun.settings import Settings, redact
 
@@ -50,6 +51,8 @@ log = logging.getLogger("swarmrun.execution.worker")
 
 BLOCK = 512
 FLUSH_SECONDS = 0.5
+ANNOUNCE_EVERY = 0.02  # seconds between the announcing thread's looks at the running execution
+ANNOUNCE_SLOW = 0.005  # an execution after one this long (seconds) is announced when it starts
 FLUSH_ENTRIES = 4096
 CRASH_LIMIT = 3
 MAX_BACKOFF = 300.0
@@ -79,10 +82,13 @@ class WorkerContext:
     settings: Settings
     name: str
     loaded: dict[str, LoadedSweep] = field(default_factory=dict)
-    # The execution running now (sweep id, index, execution), announced by the heartbeat thread
-    # so that `show` lists an execution killed mid-point; no cost per point.
+    # The execution running now (sweep id, index, execution), announced so that `show` lists an
+    # execution killed mid-point: at once when it is the chunk's first or the one before took
+    # `ANNOUNCE_SLOW` or more, else by a thread looking every `ANNOUNCE_EVERY` s (no cost per
+    # fast point, which is rarely seen by the thread).
     current: tuple[str, int, str, float] | None = None  # sweep id, index, token, start
     announced: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _prefix: str = field(default_factory=lambda: secrets.token_hex(2))
     _count: int = 0
 
@@ -92,14 +98,24 @@ class WorkerContext:
         return f"{self._prefix}{self._count:x}"
 
     point_dir: PointDir = field(default_factory=PointDir)
+    shares_seen: dict[str, bool] = field(default_factory=dict)  # see outputstore.shared_root
 
     def announce(self) -> None:
-        current = self.current
-        if current is not None and current[2] != self.announced:
-            sweep_id, index, token, start = current
-            self.announced = token
-            running = Execution(token, self.name, node_name(), start, 0.0, None, "running")
-            PointLogs(self.queue.connection).store(sweep_id, [(index, running)], [])
+        """Store the running execution as `running` (once); its end replaces it (`ChunkRun`)."""
+        with self._lock:
+            current = self.current
+            if current is None or current[2] == self.announced:
+                return
+            self.announced = current[2]
+        sweep_id, index, token, start = current
+        running = Execution(token, self.name, node_name(), start, 0.0, None, "running")
+        PointLogs(self.queue.connection).store(sweep_id, [(index, running)], [])
+
+    def finished(self) -> bool:
+        """The running execution ended; True when it was announced (its end must be stored)."""
+        with self._lock:
+            current, self.current = self.current, None
+            return current is not None and current[2] == self.announced
 
     def load(self, sweep_id: str) -> LoadedSweep:
         """The sweep and its compiled task, imported once per process (ids are content hashes)."""
@@ -153,6 +169,8 @@ class ChunkRun:
         self.logs = PointLogs(self.queue.connection)
         self.uploader = Uploader(self.queue.connection)
         self.opts = Options()
+        self.shared: Path | None = None  # the manager's results directory, when this worker sees it
+        self.last_took: float | None = None  # the duration of the chunk's last execution
 
     def run(self) -> dict[str, Any]:
         ref = self.ref
@@ -170,6 +188,8 @@ class ChunkRun:
             **parse_output_options("sweep options", options),
         )
         self.opts = opts
+        if opts.outputs and not opts.outputs_dir:
+            self.shared = shared_root(self.queue.connection, ref.sweep_id, self.context.shares_seen)
         split = self.job.meta.get("split")
         first = self.queue.first_missing(ref.sweep_id, ref.start, ref.stop)
         if split is None:
@@ -241,6 +261,8 @@ class ChunkRun:
         while True:
             token = self.context.token()
             self.context.current = (self.ref.sweep_id, index, token, time.time())
+            if self.last_took is None or self.last_took >= ANNOUNCE_SLOW:
+                self.context.announce()
             outcome, extras = execute(
                 task,
                 params,
@@ -253,17 +275,23 @@ class ChunkRun:
                 point_dir=self.context.point_dir,
                 uploader=self.uploader,
                 token=token,
+                shared=self.shared,
             )
-            self.context.current = None
+            announced = self.context.finished()
+            self.last_took = outcome.duration
             self.summary["executed"] += 1
             # An ok point with nothing to show stores no execution: its record says it all
-            # (worker, finish time, duration, exit code), and no-op points stay cheap.
-            if opts.logs != "none" and (
-                extras.log is not None
-                or extras.files
-                or outcome.status != "ok"
-                or attempt > 1
-                or self.isolated
+            # (worker, finish time, duration, exit code), and no-op points stay cheap. One that
+            # was announced as running stores its end, which replaces that entry.
+            if announced or (
+                opts.logs != "none"
+                and (
+                    extras.log is not None
+                    or bool(extras.files)
+                    or outcome.status != "ok"
+                    or attempt > 1
+                    or self.isolated
+                )
             ):
                 self.runs.append((index, extras))
             if outcome.status == "ok" or attempt > opts.retries:
@@ -403,7 +431,10 @@ class ChunkWorker(SimpleWorker):
         token = _CONTEXT.set(self.context)
         interval = max(1.0, self.context.settings.heartbeat_ttl / 3)
         try:
-            with _Heartbeat(interval, lambda: self._beat(job, execution)):
+            with (
+                _Heartbeat(interval, lambda: self._beat(job, execution)),
+                _Heartbeat(ANNOUNCE_EVERY, self.context.announce),
+            ):
                 self.perform_job(job, queue, execution)
         finally:
             _CONTEXT.reset(token)

@@ -261,7 +261,13 @@ params:
     rconn.execute_command("MEMORY", "PURGE")
     before = int(rconn.info("memory")["used_memory"])
     peak = [before]
-    r = procs.cli("run", str(path), "-w", "2", "-q", "-o", str(tmp_path / "m.csv"), timeout=280)
+    # submit + workers: the files travel through Redis, as from other machines (`run` with local
+    # workers moves them on the shared disk instead: tests/integration/test_point_runs.py)
+    sid = procs.cli("submit", str(path)).stdout.strip()
+    workers = [procs.worker("--burst") for _ in range(2)]
+    assert all(w.wait(timeout=200) == 0 for w in workers)
+    fetch = ("results", sid, "-o", str(tmp_path / "m.csv"), "--outputs", str(tmp_path / "m"))
+    r = procs.cli(*fetch, timeout=200)
     assert r.returncode == 0, r.stderr
     rconn.execute_command("MEMORY", "PURGE")
     after = int(rconn.info("memory")["used_memory"])
@@ -301,6 +307,7 @@ params:
     dest = tmp_path / "got"
     r = procs.cli("results", sid, "-o", str(tmp_path / "k.csv"), "--outputs", str(dest))
     assert r.returncode == 0, r.stderr
+    assert (dest / "points" / "3" / "data.bin").exists(), r.stderr + procs.cli("show", sid, "3").stdout
     data = (dest / "points" / "3" / "data.bin").read_bytes()
     assert data == expected_bin(3, 2000)  # never the killed execution's "partial"
     assert int((dest / "points" / "3" / "pid.txt").read_text()) != hung_pid

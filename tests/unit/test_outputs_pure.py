@@ -186,3 +186,19 @@ def test_a_command_gets_its_point_dir_as_outdir_and_env_and_its_log(tmp_path: Pa
     assert outcome.value is True
     assert outcome.log == "--- stdout ---\ntrue\n\n--- stderr ---\ne\n"
     assert task.run({}, index=0, timeout=None, point_dir=tmp_path).log is None
+
+
+def test_grown_lists_only_the_error_groups_whose_count_grew_most_frequent_first() -> None:
+    from swarmrun.execution.failures import grown
+
+    counts = {"A": 5, "B": 2, "C": 7, "D": 1}
+    lines, others = grown(counts, {"A": 5, "B": 1, "C": 3})
+    assert lines == [
+        "errors so far: 7 x C (+4)",
+        "errors so far: 2 x B (+1)",
+        "errors so far: 1 x D (+1)",
+    ]
+    assert others == 0
+    assert grown(counts, counts) == ([], 0)
+    lines, others = grown({f"E{i}": i + 1 for i in range(8)}, {}, limit=3)
+    assert lines[0] == "errors so far: 8 x E7 (+8)" and len(lines) == 3 and others == 5

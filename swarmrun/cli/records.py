@@ -138,8 +138,3 @@ def point_log(state: State, sweep_id: str | None, index: int) -> str:
     sid = queue.resolve(sweep_id)
     info = point_info(queue, queue.load(sid), sid, index)
     return info.log or ""
-
-
-def register(group: click.Group) -> None:
-    for command in (status, results, show, ls, cancel, purge):
-        group.add_command(command)

@@ -1,4 +1,4 @@
-"""Sweep commands that run points: run, submit, worker, retry (and `autoscale`)."""
+"""Sweep commands that run points: run, submit, retry (`worker` and `autoscale` have modules of their own)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from swarmrun.backends import Replicas
 from swarmrun.backends.local import LocalBackend
 from swarmrun.backends.swarm.stack import StackConfig
 from swarmrun.cli.autoscale import (
-    autoscale,
     event_line,
     make_autoscaler,
     make_policy,
@@ -38,7 +37,6 @@ from swarmrun.execution.queue import Progress, SweepQueue
 from swarmrun.execution.results import export, format_of
 from swarmrun.execution.task import preflight
 from swarmrun.execution.watch import ProgressCallback, default_output, watch
-from swarmrun.execution.worker import serve
 
 sweep_file = click.argument("sweep_file", metavar="SWEEP", type=click.Path(dir_okay=False, path_type=Path))
 overrides = click.option(
@@ -458,25 +456,6 @@ def submit(state: State, sweep_file: Path, params: tuple[str, ...], no_check: bo
 
 
 @click.command()
-@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-@click.option("--name", envvar="SWARMRUN_WORKER_NAME", help="Worker name prefix (default: the host name).")
-@click.option("--wait", type=float, default=120.0, show_default=True, help="Seconds to wait for Redis.")
-@redis_options
-@pass_state
-def worker(state: State, burst: bool, name: str | None, wait: float) -> int:
-    """Consume the queue: run chunks until stopped (SIGTERM finishes the current chunk)."""
-    parent = os.environ.get("SWARMRUN_PARENT_PID")  # set by the local backend for its workers
-    return serve(
-        state.settings,
-        state.url(),
-        burst=burst,
-        name=name,
-        wait=wait,
-        parent=int(parent) if parent and parent.isdigit() else None,
-    )
-
-
-@click.command()
 @click.argument("sweep_id", required=False)
 @click.option(
     "-w",
@@ -504,8 +483,3 @@ def retry(state: State, sweep_id: str | None, workers: int, detach: bool, output
     sweep = queue.load(sid)
     final = _drive(state, queue, sweep, sid, workers=workers, cwd=queue.origin(sid), quiet=False)
     return _finish(queue, sweep, sid, output, final)
-
-
-def register(group: click.Group) -> None:
-    for command in (run, submit, worker, retry, autoscale):
-        group.add_command(command)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from swarmrun import __version__
+from swarmrun.errors import BadOption
 from swarmrun.settings import Settings
 
 # The library (RQ, redis-py and its asyncio, the docker SDK) is imported by the commands that use
@@ -64,25 +65,29 @@ class State:
     def url(self) -> str:
         if self._url is None:
             from swarmrun.execution.watch import redis_url
-            from swarmrun.execution.worker import wait_for_redis
 
-            if self.settings.url is None and self.kube is not None:
-                # Through a port-forward via the API server, open until the command ends.
-                self.stack = self.stack or DEFAULT_STACK
-                kube = self.kubernetes()
-                forward = click.get_current_context().with_resource(kube.port_forward())
-                url = kube.redis_url(forward.port)
-                wait_for_redis(url, timeout=90).close()
-                self._url = url
-            elif self.settings.url is None and self.stack:
-                url = self.swarm().redis_url()
-                wait_for_redis(url, timeout=90).close()
-                self._url = url
+            if self.settings.url is None and (self.kube is not None or self.stack):
+                self._url = self._stack_url()
             else:
                 self._url = click.get_current_context().with_resource(
                     redis_url(self.settings, on_restart=_note)
                 )
         return self._url
+
+    def _stack_url(self) -> str:
+        """The Redis of the stack, once it answers (the worker module has the wait)."""
+        from swarmrun.execution.worker import wait_for_redis
+
+        if self.kube is not None:
+            # Through a port-forward via the API server, open until the command ends.
+            self.stack = self.stack or DEFAULT_STACK
+            kube = self.kubernetes()
+            forward = click.get_current_context().with_resource(kube.port_forward())
+            url = kube.redis_url(forward.port)
+        else:
+            url = self.swarm().redis_url()
+        wait_for_redis(url, timeout=90).close()
+        return url
 
     def swarm(self, config: StackConfig | None = None, labels: dict[str, str] | None = None) -> SwarmBackend:
         """The swarm backend of `--stack` (connecting to Docker on first use)."""
@@ -269,6 +274,24 @@ def redis_options(func: F) -> F:
         return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _output_name(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A results file name the exporter can write, checked before any work (a usage error)."""
+    from swarmrun.execution.results import format_of
+
+    if value is not None and format_of(value) is None:
+        raise BadOption(f"-o {value}: cannot tell the format: use a .csv, .jsonl or .parquet name")
+    return value
+
+
+output = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_output_name,
+    help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv",
+)
 
 
 # Every command is imported only when it runs (or its own help is asked for): `swarmrun --help`

@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from swarmrun.backends import Replicas
-from swarmrun.cli.common import State, pass_state, redis_options
-from swarmrun.cli.sweeps import output
+from swarmrun.cli.common import State, output, pass_state, redis_options
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.failures import failure_lines
 from swarmrun.execution.outputstore import OutputCollector

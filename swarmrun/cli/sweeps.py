@@ -22,11 +22,11 @@ from swarmrun.cli.autoscale import (
     parse_bounds,
     tuning_options,
 )
-from swarmrun.cli.common import State, pass_state, redis_options
+from swarmrun.cli.common import State, output, pass_state, redis_options
 from swarmrun.cli.stack import stack_options
 from swarmrun.definition.sweep import Sweep
 from swarmrun.definition.sweepfile import load_sweep
-from swarmrun.errors import BadOption, DockerUnavailable, ExitCode, SweepFileError
+from swarmrun.errors import DockerUnavailable, ExitCode, SweepFileError
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.autoscale import Autoscaler, Policy
 from swarmrun.execution.failures import FailureFeed
@@ -34,7 +34,7 @@ from swarmrun.execution.failures import group as group_errors
 from swarmrun.execution.outputs import sweep_dir_name
 from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.queue import Progress, SweepQueue
-from swarmrun.execution.results import export, format_of
+from swarmrun.execution.results import export
 from swarmrun.execution.task import preflight
 from swarmrun.execution.watch import ProgressCallback, default_output, watch
 
@@ -52,22 +52,6 @@ no_check = click.option(
     is_flag=True,
     help="Skip checking that the task imports / the program exists here "
     "(for code that only exists in the worker image).",
-)
-
-
-def _output_name(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """A results file name the exporter can write, checked before any work (a usage error)."""
-    if value is not None and format_of(value) is None:
-        raise BadOption(f"-o {value}: cannot tell the format: use a .csv, .jsonl or .parquet name")
-    return value
-
-
-output = click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=_output_name,
-    help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv",
 )
 
 

@@ -65,9 +65,18 @@ def test_help_loads_no_library(argv: list[str]) -> None:
     assert _loaded(argv) == set()
 
 
-def test_worker_loads_neither_run_nor_the_api() -> None:
-    found = _modules_after(["worker", "--help"], ("swarmrun",))
-    assert "swarmrun.cli.sweeps" not in found and "swarmrun.api" not in found
+def test_worker_loads_neither_run_nor_the_api_nor_yaml() -> None:
+    """What `swarmrun worker` imports before it serves: the CLI, its command and the worker module."""
+    code = (
+        "import sys\n"
+        "import swarmrun.cli, swarmrun.cli.worker, swarmrun.execution.worker\n"
+        "print(*sorted(m for m in sys.modules if m.split('.')[0] in ('swarmrun', 'yaml', 'tomllib')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    found = set(out.split())
+    assert "swarmrun.execution.worker" in found
+    unwanted = {"swarmrun.cli.sweeps", "swarmrun.api", "swarmrun.cli.autoscale", "yaml", "tomllib"}
+    assert found & unwanted == set()
 
 
 def test_every_command_is_listed_without_importing_it() -> None:

@@ -43,7 +43,7 @@ def test_polls_from_20_ms_never_more_than_an_eighth_of_the_time_so_far_up_to_pol
     assert final.complete
     assert sleeps[0] == 0.02 and sleeps[-1] == 0.5
     elapsed = 0.0
-    for before, seconds in zip(sleeps, sleeps[1:]):
+    for before, seconds in zip(sleeps, sleeps[1:], strict=False):
         elapsed += before
         assert seconds <= max(0.02, elapsed / 8) + 1e-9 and seconds <= 2 * before
     assert max(sleeps) == 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -14,6 +15,26 @@ from typing import IO
 
 from swarmrun.backends import Placement, Replicas
 from swarmrun.settings import Settings
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether `proc` exited within `timeout` seconds; woken by its exit itself, where
+    `Popen.wait(timeout)` would poll (up to 50 ms late, which a 1-point sweep's stop would feel)."""
+    pidfd_open = getattr(os, "pidfd_open", None)  # Linux only
+    try:
+        fd = pidfd_open(proc.pid) if pidfd_open is not None else None
+    except OSError:  # already reaped, or a kernel before 5.3
+        fd = None
+    if fd is not None:
+        try:
+            select.select([fd], [], [], timeout)
+        finally:
+            os.close(fd)
+    try:
+        proc.wait(timeout=0 if fd is not None else timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 class LocalBackend:
@@ -98,9 +119,7 @@ class LocalBackend:
     def _wait_stopping(self, grace: float) -> None:
         deadline = time.monotonic() + grace
         for proc in list(self._stopping):
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if not _wait(proc, max(0.0, deadline - time.monotonic())):
                 proc.kill()
                 proc.wait()
         self._collect()

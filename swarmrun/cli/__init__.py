@@ -7,17 +7,9 @@ import sys
 from collections.abc import Sequence
 
 import click
-import redis
 
 from swarmrun.cli.common import cli
-from swarmrun.cli.records import register as register_record_commands
-from swarmrun.cli.stack import register as register_stack_commands
-from swarmrun.cli.sweeps import register as register_sweep_commands
 from swarmrun.errors import ExitCode, SwarmrunError
-
-register_sweep_commands(cli)
-register_record_commands(cli)
-register_stack_commands(cli)
 
 
 def _fail(message: str, code: int) -> None:
@@ -25,10 +17,11 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _is_docker_error(e: Exception) -> bool:
-    # The docker SDK is imported only by the commands that use it (`swarmrun worker` never does).
-    errors = sys.modules.get("docker.errors")
-    return errors is not None and isinstance(e, errors.DockerException)
+def _raised_by(e: Exception, module: str, name: str) -> bool:
+    """Whether `e` is a `module.name`: the library is imported only by the commands that use it
+    (`--help` loads neither redis-py nor the docker SDK), so an exception from it means it is loaded."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(e, getattr(loaded, name))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -50,14 +43,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if debug:
             raise
         _fail(str(e), e.exit_code)
-    except redis.RedisError as e:
-        if debug:
-            raise
-        _fail(f"Redis failed: {e}", ExitCode.REDIS_UNAVAILABLE)
     except Exception as e:
         if debug:
             raise
-        if _is_docker_error(e):
+        if _raised_by(e, "redis.exceptions", "RedisError"):
+            _fail(f"Redis failed: {e}", ExitCode.REDIS_UNAVAILABLE)
+        if _raised_by(e, "docker.errors", "DockerException"):
             _fail(f"Docker failed: {e}", ExitCode.DOCKER_UNAVAILABLE)
         _fail(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", ExitCode.ERROR)
     sys.exit(code or 0)

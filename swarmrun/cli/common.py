@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from swarmrun import __version__
-from swarmrun.backends.swarm.stack import StackConfig
-from swarmrun.execution.queue import SweepQueue, connect
-from swarmrun.execution.watch import redis_url
-from swarmrun.execution.worker import wait_for_redis
+from swarmrun.errors import BadOption
 from swarmrun.settings import Settings
 
+# The library (RQ, redis-py and its asyncio, the docker SDK) is imported by the commands that use
+# it, when they use it: `swarmrun --help` loads none of it (tests/unit/test_cli_imports.py).
 if TYPE_CHECKING:
     from swarmrun.backends.kubernetes.backend import KubernetesBackend
     from swarmrun.backends.swarm.backend import SwarmBackend
+    from swarmrun.backends.swarm.stack import StackConfig
+    from swarmrun.execution.queue import SweepQueue
 
 DEFAULT_STACK = "swarmrun"
 
@@ -63,29 +64,37 @@ class State:
 
     def url(self) -> str:
         if self._url is None:
-            if self.settings.url is None and self.kube is not None:
-                # Through a port-forward via the API server, open until the command ends.
-                self.stack = self.stack or DEFAULT_STACK
-                kube = self.kubernetes()
-                forward = click.get_current_context().with_resource(kube.port_forward())
-                url = kube.redis_url(forward.port)
-                wait_for_redis(url, timeout=90).close()
-                self._url = url
-            elif self.settings.url is None and self.stack:
-                url = self.swarm().redis_url()
-                wait_for_redis(url, timeout=90).close()
-                self._url = url
+            from swarmrun.execution.watch import redis_url
+
+            if self.settings.url is None and (self.kube is not None or self.stack):
+                self._url = self._stack_url()
             else:
                 self._url = click.get_current_context().with_resource(
                     redis_url(self.settings, on_restart=_note)
                 )
         return self._url
 
+    def _stack_url(self) -> str:
+        """The Redis of the stack, once it answers (the worker module has the wait)."""
+        from swarmrun.execution.worker import wait_for_redis
+
+        if self.kube is not None:
+            # Through a port-forward via the API server, open until the command ends.
+            self.stack = self.stack or DEFAULT_STACK
+            kube = self.kubernetes()
+            forward = click.get_current_context().with_resource(kube.port_forward())
+            url = kube.redis_url(forward.port)
+        else:
+            url = self.swarm().redis_url()
+        wait_for_redis(url, timeout=90).close()
+        return url
+
     def swarm(self, config: StackConfig | None = None, labels: dict[str, str] | None = None) -> SwarmBackend:
         """The swarm backend of `--stack` (connecting to Docker on first use)."""
         if self._swarm is None or config is not None:
             from swarmrun.backends.swarm import engine
             from swarmrun.backends.swarm.backend import SwarmBackend
+            from swarmrun.backends.swarm.stack import StackConfig
 
             config = config or StackConfig(name=self.stack or DEFAULT_STACK)
             self._swarm = SwarmBackend(
@@ -101,6 +110,7 @@ class State:
         """The kubernetes backend of `--stack` in `--namespace` of `--context`."""
         if self._kubernetes is None or config is not None:
             from swarmrun.backends.kubernetes.backend import KubernetesBackend
+            from swarmrun.backends.swarm.stack import StackConfig
 
             target = self.kube or KubeTarget()
             config = config or StackConfig(name=self.stack or DEFAULT_STACK)
@@ -147,6 +157,8 @@ class State:
 
     def queue(self) -> SweepQueue:
         if self._queue is None:
+            from swarmrun.execution.queue import SweepQueue, connect
+
             self._queue = SweepQueue(connect(self.url(), resilient=True), self.settings.queue)
         return self._queue
 
@@ -283,15 +295,76 @@ def redis_options(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-# The short help of lazily imported commands (a test checks it matches the command's own).
-LAZY_HELP = {"image": "Build the worker image the swarm backend runs, and get it onto every node."}
+def _output_name(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A results file name the exporter can write, checked before any work (a usage error)."""
+    from swarmrun.execution.results import format_of
+
+    if value is not None and format_of(value) is None:
+        raise BadOption(f"-o {value}: cannot tell the format: use a .csv, .jsonl or .parquet name")
+    return value
+
+
+output = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_output_name,
+    help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv",
+)
+
+
+# Every command is imported only when it runs (or its own help is asked for): `swarmrun --help`
+# lists them from these lines, and `swarmrun worker` (once per replica, 20 at once on a scale-up)
+# loads the worker and nothing of `run`, the docker SDK or the dashboard. A test checks that each
+# line is the command's own short help, so they cannot drift.
+COMMANDS = {
+    "autoscale": "swarmrun.cli.autoscale:autoscale",
+    "cancel": "swarmrun.cli.records:cancel",
+    "dashboard": "swarmrun.cli.dashboard:dashboard",
+    "down": "swarmrun.cli.stack:down",
+    "image": "swarmrun.cli.image:image",
+    "logs": "swarmrun.cli.stack:logs",
+    "ls": "swarmrun.cli.records:ls",
+    "plot": "swarmrun.cli.plot:plot",
+    "purge": "swarmrun.cli.records:purge",
+    "results": "swarmrun.cli.records:results",
+    "retry": "swarmrun.cli.sweeps:retry",
+    "run": "swarmrun.cli.sweeps:run",
+    "scale": "swarmrun.cli.stack:scale",
+    "show": "swarmrun.cli.records:show",
+    "status": "swarmrun.cli.records:status",
+    "submit": "swarmrun.cli.sweeps:submit",
+    "up": "swarmrun.cli.stack:up",
+    "worker": "swarmrun.cli.worker:worker",
+}
+LAZY_HELP = {
+    "autoscale": "Scale the stack's workers to the queue until stopped (Ctrl-C or SIGTERM): up while more "
+    "replicas raise throughput, down when the backlog has drained.",
+    "cancel": "Cancel a sweep: queued chunks are dropped, running chunks stop within a second.",
+    "dashboard": "Serve a web dashboard of the sweeps (live progress, failures, retry, plots, downloads).",
+    "down": "Remove the stack's services, network and secret (and its data with --volumes).",
+    "image": "Build the worker image the swarm backend runs, and get it onto every node.",
+    "logs": "Worker logs of the stack, or with --point the log of one point of a sweep.",
+    "ls": "List sweeps, newest last.",
+    "plot": "Plot a value of a sweep's results against an axis, or a heatmap over two axes.",
+    "purge": "Delete a sweep and its records (results shared with other sweeps of the same task stay).",
+    "results": "Export a sweep's results (default: the newest sweep) to CSV, JSON Lines or Parquet.",
+    "retry": "Run the failed and timed-out points of a sweep again (default: the newest).",
+    "run": "Submit SWEEP, run it on workers until every point has a result, export the results.",
+    "scale": "Set the number of worker replicas; stopping workers finish their chunk first.",
+    "show": "Everything about one point: params, status, value, error, executions, files, log tail.",
+    "status": "Progress of a sweep (default: the newest), its chunks and workers.",
+    "submit": "Submit SWEEP to the queue and print its id (workers run it: `swarmrun worker`, `up`).",
+    "up": "Deploy the stack (Redis + workers) on the swarm or Kubernetes; running it again changes nothing.",
+    "worker": "Consume the queue: run chunks until stopped (SIGTERM finishes the current chunk).",
+}
 
 
 class Group(click.Group):
-    """A group with commands whose module is imported only when that command is used or listed.
+    """A group whose commands' modules are imported only when that command is used.
 
-    The docker SDK takes about half of the CLI's import time. `swarmrun worker`, started once per
-    replica (20 at once on a scale-up), never needs it; neither do the local commands.
+    `--help` lists a lazy command by its `LAZY_HELP` line: the library behind the commands (RQ,
+    redis-py with its asyncio, the docker SDK) is most of the CLI's import time.
     """
 
     def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
@@ -299,18 +372,18 @@ class Group(click.Group):
         self.lazy = dict(lazy or {})  # command name -> "module:attribute"
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.lazy])
+        return sorted({*super().list_commands(ctx), *self.lazy})
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """`--help` lists a lazy command by its `LAZY_HELP` line, without importing it."""
         rows = []
         for name in self.list_commands(ctx):
+            limit = formatter.width - 6 - len(name)
             if name in self.lazy and name in LAZY_HELP:
-                rows.append((name, LAZY_HELP[name]))
+                rows.append((name, click.Command(name, help=LAZY_HELP[name]).get_short_help_str(limit)))
                 continue
             command = self.get_command(ctx, name)
             if command is not None and not command.hidden:
-                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+                rows.append((name, command.get_short_help_str(limit)))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -325,11 +398,7 @@ class Group(click.Group):
 
 @click.group(
     cls=Group,
-    lazy={
-        "image": "swarmrun.cli.image:image",
-        "dashboard": "swarmrun.cli.dashboard:dashboard",
-        "plot": "swarmrun.cli.plot:plot",
-    },
+    lazy=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="swarmrun")

@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from swarmrun.backends import Replicas
-from swarmrun.cli.common import State, pass_state, redis_options
-from swarmrun.cli.sweeps import output
+from swarmrun.cli.common import State, output, pass_state, redis_options
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.cachedoutputs import fetch_cached
 from swarmrun.execution.failures import failure_lines
@@ -141,8 +140,3 @@ def point_log(state: State, sweep_id: str | None, index: int) -> str:
     sid = queue.resolve(sweep_id)
     info = point_info(queue, queue.load(sid), sid, index)
     return info.log or ""
-
-
-def register(group: click.Group) -> None:
-    for command in (status, results, show, ls, cancel, purge):
-        group.add_command(command)

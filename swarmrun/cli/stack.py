@@ -352,8 +352,3 @@ def logs(state: State, follow: bool, tail: int, point: int | None, sweep_id: str
     _stack_name(state)
     for line in state.stack_backend().logs(follow=follow, tail=tail):
         click.echo(line)
-
-
-def register(group: click.Group) -> None:
-    for command in (up, down, scale, logs):
-        group.add_command(command)

@@ -1,4 +1,4 @@
-"""Sweep commands that run points: run, submit, worker, retry (and `autoscale`)."""
+"""Sweep commands that run points: run, submit, retry (`worker` and `autoscale` have modules of their own)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,17 @@ from swarmrun.backends import Replicas
 from swarmrun.backends.local import LocalBackend
 from swarmrun.backends.swarm.stack import StackConfig
 from swarmrun.cli.autoscale import (
-    autoscale,
     event_line,
     make_autoscaler,
     make_policy,
     parse_bounds,
     tuning_options,
 )
-from swarmrun.cli.common import State, pass_state, redis_options
+from swarmrun.cli.common import State, output, pass_state, redis_options
 from swarmrun.cli.stack import stack_options
 from swarmrun.definition.sweep import Sweep
 from swarmrun.definition.sweepfile import load_sweep
-from swarmrun.errors import BadOption, DockerUnavailable, ExitCode, SweepFileError
+from swarmrun.errors import DockerUnavailable, ExitCode, SweepFileError
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.autoscale import Autoscaler, Policy
 from swarmrun.execution.cachedoutputs import fetch_cached
@@ -36,10 +35,9 @@ from swarmrun.execution.failures import group as group_errors
 from swarmrun.execution.outputs import sweep_dir_name
 from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.queue import Progress, SweepQueue
-from swarmrun.execution.results import export, format_of
+from swarmrun.execution.results import export
 from swarmrun.execution.task import preflight
 from swarmrun.execution.watch import ProgressCallback, default_output, watch
-from swarmrun.execution.worker import serve
 
 sweep_file = click.argument("sweep_file", metavar="SWEEP", type=click.Path(dir_okay=False, path_type=Path))
 overrides = click.option(
@@ -55,22 +53,6 @@ no_check = click.option(
     is_flag=True,
     help="Skip checking that the task imports / the program exists here "
     "(for code that only exists in the worker image).",
-)
-
-
-def _output_name(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """A results file name the exporter can write, checked before any work (a usage error)."""
-    if value is not None and format_of(value) is None:
-        raise BadOption(f"-o {value}: cannot tell the format: use a .csv, .jsonl or .parquet name")
-    return value
-
-
-output = click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=_output_name,
-    help="Results file (.csv, .jsonl, .parquet). Default: swarmrun-results/NAME-ID.csv",
 )
 
 
@@ -493,25 +475,6 @@ def submit(state: State, sweep_file: Path, params: tuple[str, ...], no_check: bo
 
 
 @click.command()
-@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-@click.option("--name", envvar="SWARMRUN_WORKER_NAME", help="Worker name prefix (default: the host name).")
-@click.option("--wait", type=float, default=120.0, show_default=True, help="Seconds to wait for Redis.")
-@redis_options
-@pass_state
-def worker(state: State, burst: bool, name: str | None, wait: float) -> int:
-    """Consume the queue: run chunks until stopped (SIGTERM finishes the current chunk)."""
-    parent = os.environ.get("SWARMRUN_PARENT_PID")  # set by the local backend for its workers
-    return serve(
-        state.settings,
-        state.url(),
-        burst=burst,
-        name=name,
-        wait=wait,
-        parent=int(parent) if parent and parent.isdigit() else None,
-    )
-
-
-@click.command()
 @click.argument("sweep_id", required=False)
 @click.option(
     "-w",
@@ -543,7 +506,3 @@ def retry(state: State, sweep_id: str | None, workers: int, detach: bool, output
     )
     return _finish(queue, sweep, sid, output, final, follow)
 
-
-def register(group: click.Group) -> None:
-    for command in (run, submit, worker, retry, autoscale):
-        group.add_command(command)

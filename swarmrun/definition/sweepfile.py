@@ -12,12 +12,9 @@ import json
 import keyword
 import math
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from swarmrun.definition.axes import (
     Axis,
@@ -447,39 +444,12 @@ def _parse_repeat(where: str, data: Any) -> RepeatAxis:
 # -------------------------------------------------------------------------------------------- overrides
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """SafeLoader that reads `1e-3` as a float (as YAML 1.2 does) and rejects duplicate keys.
-
-    libyaml's parser when PyYAML has it: the pure-Python one takes seconds on a few KB of deep
-    nesting, and libyaml refuses more than 1,000 levels itself.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        keys = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str):
-                if key in keys:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key '{key}'", key_node.start_mark
-                    )
-                keys.add(key)
-        return yaml.constructor.SafeConstructor.construct_mapping(self, node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+\Z"),
-    list("-+0123456789."),
-)
-
-
-def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-
-
 def _parse_override(raw: str) -> tuple[str, str, Any, bool]:
     """`name=values` (`+name=values` adds a param) -> (name, where, param spec, adds)."""
+    import yaml  # here, not at the top: a worker, which reads no sweep file, never loads it
+
+    from swarmrun.definition.yamlload import load as _yaml
+
     where = f"-p {raw}"
     adds = raw.startswith("+")
     name, eq, text = raw.removeprefix("+").partition("=")
@@ -636,6 +606,12 @@ def _zip_groups(where: str, data: Any, params: list[str]) -> list[tuple[str, ...
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     """Read a sweep file (.toml and .json by extension, YAML otherwise) and parse it."""
+    import tomllib
+
+    import yaml
+
+    from swarmrun.definition.yamlload import load as _yaml
+
     path = Path(path)
     source = str(path)
 

@@ -13,19 +13,20 @@ import pytest
 from packaging.requirements import Requirement
 
 from swarmrun.backends.swarm.image import (
-    closure_gaps,
     context_files,
     excluded,
     ignore_rules,
+    stage_images,
+    template,
+    write_context,
+)
+from swarmrun.backends.swarm.interpreter import platform_tags, target_from_probe
+from swarmrun.backends.swarm.wheelhouse import (
+    closure_gaps,
     install_requirements,
     needed,
-    platform_tags,
     read_requirements,
-    stage_images,
-    target_from_probe,
-    template,
     unmarked,
-    write_context,
 )
 from swarmrun.errors import ImageBuildError
 

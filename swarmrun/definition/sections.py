@@ -56,7 +56,7 @@ def param_axis(where: str, name: str, spec: Any) -> ParamAxis:
     if isinstance(spec, list | tuple):
         if not spec:
             raise fail(where, "empty list: an axis needs at least one value")
-        return ValuesAxis(name, tuple(scalar(f"{where}[{k}]", v) for k, v in enumerate(spec)))
+        return ValuesAxis(name, _scalars(where, spec))
     if not isinstance(spec, Mapping):
         return ValuesAxis(name, (scalar(where, spec),))
     if len(spec) != 1:
@@ -93,6 +93,11 @@ def param_axis(where: str, name: str, spec: Any) -> ParamAxis:
     return LogspaceAxis(name, start, stop, count, base)
 
 
+def _scalars(where: str, values: Sequence[Any]) -> tuple[Any, ...]:
+    """`values` checked one by one, each located as `where[k]`."""
+    return tuple(scalar(f"{where}[{k}]", v) for k, v in enumerate(values))
+
+
 def _range_axis(where: str, name: str, args: list[int]) -> RangeAxis:
     """`[stop]`, `[start, stop]` or `[start, stop, step]`, as Python's range()."""
     start, stop, step = (0, args[0], 1) if len(args) == 1 else (args[0], args[1], (args + [1])[2])
@@ -116,7 +121,7 @@ def distribution(where: str, name: str, spec: Any) -> Distribution:
     if kind == "choice":
         if not isinstance(args, list | tuple) or not args:
             raise fail(where, f"choice needs a non-empty list of values, got {show(args)}")
-        return Distribution(name, kind, tuple(scalar(f"{where}[{k}]", v) for k, v in enumerate(args)))
+        return Distribution(name, kind, _scalars(where, args))
     form = {
         "uniform": "[low, high]",
         "loguniform": "[low, high]",

@@ -32,6 +32,7 @@ from swarmrun.definition.sections import (
     zip_groups,
 )
 from swarmrun.definition.sweep import FORMAT, MAX_POINTS, Sweep
+from swarmrun.errors import SweepFileError
 from swarmrun.execution.outputs import OUTPUT_KEYS
 
 OPTION_KEYS = ("timeout", "retries", "backoff", "chunk", *OUTPUT_KEYS)
@@ -194,13 +195,18 @@ def _bounded(where: str, sweep: Sweep) -> Sweep:
     return sweep
 
 
+def _too_deep(where: str) -> SweepFileError:
+    """The error for nesting past MAX_DEPTH, seen by the check or as a parser's RecursionError."""
+    return fail(where, f"nested too deeply (a sweep file needs at most {MAX_DEPTH} levels)")
+
+
 def _check_depth(where: str, data: Any) -> None:
     """Refuse nesting deeper than MAX_DEPTH (checked without recursion)."""
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise fail(where, f"nested too deeply (a sweep file needs at most {MAX_DEPTH} levels)")
+            raise _too_deep(where)
         if isinstance(value, Mapping):
             stack.extend((v, depth + 1) for v in value.values())
         elif isinstance(value, list | tuple):
@@ -238,7 +244,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
         why = getattr(e, "problem", None) or str(e)
         raise fail(source + (f": line {mark.line + 1}" if mark else ""), f"YAML error: {why}") from None
     except RecursionError:
-        raise fail(source, f"nested too deeply (a sweep file needs at most {MAX_DEPTH} levels)") from None
+        raise _too_deep(source) from None
     except ValueError as e:  # an integer past Python's 4300-digit conversion limit
         raise fail(source, f"cannot read a value: {str(e).split(';')[0]}") from None
     if data is None:

@@ -24,7 +24,7 @@ import tempfile
 import time
 import tomllib
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from email.parser import HeaderParser
 from importlib import metadata
@@ -170,6 +170,17 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:20]
 
 
+@contextlib.contextmanager
+def _published(dest: Path) -> Iterator[Path]:
+    """A directory to fill that then becomes `dest` whole (its parent is scratch space for the
+    filling); an exception leaves nothing, and when another build made `dest` first, that one stays."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".partial-") as tmp:
+        yield Path(tmp) / "out"
+        with contextlib.suppress(OSError):  # another build finished the same directory first
+            os.rename(Path(tmp) / "out", dest)
+
+
 def cached_dependencies(target: TargetPython, requirements: Sequence[str], home: Path, log: Log) -> Path:
     """The closed wheelhouse for (target, requirements) under `home`/wheelhouses, downloaded once."""
     root = home / "wheelhouses"
@@ -177,13 +188,10 @@ def cached_dependencies(target: TargetPython, requirements: Sequence[str], home:
     if (path / MANIFEST).is_file():
         log(f"wheelhouse: cached, nothing to download ({path})")
         return path
-    root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=root, prefix=".partial-") as tmp:
-        download_wheels(target, Path(tmp), requirements, log)
-        _write_manifest(Path(tmp), target, requirements, None)
-        with contextlib.suppress(OSError):  # another build finished the same wheelhouse first
-            os.rename(tmp, path)
+    with _published(path) as out:
+        download_wheels(target, out, requirements, log)
+        _write_manifest(out, target, requirements, None)
     log(f"wheelhouse: {len(list(path.glob('*.whl')))} wheels in {time.monotonic() - started:.1f}s ({path})")
     return path
 
@@ -246,14 +254,13 @@ def swarmrun_wheel(home: Path, log: Log, wheelhouses: Sequence[Path] = ()) -> Pa
     src = source_tree()
     digest = source_hash(src) if src is not None else None
     for d in wheelhouses:
-        if (digest is None or _manifest(d).get("swarmrun", {}).get("source") == digest) and _own_wheel(d):
-            return _own_wheel(d)  # type: ignore[return-value]
+        fits = digest is None or _manifest(d).get("swarmrun", {}).get("source") == digest
+        if fits and (found := _own_wheel(d)) is not None:
+            return found
     cache = home / "wheelhouses" / "swarmrun" / (digest or swarmrun.__version__)
     if (found := _own_wheel(cache)) is not None:
         return found
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".partial-") as tmp:
-        out = Path(tmp) / "out"
+    with _published(cache) as out:
         if src is None:
             log(f"wheelhouse: downloading swarmrun {swarmrun.__version__}")
             _pip(
@@ -269,7 +276,7 @@ def swarmrun_wheel(home: Path, log: Log, wheelhouses: Sequence[Path] = ()) -> Pa
             )
         else:
             log(f"wheelhouse: building swarmrun's wheel from {src}")
-            copy = Path(tmp) / "src"
+            copy = out.parent / "src"
             for p in _source_files(src):
                 (copy / p.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(p, copy / p.relative_to(src))
@@ -287,8 +294,6 @@ def swarmrun_wheel(home: Path, log: Log, wheelhouses: Sequence[Path] = ()) -> Pa
                 f"building swarmrun's wheel from {src} failed"
                 + ("" if offline else " (with setuptools and wheel installed it builds without an index)"),
             )
-        with contextlib.suppress(OSError):
-            os.rename(out, cache)
     found = _own_wheel(cache)
     if found is None:
         raise ImageBuildError(f"no swarmrun {swarmrun.__version__} wheel was produced in {cache}")

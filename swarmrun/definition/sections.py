@@ -7,6 +7,7 @@ Pure apart from reading a rows CSV.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import keyword
@@ -243,7 +244,10 @@ def _text(where: str, x: Any) -> str:
     """A command argument or env value: a string, or a number written as a string."""
     if isinstance(x, str):
         return x
-    if is_number(x) and math.isfinite(x):
+    if isinstance(x, int) and not isinstance(x, bool):
+        with contextlib.suppress(ValueError):  # past Python's 4300-digit int-to-text limit
+            return str(x)
+    elif is_number(x) and math.isfinite(x):
         return str(x)
     raise fail(where, f"expected a string or a number, got {show(x)} (quote it to pass it literally)")
 

@@ -32,8 +32,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from swarmrun.definition.sections import TASK_KEYS
 from swarmrun.definition.sweep import MAX_POINTS, Sweep, canonical_json
-from swarmrun.definition.sweepfile import OPTION_KEYS, TASK_KEYS, TOP_KEYS, load_sweep, sweep_from_dict
+from swarmrun.definition.sweepfile import OPTION_KEYS, TOP_KEYS, load_sweep, sweep_from_dict
 from swarmrun.errors import SweepFileError
 
 LIMIT = 2.0  # seconds one input may take (a grid is never expanded, so parsing is fast)

@@ -10,14 +10,9 @@ import click
 
 from swarmrun.backends.swarm import distribute as dist
 from swarmrun.backends.swarm import engine
-from swarmrun.backends.swarm.image import (
-    DEFAULT_BASE_IMAGE,
-    DEFAULT_TAG,
-    build_image,
-    make_wheelhouse,
-    read_requirements,
-    target_interpreter,
-)
+from swarmrun.backends.swarm.image import DEFAULT_BASE_IMAGE, DEFAULT_TAG, build_image
+from swarmrun.backends.swarm.interpreter import target_interpreter
+from swarmrun.backends.swarm.wheelhouse import make_wheelhouse, read_requirements
 from swarmrun.cli.common import State
 from swarmrun.settings import Settings
 

@@ -505,4 +505,3 @@ def retry(state: State, sweep_id: str | None, workers: int, detach: bool, output
         state, queue, sweep, sid, workers=workers, cwd=queue.origin(sid), quiet=False, follow=follow
     )
     return _finish(queue, sweep, sid, output, final, follow)
-

@@ -191,7 +191,7 @@ def _unit(text: str) -> float:
 
 @dataclass(frozen=True)
 class Distribution:
-    """How one sampled param draws its value: `kind` is one of `sweepfile.DISTRIBUTIONS`."""
+    """How one sampled param draws its value: `kind` is one of `sections.DISTRIBUTIONS`."""
 
     name: str
     kind: str

@@ -1,7 +1,8 @@
 """Sweeps: the task, the axes and options, the canonical form and the id; point `i` from the spec.
 
-Pure. Reading and validating sweep files and `-p` overrides is `swarmrun.definition.sweepfile`; the axis
-kinds are `swarmrun.definition.axes`. A sweep is identified by its task and axes (not its name or options).
+Pure. Reading sweep files and `-p` overrides is `swarmrun.definition.sweepfile`, validating their
+sections `swarmrun.definition.sections`; the axis kinds are `swarmrun.definition.axes`. A sweep is
+identified by its task and axes (not its name or options).
 """
 
 from __future__ import annotations

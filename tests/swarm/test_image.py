@@ -21,7 +21,9 @@ import pytest
 from click.testing import CliRunner
 
 from swarmrun.backends.swarm import engine
-from swarmrun.backends.swarm.image import build_image, make_wheelhouse, stage_images, target_interpreter
+from swarmrun.backends.swarm.image import build_image, stage_images
+from swarmrun.backends.swarm.interpreter import target_interpreter
+from swarmrun.backends.swarm.wheelhouse import make_wheelhouse
 from swarmrun.cli.image import image as image_cli
 from swarmrun.errors import ImageBuildError
 from tests.conftest import docker_available, require

@@ -13,19 +13,21 @@ import pytest
 from packaging.requirements import Requirement
 
 from swarmrun.backends.swarm.image import (
-    closure_gaps,
     context_files,
     excluded,
     ignore_rules,
+    stage_images,
+    template,
+    write_context,
+)
+from swarmrun.backends.swarm.interpreter import platform_tags, target_from_probe
+from swarmrun.backends.swarm.wheelhouse import (
+    _published,
+    closure_gaps,
     install_requirements,
     needed,
-    platform_tags,
     read_requirements,
-    stage_images,
-    target_from_probe,
-    template,
     unmarked,
-    write_context,
 )
 from swarmrun.errors import ImageBuildError
 
@@ -171,6 +173,23 @@ def test_closure_ignores_wheels_the_target_cannot_install(tmp_path: Path) -> Non
     )
     assert closure_gaps([wrong_python, right], ["numpy"], DEBIAN) == []
     assert [str(g.specifier) for g in closure_gaps([right], ["numpy>=2"], DEBIAN)] == [">=2"]
+
+
+def test_a_wheelhouse_is_published_whole_or_not_at_all(tmp_path: Path) -> None:
+    dest = tmp_path / "wheelhouses" / "abc"
+    with pytest.raises(RuntimeError), _published(dest) as out:
+        out.mkdir()
+        (out / "a.whl").write_text("half")
+        raise RuntimeError("download failed")
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+    with _published(dest) as out:
+        out.mkdir()
+        (out / "a.whl").write_text("first")
+    with _published(dest) as out:  # another build made it first: that one stays
+        out.mkdir()
+        (out / "a.whl").write_text("second")
+    assert (dest / "a.whl").read_text() == "first"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["abc"]
 
 
 def test_read_requirements(tmp_path: Path) -> None:

@@ -948,6 +948,15 @@ def test_quickstart_example() -> None:
         assert all(isinstance(v, float) and v == v for v in result.values())
 
 
+def test_numbers_past_a_float_in_a_command_or_env_are_written_as_text() -> None:
+    """An integer too large for a float (found by the fuzzer) is an argument, not an OverflowError."""
+    big = 10**320
+    s = parse_sweep({"task": {"command": ["echo", big], "env": {"N": big}}})
+    assert s.task.command == ("echo", str(big)) and s.task.env == {"N": str(big)}
+    with pytest.raises(SweepFileError, match="expected a string or a number"):
+        parse_sweep({"task": {"command": ["echo", 10**5000]}})  # past Python's int-to-text limit
+
+
 def test_command_example() -> None:
     s = load_sweep(REPO / "examples/command/sweep.yaml")
     assert s.task.command is not None and 10 <= s.size <= 40

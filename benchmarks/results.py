@@ -169,19 +169,20 @@ def _children_cpu() -> float:
 
 
 def end_to_end(rows: list[Row], *, quick: bool, nonce: str, steady_rate: float | None) -> None:
-    """`swarmrun run SWEEP -w 2 -o out.csv` from start to the results file, vs the worker rate."""
-    points = 50_000 if quick else 300_000
-    with _home() as (tmp, env):
-        path = _sweep_file(tmp, points, f"{nonce}-e2e")
-        say(f"end to end: swarmrun run of {points} no-op points (load {load_average():.2f})")
-        seconds = _timed(["run", str(path), "-w", "2", "-o", str(tmp / "out.csv")], env, ROOT)
-    row = Row(
-        SECTION, f"swarmrun run -w 2 -o out.csv, {points:,} no-op points", "swarmrun", 2, points, seconds
-    )
-    if steady_rate:
-        row.ratio, row.baseline = row.rate / steady_rate, "of the steady worker rate (call points, no-op)"
-        row.target, row.met = ">= 0.8", row.ratio >= 0.8
-    rows.append(row)
+    """`swarmrun run SWEEP -w 2 -o out.csv` from start to the results file, vs the worker rate
+    (the file is written while the sweep runs: `swarmrun.execution.livexport`)."""
+    for points in (50_000, 100_000) if quick else (100_000, 300_000):
+        with _home() as (tmp, env):
+            path = _sweep_file(tmp, points, f"{nonce}-e2e")
+            say(f"end to end: swarmrun run of {points} no-op points (load {load_average():.2f})")
+            seconds = _timed(["run", str(path), "-w", "2", "-o", str(tmp / "out.csv")], env, ROOT)
+        row = Row(
+            SECTION, f"swarmrun run -w 2 -o out.csv, {points:,} no-op points", "swarmrun", 2, points, seconds
+        )
+        if steady_rate:
+            row.ratio, row.baseline = row.rate / steady_rate, "of the steady worker rate (call points, no-op)"
+            row.target, row.met = ">= 0.8", row.ratio >= 0.8
+        rows.append(row)
 
 
 def cost_model(rows: list[Row], *, quick: bool, nonce: str) -> None:

@@ -32,6 +32,7 @@ from swarmrun.execution.autoscale import Autoscaler, Policy
 from swarmrun.execution.cachedoutputs import fetch_cached
 from swarmrun.execution.failures import FailureFeed, grown
 from swarmrun.execution.failures import group as group_errors
+from swarmrun.execution.livexport import LiveExport
 from swarmrun.execution.outputs import sweep_dir_name
 from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.queue import Progress, SweepQueue
@@ -257,9 +258,10 @@ def _finish(
     out: Path | None,
     final: Progress,
     follow: Follow | None = None,
+    live: LiveExport | None = None,
 ) -> int:
-    path = out or default_output(sweep.name, sweep_id)
-    rows = export(queue, sweep, sweep_id, path)
+    path = live.path if live is not None else out or default_output(sweep.name, sweep_id)
+    rows = live.finish() if live is not None else export(queue, sweep, sweep_id, path)
     if follow is not None and follow.tripped:
         first = sorted(follow.feed.first.items(), key=lambda item: item[1])
         which = ", ".join(f"point {i}: {m}" for m, i in first[:3])
@@ -318,7 +320,7 @@ def _run_on_swarm(
     autoscaling: Autoscaling | None = None,
     output: Path | None = None,
     fail_fast: int | None = None,
-) -> tuple[SweepQueue, str, Progress, Follow]:
+) -> tuple[SweepQueue, str, Progress, Follow, LiveExport]:
     """Ensure the stack, submit to its Redis, follow progress with replicas per node.
 
     With autoscaling, a new stack starts at the minimum, and when the sweep is done the workers
@@ -342,17 +344,22 @@ def _run_on_swarm(
     printer = Printer(quiet)
     scaler = autoscaling.start(state, backend, printer) if autoscaling else None
     follow = Follow(queue, sweep, sub.sweep_id, outputs_dest(sweep, sub.sweep_id, output), fail_fast)
-    final = watch(
-        queue,
-        sub.sweep_id,
-        on_progress=_with_autoscaler(printer, scaler, follow),
-        replicas=backend.replicas,
-    )
+    live = LiveExport(queue, sweep, sub.sweep_id, output or default_output(sweep.name, sub.sweep_id)).start()
+    try:
+        final = watch(
+            queue,
+            sub.sweep_id,
+            on_progress=_with_autoscaler(printer, scaler, follow),
+            replicas=backend.replicas,
+        )
+    except KeyboardInterrupt:
+        live.finish()  # the results so far
+        raise
     if scaler is not None:
         scaler.settle_down()
     printer.done()
     follow.finish(printer)
-    return queue, sub.sweep_id, final, follow
+    return queue, sub.sweep_id, final, follow, live
 
 
 @click.command()
@@ -420,7 +427,7 @@ def run(
     if chosen == "kubernetes" and state.kube is None:
         state.kube = state.kube_request  # `--backend auto` chose it: --namespace / --context apply
     if chosen in ("swarm", "kubernetes"):
-        queue, sid, final, follow = _run_on_swarm(
+        queue, sid, final, follow, live = _run_on_swarm(
             state,
             sweep,
             workers=workers,
@@ -430,7 +437,7 @@ def run(
             output=output,
             fail_fast=fail_fast,
         )
-        return _finish(queue, sweep, sid, output, final, follow)
+        return _finish(queue, sweep, sid, output, final, follow, live)
     origin = sweep_file.resolve().parent
     if sweep.options.outputs_dir and not Path(sweep.options.outputs_dir).is_dir():
         raise SweepFileError(
@@ -444,7 +451,9 @@ def run(
         click.echo("Every point is already done; nothing to run.", err=True)
         final = queue.progress(sub.sweep_id)
         follow.finish(Printer(quiet))
-    else:
+        return _finish(queue, sweep, sub.sweep_id, output, final, follow)
+    live = LiveExport(queue, sweep, sub.sweep_id, output or default_output(sweep.name, sub.sweep_id)).start()
+    try:
         final = _drive(
             state,
             queue,
@@ -456,7 +465,10 @@ def run(
             autoscaling=autoscaling,
             follow=follow,
         )
-    return _finish(queue, sweep, sub.sweep_id, output, final, follow)
+    except KeyboardInterrupt:
+        live.finish()  # the results so far
+        raise
+    return _finish(queue, sweep, sub.sweep_id, output, final, follow, live)
 
 
 @click.command()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -39,6 +40,37 @@ def _digest(obj: Any) -> str:
 def point_key(params: Mapping[str, Any]) -> str:
     """16 hex chars identifying a point's params, the same in every sweep of the same task."""
     return _digest(dict(params))
+
+
+def point_keys(names: Sequence[str], params: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`point_key` of many points whose keys are exactly `names`, at a fraction of the cost.
+
+    The canonical text (what `canonical_json` of each dict writes) is assembled column by column
+    from each value's own canonical encoding: ints and finite floats by their `repr` (as the JSON
+    encoder does), strings once per distinct value (a grid repeats its axis values).
+    """
+    order = sorted(names)
+    template = "{" + ",".join(canonical_json(n).replace("%", "%%") + ":%s" for n in order) + "}"
+    columns = [_encoded([p[n] for p in params]) for n in order]
+    sha = hashlib.sha256
+    return (
+        [sha((template % row).encode()).hexdigest()[:16] for row in zip(*columns, strict=True)]
+        if order
+        else [_digest({}) for _ in params]
+    )
+
+
+def _encoded(column: list[Any]) -> list[str]:
+    """The canonical JSON of each value of one param."""
+    kinds = set(map(type, column))
+    if kinds == {int}:
+        return list(map(int.__repr__, column))
+    if kinds == {float} and all(map(math.isfinite, column)):
+        return list(map(float.__repr__, column))
+    if kinds == {str}:
+        distinct = {v: _CANONICAL.encode(v) for v in set(column)}
+        return list(map(distinct.__getitem__, column))
+    return list(map(_CANONICAL.encode, column))  # bools, None, lists, dicts, mixed; NaN refused
 
 
 def command_placeholders(arg: str) -> list[str]:

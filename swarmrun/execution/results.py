@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from swarmrun.definition.chunk import done_indices
-from swarmrun.definition.sweep import Sweep, point_key
+from swarmrun.definition.sweep import Sweep, point_keys
 from swarmrun.errors import SwarmrunError
 from swarmrun.execution.queue import SweepQueue
 from swarmrun.execution.task import Outcome, json_default
@@ -218,13 +218,17 @@ def _blocks(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> Iterator[Block]:
 
 
 def _read_block(queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int) -> Block:
-    stop = min(sweep.size, start + READ_BLOCK)
+    return read_block(queue, sweep, sweep_id, start, min(sweep.size, start + READ_BLOCK))
+
+
+def read_block(queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int, stop: int) -> Block:
+    """The recorded points of `[start, stop)`, decoded (one Redis call for the records)."""
     indices = done_indices(queue.done_mask(sweep_id, start, stop), start, stop)
     if not indices:
         return [], [], []
     point = sweep.point
     params = [point(i) for i in indices]
-    joined = queue.records(sweep_id, sweep.task.key, indices, [point_key(p) for p in params])
+    joined = queue.records(sweep_id, sweep.task.key, indices, point_keys(sweep.param_names, params))
     records = json.loads(f"[{joined}]")
     if 0 in records:  # a done bit without a record (e.g. a purged task store): left out
         kept = [k for k, r in enumerate(records) if r != 0]
@@ -245,11 +249,11 @@ def iter_results(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> Iterator[Res
 # --------------------------------------------------------------------------------------- export
 
 
-class _NewColumns(Exception):
+class NewColumns(Exception):
     """A dict value with keys not seen in the first block: export again with every column."""
 
 
-class _Rows:
+class Rows:
     """Turns decoded records into rows: header order `index, params..., status, value columns...,
     error, duration, worker, attempt, cached`."""
 
@@ -259,7 +263,7 @@ class _Rows:
         self.names = sweep.param_names
         self.files = bool(sweep.options.outputs)  # a `files` column: the names of each point's files
         self.sweep_id = sweep_id
-        self.origins = {o: (w, s != sweep_id) for o, (s, w) in origins.items()}
+        self.origins = worker_origins(origins, sweep_id)
         self.fixed = value_keys is not None
         self.keys: dict[str, None] = dict.fromkeys(value_keys or ())
         self.scalar = False
@@ -286,7 +290,7 @@ class _Rows:
         ]
 
     def learn(self, records: list[Any]) -> None:
-        """Note the value columns of a block; `_NewColumns` if they changed once columns are fixed."""
+        """Note the value columns of a block; `NewColumns` if they changed once columns are fixed."""
         before = (len(self.keys), self.scalar)
         for r in records:
             value = r[1] if isinstance(r, list) else r.get("v")
@@ -295,7 +299,7 @@ class _Rows:
             elif value is not None:
                 self.scalar = True
         if self.fixed and (len(self.keys), self.scalar) != before:
-            raise _NewColumns
+            raise NewColumns
 
     def rows(self, block: Block) -> list[list[Any]]:
         """One list per row, cells as CSV and Parquet take them (dicts and lists as JSON text)."""
@@ -356,58 +360,69 @@ def _json_line(line: dict[str, Any]) -> str:
 
 
 def _write_jsonl(f: IO[str], queue: SweepQueue, sweep: Sweep, sweep_id: str) -> int:
-    origins = {o: (w, s != sweep_id) for o, (s, w) in queue.origins(sweep.task.key).items()}
+    origins = worker_origins(queue.origins(sweep.task.key), sweep_id)
     written = 0
-    for indices, params, records in _blocks(queue, sweep, sweep_id):
-        lines = []
-        for index, p, r in zip(indices, params, records, strict=True):
-            if isinstance(r, list):
-                worker, cached = origins.get(r[0], (None, False))
-                line = {
-                    "index": index,
-                    "params": p,
-                    "status": "ok",
-                    "value": r[1],
-                    "error": None,
-                    "duration": r[2],
-                    "worker": worker,
-                    "attempt": r[3],
-                    "cached": cached,
-                }
-                if len(r) > 5 and isinstance(r[5], dict) and r[5].get("x") is not None:
-                    line["exit_code"] = r[5]["x"]
-            else:
-                status = r.get("s", "error")
-                line = {
-                    "index": index,
-                    "params": p,
-                    "status": status,
-                    "value": r.get("v"),
-                    "error": r.get("e"),
-                    "duration": r.get("d"),
-                    "worker": r.get("w"),
-                    "attempt": r.get("a"),
-                    "cached": status == "ok" and r.get("sw") not in (None, sweep_id),
-                }
-                if r.get("x") is not None:
-                    line["exit_code"] = r["x"]
-                for key, name in _FAILURE_FIELDS:
-                    if r.get(key):
-                        line[name] = r[key]
-            files = optional_fields(r).get("f")
-            if files:
-                line["files"] = [{"name": n, "bytes": b, "sha256": h} for n, b, h in files]
-            lines.append(_json_line(line))
-        lines.append("")
-        f.write("\n".join(lines))
-        written += len(indices)
+    for block in _blocks(queue, sweep, sweep_id):
+        f.write(jsonl_text(block, origins, sweep_id))
+        written += len(block[0])
     return written
+
+
+def worker_origins(origins: Origins, sweep_id: str) -> dict[int, tuple[str, bool]]:
+    """Origin id -> (worker, cached) as the exports show them."""
+    return {o: (w, s != sweep_id) for o, (s, w) in origins.items()}
+
+
+def jsonl_text(block: Block, origins: Mapping[int, tuple[str, bool]], sweep_id: str) -> str:
+    """A block's JSON Lines, each line ended by a newline."""
+    indices, params, records = block
+    lines = []
+    for index, p, r in zip(indices, params, records, strict=True):
+        if isinstance(r, list):
+            worker, cached = origins.get(r[0], (None, False))
+            line = {
+                "index": index,
+                "params": p,
+                "status": "ok",
+                "value": r[1],
+                "error": None,
+                "duration": r[2],
+                "worker": worker,
+                "attempt": r[3],
+                "cached": cached,
+            }
+            if len(r) > 5 and isinstance(r[5], dict) and r[5].get("x") is not None:
+                line["exit_code"] = r[5]["x"]
+        else:
+            status = r.get("s", "error")
+            line = {
+                "index": index,
+                "params": p,
+                "status": status,
+                "value": r.get("v"),
+                "error": r.get("e"),
+                "duration": r.get("d"),
+                "worker": r.get("w"),
+                "attempt": r.get("a"),
+                "cached": status == "ok" and r.get("sw") not in (None, sweep_id),
+            }
+            if r.get("x") is not None:
+                line["exit_code"] = r["x"]
+            for key, name in _FAILURE_FIELDS:
+                if r.get(key):
+                    line[name] = r[key]
+        files = optional_fields(r).get("f")
+        if files:
+            line["files"] = [{"name": n, "bytes": b, "sha256": h} for n, b, h in files]
+        lines.append(_json_line(line))
+    lines.append("")
+    return "\n".join(lines)
 
 
 def _write_table(path: Path, fmt: str, queue: SweepQueue, sweep: Sweep, sweep_id: str) -> int:
     """CSV or Parquet; one pass unless a dict value brings keys the first block did not have."""
     origins = queue.origins(sweep.task.key)
-    rows = _Rows(sweep, sweep_id, origins, None)
+    rows = Rows(sweep, sweep_id, origins, None)
     blocks = _blocks(queue, sweep, sweep_id)
     first = next(blocks, None)
     if first is not None:
@@ -415,16 +430,16 @@ def _write_table(path: Path, fmt: str, queue: SweepQueue, sweep: Sweep, sweep_id
     rows.fixed = True
     try:
         return _write_rows(path, fmt, rows, first, blocks)
-    except _NewColumns:
+    except NewColumns:
         pass
-    rows = _Rows(sweep, sweep_id, origins, None)
+    rows = Rows(sweep, sweep_id, origins, None)
     for block in _blocks(queue, sweep, sweep_id):  # the columns first, then the rows
         rows.learn(block[2])
     rows.fixed = True
     return _write_rows(path, fmt, rows, None, _blocks(queue, sweep, sweep_id))
 
 
-def _write_rows(path: Path, fmt: str, rows: _Rows, first: Block | None, blocks: Iterator[Block]) -> int:
+def _write_rows(path: Path, fmt: str, rows: Rows, first: Block | None, blocks: Iterator[Block]) -> int:
     header = rows.header()
     written = 0
     if fmt == "parquet":
@@ -446,7 +461,7 @@ def _write_rows(path: Path, fmt: str, rows: _Rows, first: Block | None, blocks: 
     return written
 
 
-def _columns(rows: _Rows, blocks: Iterable[Block]) -> dict[str, list[Any]]:
+def _columns(rows: Rows, blocks: Iterable[Block]) -> dict[str, list[Any]]:
     """The blocks' rows as columns, by header name."""
     columns: list[list[Any]] = [[] for _ in rows.header()]
     for block in blocks:
@@ -459,7 +474,7 @@ def _columns(rows: _Rows, blocks: Iterable[Block]) -> dict[str, list[Any]]:
 
 def table_columns(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> dict[str, list[Any]]:
     """Every recorded point as columns named as the CSV header (for `Results.to_arrow/to_pandas`)."""
-    rows = _Rows(sweep, sweep_id, queue.origins(sweep.task.key), None)
+    rows = Rows(sweep, sweep_id, queue.origins(sweep.task.key), None)
     for block in _blocks(queue, sweep, sweep_id):  # the columns first, then the rows
         rows.learn(block[2])
     rows.fixed = True

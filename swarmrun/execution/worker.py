@@ -35,7 +35,7 @@ from rq.timeouts import BaseDeathPenalty
 from rq.worker import SimpleWorker, WorkerStatus
 
 from swarmrun.definition.chunk import ChunkRef, bits, plan_size
-from swarmrun.definition.sweep import Options, Sweep, point_key
+from swarmrun.definition.sweep import Options, Sweep, point_key, point_keys
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
 from swarmrun.execution.outputs import PointDir, parse_output_options
 from swarmrun.execution.outputstore import Uploader
@@ -237,7 +237,7 @@ class ChunkRun:
             if not todo:
                 continue
             params = [sweep.point(i) for i in todo]
-            keys = [point_key(p) for p in params]
+            keys = point_keys(sweep.param_names, params)
             known = self.queue.cached(task_key, keys)
             for index, p, key, hit in zip(todo, params, keys, known, strict=False):
                 if hit:

@@ -28,6 +28,7 @@ from swarmrun.definition.sweep import (
     canonical_json,
     command_placeholders,
     point_key,
+    point_keys,
 )
 from swarmrun.definition.sweepfile import load_sweep, parse_sweep, sweep_from_dict
 from swarmrun.errors import SweepFileError
@@ -389,6 +390,46 @@ def test_point_key_and_canonical_json() -> None:
     assert canonical_json({"b": [1, 2.0], "a": "é"}) == '{"a":"\\u00e9","b":[1,2.0]}'
     with pytest.raises(ValueError):
         canonical_json({"a": float("nan")})
+
+
+_JSON_SCALARS = (
+    st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | st.booleans()
+    | st.none()
+)
+_JSON_VALUES = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(
+    st.lists(st.text(max_size=5), min_size=0, max_size=4, unique=True).flatmap(
+        lambda names: st.tuples(
+            st.just(names), st.lists(st.fixed_dictionaries({n: _JSON_VALUES for n in names}), max_size=6)
+        )
+    )
+)
+def test_point_keys_in_bulk_equal_point_key(case: tuple[list[str], list[dict[str, Any]]]) -> None:
+    names, points = case
+    assert point_keys(names, points) == [point_key(p) for p in points]
+
+
+def test_point_keys_of_grid_columns_and_bad_values() -> None:
+    points = [
+        {"b": b, "a": a, "c": c}
+        for a in (0, -0.0, 0.0, 1.5, "x", True, None)
+        for b in ("é", "%s")
+        for c in (1, 2)
+    ]
+    assert point_keys(["b", "a", "c"], points) == [point_key(p) for p in points]
+    assert point_keys(["%", "a"], [{"%": 1, "a": 2}]) == [point_key({"%": 1, "a": 2})]
+    assert point_keys([], [{}, {}]) == [point_key({})] * 2
+    with pytest.raises(ValueError):
+        point_keys(["a"], [{"a": 1.0}, {"a": float("nan")}])
 
 
 def test_options_defaults_and_values() -> None:

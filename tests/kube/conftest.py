@@ -34,6 +34,7 @@ R = Path(os.environ.get("R", "/var/cache/swarmrun-k8s"))
 KUBECONFIG = Path(os.environ.get("SWARMRUN_TEST_KUBECONFIG", str(R / "kubeconfig")))
 NODE_DOCKER = f"unix://{R / 'run' / 'docker.sock'}"
 PV_ROOT = R / "pv"
+KUBELET_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "kubernetes" / "kubelet.sh"
 
 
 def _node_has(image: str) -> bool:
@@ -58,6 +59,24 @@ def load_into_node(image: str) -> None:
     assert save.wait() == 0 and load.returncode == 0, load.stderr
 
 
+def kubelet(action: str) -> str:
+    """`.ci/kubernetes/kubelet.sh start|stop`: the test cluster's kubelet, by its pid file."""
+    r = subprocess.run(
+        ["bash", str(KUBELET_SCRIPT), action], env={**os.environ, "R": str(R)}, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def node_docker(*args: str) -> str:
+    """A docker command against the node's private dockerd (it answers while the kubelet is down)."""
+    r = subprocess.run(
+        ["docker", *args], env={**os.environ, "DOCKER_HOST": NODE_DOCKER}, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
 class Kube:
     """The test cluster through the official client (the same library the backend uses)."""
 
@@ -68,6 +87,10 @@ class Kube:
         self.api = kubernetes.config.new_client_from_config(str(KUBECONFIG))
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.apps = kubernetes.client.AppsV1Api(self.api)
+
+    def node_ready(self, name: str = "localhost") -> bool:
+        node = self.core.read_node(name, _request_timeout=5)
+        return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
 
     def answers(self) -> bool:
         try:
@@ -160,6 +183,21 @@ class KubeStack:
             for p in self.pods(component)
             if p.status.phase == "Running" and p.metadata.deletion_timestamp is None
         ]
+
+    def redis_cli(self, *args: str) -> str:
+        """redis-cli inside the Redis container, through the node's dockerd (not the kubelet)."""
+        (container,) = node_docker(
+            "ps",
+            "-q",
+            "--filter",
+            f"label=io.kubernetes.pod.namespace={self.namespace}",
+            "--filter",
+            "label=io.kubernetes.container.name=redis",
+        ).split()
+        from swarmrun.backends.kubernetes.manifests import SECRET_PATH
+
+        script = f'redis-cli --no-auth-warning -a "$(cat {SECRET_PATH})" "$@"'
+        return node_docker("exec", container, "sh", "-c", script, "redis-cli", *args)
 
     @contextlib.contextmanager
     def queue(self) -> Iterator[SweepQueue]:

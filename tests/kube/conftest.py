@@ -141,22 +141,47 @@ class KubeStack:
         kube.core.create_namespace({"metadata": {"name": self.namespace, "labels": {TEST_LABEL: SESSION}}})
         self.pv = f"{self.namespace}-redis"
         self.pv_dir = PV_ROOT / self.pv
+        self.volumes: list[tuple[str, Path]] = []  # (PersistentVolume or "", host directory) to remove
 
     def add_volume(self) -> None:
         """A hostPath volume pre-bound to the stack's Redis claim (the test cluster has no provisioner)."""
-        self.pv_dir.mkdir(parents=True, exist_ok=True)
+        self.hostpath_volume(self.pv, f"{self.name}-redis-data", self.pv_dir)
+
+    def hostpath_volume(self, pv: str, claim: str, directory: Path) -> None:
+        """A hostPath PersistentVolume in `directory`, pre-bound to the claim `claim` of the namespace."""
+        directory.mkdir(parents=True, exist_ok=True)
         self.kube.core.create_persistent_volume(
             {
-                "metadata": {"name": self.pv, "labels": {TEST_LABEL: SESSION}},
+                "metadata": {"name": pv, "labels": {TEST_LABEL: SESSION}},
                 "spec": {
                     "capacity": {"storage": "1Gi"},
                     "accessModes": ["ReadWriteOnce"],
                     "persistentVolumeReclaimPolicy": "Retain",
-                    "hostPath": {"path": str(self.pv_dir), "type": "DirectoryOrCreate"},
-                    "claimRef": {"namespace": self.namespace, "name": f"{self.name}-redis-data"},
+                    "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
+                    "claimRef": {"namespace": self.namespace, "name": claim},
                 },
             }
         )
+        self.volumes.append((pv, directory))
+
+    def add_claim(self, claim: str) -> Path:
+        """A claim named `claim` (a `--mount type=volume,source=<claim>`) on a volume of its own;
+        returns the host directory behind it."""
+        directory = PV_ROOT / f"{self.namespace}-{claim}"
+        self.hostpath_volume(f"{self.namespace}-{claim}", claim, directory)
+        self.kube.core.create_namespaced_persistent_volume_claim(
+            self.namespace,
+            {
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": f"{self.namespace}-{claim}",
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        return directory
 
     def options(self) -> list[str]:
         return [
@@ -238,9 +263,11 @@ class KubeStack:
             except self.kube.k.client.exceptions.ApiException:
                 break
             time.sleep(1)
-        with contextlib.suppress(Exception):
-            core.delete_persistent_volume(self.pv)
-        shutil.rmtree(self.pv_dir, ignore_errors=True)
+        for pv, directory in self.volumes:
+            if pv:
+                with contextlib.suppress(Exception):
+                    core.delete_persistent_volume(pv)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -113,7 +113,7 @@ def _finish(
             manager.kill()
     assert manager.returncode == 0, stderr
     rows = read_csv(out)
-    points = queue.progress(sid).total
+    points = queue.progress(sid).size
     assert sorted(int(r["i"]) for r in rows) == list(range(points)), "a point was lost or recorded twice"
     assert {r["status"] for r in rows} == {"ok"}
     p = queue.progress(sid)
@@ -174,12 +174,12 @@ def test_stopping_the_kubelet_mid_sweep_loses_nothing(kstack: KubeStack, tmp_pat
     kstack.add_volume()
     assert kstack.cli("up", "-r", "3", *kstack.options(), cwd=tmp_path).returncode == 0
     before = {p.metadata.name for p in kstack.running_pods("worker")}
-    manager, out = _manager(kstack, tmp_path, points=1500)
+    manager, out = _manager(kstack, tmp_path, points=3000)
     stopped = False
     try:
         with kstack.queue() as queue:
             sid = wait_until(lambda: next(iter(queue.sweep_ids()), None), 90, message="submitted")
-            wait_until(lambda: queue.progress(sid).done >= 150, 120, message="10 % done")
+            wait_until(lambda: queue.progress(sid).done >= 300, 120, message="10 % done")
             with Recovery(queue, sid) as recovery:
                 recovery.disrupt("kubelet stopped")
                 done_key = f"swarmrun:sweep:{sid}:done"

@@ -64,13 +64,7 @@ if ! docker image inspect k8sr/busybox:1 >/dev/null 2>&1; then
   tar -C $R/images/bbroot -c . | docker import --change 'CMD ["/bin/sh"]' - k8sr/busybox:1 >/dev/null
 fi
 # 4) kubelet (dockershim -> private dockerd), node name "localhost"
-mkdir -p $R/kubelet/pki $R/kubelet/volume-plugins $R/kubelet/seccomp $R/dockershim
-bg kubelet $B/kubelet --kubeconfig=$R/kubeconfig --container-runtime=docker --docker-endpoint=unix://$S/docker.sock \
-   --pod-infra-container-image=k8sr/pause:3.2 --root-dir=$R/kubelet --cert-dir=$R/kubelet/pki --experimental-dockershim-root-directory=$R/dockershim \
-   --volume-plugin-dir=$R/kubelet/volume-plugins --seccomp-profile-root=$R/kubelet/seccomp \
-   --address=127.0.0.1 --port=10250 --read-only-port=0 --healthz-bind-address=127.0.0.1 --healthz-port=10248 --hostname-override=localhost \
-   --cgroups-per-qos=false --enforce-node-allocatable= --cgroup-driver=cgroupfs --fail-swap-on=false --make-iptables-util-chains=false \
-   --image-gc-high-threshold=100 --image-gc-low-threshold=99 --oom-score-adj=0
+R=$R bash "$(dirname "$0")/kubelet.sh" start >/dev/null
 # 4b) kube-proxy inside the namespace (iptables mode: only the namespace's own tables change), so Service ClusterIPs route for pods
 bg kube-proxy ip netns exec k8sr $B/kube-proxy --kubeconfig=$R/kubeconfig --hostname-override=localhost --proxy-mode=iptables \
    --cluster-cidr=172.17.0.0/16 --conntrack-max-per-core=0 --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256

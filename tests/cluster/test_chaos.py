@@ -12,11 +12,15 @@ import time
 from collections.abc import Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
 import pytest
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
 
+from swarmrun.definition.chunk import ChunkRef, job_prefix
 from swarmrun.definition.sweepfile import load_sweep
 from swarmrun.execution.queue import Progress, SweepQueue
 from tests.cluster.chaos import Recovery
@@ -304,29 +308,86 @@ def test_draining_a_worker_node_mid_sweep_loses_nothing(chaos_stack: ClusterStac
 
 
 PARTITION = 30.0
+LONG_POINT = 5.0
+LONG = """
+name: chaos-partition
+task: {{call: "fixtures.tasks:nap"}}
+chunk: 1
+params:
+  seconds: [{seconds}]
+  test: [partition]
+  i: {{range: [0, {points}]}}
+"""
+
+
+def busy_on(queue: SweepQueue, sweep_id: str, node: str, fresher_than: float) -> list[str]:
+    """Chunk job ids of this sweep that workers on `node` started less than `fresher_than` s ago."""
+    now = datetime.now(UTC)
+    busy = []
+    for w in Worker.all(queue=queue.queue, serializer=JSONSerializer):
+        if not w.name.startswith(f"{node}-"):  # swarm worker names: <node>-<slot>.<pid>-<hex>
+            continue
+        job = w.get_current_job()
+        if job is None or not job.id.startswith(job_prefix(sweep_id)) or job.started_at is None:
+            continue
+        started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+        if (now - started).total_seconds() < fresher_than:
+            busy.append(job.id)
+    return busy
 
 
 def test_partitioning_a_worker_node_for_30s_records_each_point_once(
     chaos_stack: ClusterStack, tmp_path: Path
 ) -> None:
-    """`docker network disconnect` of a worker node for 30 s while its workers compute: its chunks
-    are recovered elsewhere after the heartbeat TTL; its late writes count as duplicates, never
-    as a second record."""
+    """`docker network disconnect` of a worker node for 30 s while its workers are mid-point: its
+    chunks are handed to the others after the heartbeat TTL (5 s) and re-run there; the cut-off
+    workers finish their points meanwhile and write them when the node is back. Those late writes
+    are counted as duplicates and never recorded: each point keeps the re-run's record.
+
+    Points of 5 s, one a chunk, so that the cut comes while the node's workers are less than a
+    second into a point: they finish it cut off (before 5 s), the re-run elsewhere is recorded
+    within TTL + a reap + one point of waiting + one point (~17 s), and the node returns at 30 s.
+    """
     cluster = chaos_stack.cluster
     scale(chaos_stack, 6, tmp_path)
     node = cluster.node("worker2")
     network = cluster.host.networks.get(cluster.network)
-    sweep = start(chaos_stack, tmp_path, test="partition", points=1500, seconds=0.05)
+    points = 36
+    path = write_sweep(tmp_path, LONG.format(seconds=LONG_POINT, points=points))
+    out = tmp_path / "out.csv"
+    manager = chaos_stack.spawn("run", str(path), "-o", str(out), "-q", cwd=tmp_path)
+    queue = chaos_stack.queue(resilient=False)
+    sweep = Sweep(manager, queue, load_sweep(path).id, points, out)
+    wait_until(lambda: sweep.sweep_id in queue.sweep_ids(), 60, message="the sweep submitted")
     reconnected = False
     try:
         with Recovery(sweep.queue, sweep.sweep_id) as recovery:
-            sweep.wait_done(0.2)
+            # Both of the node's workers less than a second into a point (they start in step).
+            cut = wait_until(
+                lambda: (b := busy_on(queue, sweep.sweep_id, node.hostname, 1.0)) and len(b) >= 2 and b,
+                120,
+                interval=0.05,
+                message=f"both workers of {node.hostname} starting a point",
+            )
             recovery.disrupt("worker node partitioned")
             network.disconnect(node.container)
             time.sleep(PARTITION)
             reconnect(network, node)
             reconnected = True
-            finish(sweep, recovery, f"partitioned worker node 2 of 3 for {PARTITION:.0f}s at 20 %")
+            p = finish(
+                sweep,
+                recovery,
+                f"partitioned worker node 2 of 3 for {PARTITION:.0f}s mid-point ({LONG_POINT:g} s points)",
+                note=f"{len(cut)} cut-off points written late",
+            )
+        # every late write was counted (the cut-off workers' points ran twice), none recorded:
+        cut_points = {ChunkRef.parse(job_id).start for job_id in cut}  # type: ignore[union-attr]
+        with out.open() as f:
+            winners = {int(row["i"]): row["worker"] for row in csv.DictReader(f)}
+        assert p.duplicates >= len(cut), (p.duplicates, cut)
+        assert all(not winners[i].startswith(f"{node.hostname}-") for i in cut_points), (
+            f"a late write won: {[(i, winners[i]) for i in cut_points]}"
+        )
     finally:
         if not reconnected:
             with suppress(docker.errors.APIError):

@@ -34,6 +34,7 @@ R = Path(os.environ.get("R", "/var/cache/swarmrun-k8s"))
 KUBECONFIG = Path(os.environ.get("SWARMRUN_TEST_KUBECONFIG", str(R / "kubeconfig")))
 NODE_DOCKER = f"unix://{R / 'run' / 'docker.sock'}"
 PV_ROOT = R / "pv"
+KUBELET_SCRIPT = Path(__file__).resolve().parents[2] / ".ci" / "kubernetes" / "kubelet.sh"
 
 
 def _node_has(image: str) -> bool:
@@ -58,6 +59,24 @@ def load_into_node(image: str) -> None:
     assert save.wait() == 0 and load.returncode == 0, load.stderr
 
 
+def kubelet(action: str) -> str:
+    """`.ci/kubernetes/kubelet.sh start|stop`: the test cluster's kubelet, by its pid file."""
+    r = subprocess.run(
+        ["bash", str(KUBELET_SCRIPT), action], env={**os.environ, "R": str(R)}, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def node_docker(*args: str) -> str:
+    """A docker command against the node's private dockerd (it answers while the kubelet is down)."""
+    r = subprocess.run(
+        ["docker", *args], env={**os.environ, "DOCKER_HOST": NODE_DOCKER}, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
 class Kube:
     """The test cluster through the official client (the same library the backend uses)."""
 
@@ -68,6 +87,10 @@ class Kube:
         self.api = kubernetes.config.new_client_from_config(str(KUBECONFIG))
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.apps = kubernetes.client.AppsV1Api(self.api)
+
+    def node_ready(self, name: str = "localhost") -> bool:
+        node = self.core.read_node(name, _request_timeout=5)
+        return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
 
     def answers(self) -> bool:
         try:
@@ -118,22 +141,47 @@ class KubeStack:
         kube.core.create_namespace({"metadata": {"name": self.namespace, "labels": {TEST_LABEL: SESSION}}})
         self.pv = f"{self.namespace}-redis"
         self.pv_dir = PV_ROOT / self.pv
+        self.volumes: list[tuple[str, Path]] = []  # (PersistentVolume or "", host directory) to remove
 
     def add_volume(self) -> None:
         """A hostPath volume pre-bound to the stack's Redis claim (the test cluster has no provisioner)."""
-        self.pv_dir.mkdir(parents=True, exist_ok=True)
+        self.hostpath_volume(self.pv, f"{self.name}-redis-data", self.pv_dir)
+
+    def hostpath_volume(self, pv: str, claim: str, directory: Path) -> None:
+        """A hostPath PersistentVolume in `directory`, pre-bound to the claim `claim` of the namespace."""
+        directory.mkdir(parents=True, exist_ok=True)
         self.kube.core.create_persistent_volume(
             {
-                "metadata": {"name": self.pv, "labels": {TEST_LABEL: SESSION}},
+                "metadata": {"name": pv, "labels": {TEST_LABEL: SESSION}},
                 "spec": {
                     "capacity": {"storage": "1Gi"},
                     "accessModes": ["ReadWriteOnce"],
                     "persistentVolumeReclaimPolicy": "Retain",
-                    "hostPath": {"path": str(self.pv_dir), "type": "DirectoryOrCreate"},
-                    "claimRef": {"namespace": self.namespace, "name": f"{self.name}-redis-data"},
+                    "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
+                    "claimRef": {"namespace": self.namespace, "name": claim},
                 },
             }
         )
+        self.volumes.append((pv, directory))
+
+    def add_claim(self, claim: str) -> Path:
+        """A claim named `claim` (a `--mount type=volume,source=<claim>`) on a volume of its own;
+        returns the host directory behind it."""
+        directory = PV_ROOT / f"{self.namespace}-{claim}"
+        self.hostpath_volume(f"{self.namespace}-{claim}", claim, directory)
+        self.kube.core.create_namespaced_persistent_volume_claim(
+            self.namespace,
+            {
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": f"{self.namespace}-{claim}",
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        return directory
 
     def options(self) -> list[str]:
         return [
@@ -160,6 +208,21 @@ class KubeStack:
             for p in self.pods(component)
             if p.status.phase == "Running" and p.metadata.deletion_timestamp is None
         ]
+
+    def redis_cli(self, *args: str) -> str:
+        """redis-cli inside the Redis container, through the node's dockerd (not the kubelet)."""
+        (container,) = node_docker(
+            "ps",
+            "-q",
+            "--filter",
+            f"label=io.kubernetes.pod.namespace={self.namespace}",
+            "--filter",
+            "label=io.kubernetes.container.name=redis",
+        ).split()
+        from swarmrun.backends.kubernetes.manifests import SECRET_PATH
+
+        script = f'redis-cli --no-auth-warning -a "$(cat {SECRET_PATH})" "$@"'
+        return node_docker("exec", container, "sh", "-c", script, "redis-cli", *args)
 
     @contextlib.contextmanager
     def queue(self) -> Iterator[SweepQueue]:
@@ -200,9 +263,11 @@ class KubeStack:
             except self.kube.k.client.exceptions.ApiException:
                 break
             time.sleep(1)
-        with contextlib.suppress(Exception):
-            core.delete_persistent_volume(self.pv)
-        shutil.rmtree(self.pv_dir, ignore_errors=True)
+        for pv, directory in self.volumes:
+            if pv:
+                with contextlib.suppress(Exception):
+                    core.delete_persistent_volume(pv)
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -12,8 +12,11 @@ import yaml
 
 from swarmrun.backends.kubernetes import manifests as km
 from swarmrun.backends.kubernetes.backend import spec_hash
+from swarmrun.execution.queue import SweepQueue
+from tests.cluster.chaos import Recovery
+from tests.cluster.conftest import report
 from tests.conftest import read_csv, wait_until, write_sweep
-from tests.kube.conftest import KUBECONFIG, SESSION, KubeStack
+from tests.kube.conftest import KUBECONFIG, SESSION, KubeStack, kubelet
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.timeout(420)]
 
@@ -82,11 +85,11 @@ def test_emptydir_without_a_volume_says_what_is_at_risk(kstack: KubeStack, tmp_p
     assert "emptyDir" in up.stderr and "lost when the Redis pod is deleted" in up.stderr
 
 
-def _chaos(kstack: KubeStack, tmp_path: Path, component: str, every: float, points: int, kills: int) -> None:
-    """Run a sweep while deleting `component` pods every `every` seconds; every point exactly once."""
-    kstack.add_volume()
-    assert kstack.cli("up", "-r", "3", *kstack.options(), cwd=tmp_path).returncode == 0
-    path = write_sweep(tmp_path, NAP.format(seconds=0.1, points=points))
+def _manager(
+    kstack: KubeStack, tmp_path: Path, points: int, seconds: float = 0.1
+) -> tuple[subprocess.Popen[str], Path]:
+    """`swarmrun run` of a nap sweep on the stack, as a child process; (process, results file)."""
+    path = write_sweep(tmp_path, NAP.format(seconds=seconds, points=points))
     out = tmp_path / "out.csv"
     manager = subprocess.Popen(
         [sys.executable, "-m", "swarmrun", "run", str(path), "-o", str(out), "-q"],
@@ -96,28 +99,63 @@ def _chaos(kstack: KubeStack, tmp_path: Path, component: str, every: float, poin
         stderr=subprocess.PIPE,
         text=True,
     )
+    return manager, out
+
+
+def _finish(
+    manager: subprocess.Popen[str], out: Path, queue: SweepQueue, sid: str, recovery: Recovery, what: str
+) -> int:
+    """Wait for the manager; every point exactly once; print the reliability line; the duplicates."""
+    try:
+        _, stderr = manager.communicate(timeout=300)
+    finally:
+        if manager.poll() is None:
+            manager.kill()
+    assert manager.returncode == 0, stderr
+    rows = read_csv(out)
+    points = queue.progress(sid).size
+    assert sorted(int(r["i"]) for r in rows) == list(range(points)), "a point was lost or recorded twice"
+    assert {r["status"] for r in rows} == {"ok"}
+    p = queue.progress(sid)
+    assert (p.done, p.ok) == (points, points)
+    assert p.executions == points + p.duplicates
+    line = f"{what}: lost=0, duplicates executed={p.duplicates}, time to recover={recovery.worst:.1f}s"
+    print(line)
+    report(line)
+    return p.duplicates
+
+
+def _chaos(kstack: KubeStack, tmp_path: Path, component: str, every: float, points: int, kills: int) -> None:
+    """Run a sweep while deleting `component` pods every `every` seconds; every point exactly once."""
+    kstack.add_volume()
+    assert kstack.cli("up", "-r", "3", *kstack.options(), cwd=tmp_path).returncode == 0
+    manager, out = _manager(kstack, tmp_path, points)
     deleted: list[str] = []
     try:
         with kstack.queue() as queue:
             sid = wait_until(lambda: next(iter(queue.sweep_ids()), None), 90, message="submitted")
             wait_until(lambda: queue.progress(sid).done >= 20, 90, message="first results")
-            while len(deleted) < kills and manager.poll() is None:
-                pods = kstack.running_pods(component)
-                if pods:
-                    victim = pods[0].metadata.name
-                    kstack.kube.core.delete_namespaced_pod(victim, kstack.namespace)
-                    deleted.append(victim)
-                time.sleep(every)
-        stdout, stderr = manager.communicate(timeout=300)
+            with Recovery(queue, sid) as recovery:
+                while len(deleted) < kills and manager.poll() is None:
+                    pods = kstack.running_pods(component)
+                    if pods:
+                        victim = pods[0].metadata.name
+                        recovery.disrupt(f"deleted {victim}")
+                        kstack.kube.core.delete_namespaced_pod(victim, kstack.namespace)
+                        deleted.append(victim)
+                    time.sleep(every)
+                assert len(deleted) >= min(kills, 1), deleted
+                _finish(
+                    manager,
+                    out,
+                    queue,
+                    sid,
+                    recovery,
+                    f"deleted {len(deleted)} {component} pods ({points} points)",
+                )
     finally:
         if manager.poll() is None:
             manager.kill()
-    assert manager.returncode == 0, stderr
-    assert len(deleted) >= min(kills, 1), deleted
-    rows = read_csv(out)
-    assert sorted(int(r["i"]) for r in rows) == list(range(points)), "a point was lost or recorded twice"
-    assert {r["status"] for r in rows} == {"ok"}
-    print(f"deleted {len(deleted)} {component} pods mid-sweep: lost=0 ({points} points)")
 
 
 def test_deleting_worker_pods_mid_sweep_loses_nothing(kstack: KubeStack, tmp_path: Path) -> None:
@@ -126,6 +164,57 @@ def test_deleting_worker_pods_mid_sweep_loses_nothing(kstack: KubeStack, tmp_pat
 
 def test_deleting_the_redis_pod_loses_nothing(kstack: KubeStack, tmp_path: Path) -> None:
     _chaos(kstack, tmp_path, "redis", every=10, points=300, kills=1)
+
+
+def test_stopping_the_kubelet_mid_sweep_loses_nothing(kstack: KubeStack, tmp_path: Path) -> None:
+    """The kubelet stopped (`.ci/kubernetes/kubelet.sh stop`) until the node is NotReady, then
+    started again: the pods' containers keep running meanwhile (workers go on recording through
+    their open Redis connections; the manager's port-forward, which goes through the kubelet, is
+    down), the kubelet adopts them when it returns, and every point ends with exactly one result."""
+    kstack.add_volume()
+    assert kstack.cli("up", "-r", "3", *kstack.options(), cwd=tmp_path).returncode == 0
+    before = {p.metadata.name for p in kstack.running_pods("worker")}
+    manager, out = _manager(kstack, tmp_path, points=3000)
+    stopped = False
+    try:
+        with kstack.queue() as queue:
+            sid = wait_until(lambda: next(iter(queue.sweep_ids()), None), 90, message="submitted")
+            wait_until(lambda: queue.progress(sid).done >= 300, 120, message="10 % done")
+            with Recovery(queue, sid) as recovery:
+                recovery.disrupt("kubelet stopped")
+                done_key = f"swarmrun:sweep:{sid}:done"
+                at_stop = int(kstack.redis_cli("BITCOUNT", done_key))
+                t0 = time.monotonic()
+                kubelet("stop")
+                stopped = True
+                wait_until(lambda: not kstack.kube.node_ready(), 150, interval=1, message="node NotReady")
+                not_ready = time.monotonic() - t0
+                at_not_ready = int(kstack.redis_cli("BITCOUNT", done_key))
+                kubelet("start")
+                stopped = False
+                wait_until(kstack.kube.node_ready, 120, interval=0.5, message="node Ready again")
+                down = time.monotonic() - t0
+                duplicates = _finish(
+                    manager,
+                    out,
+                    queue,
+                    sid,
+                    recovery,
+                    f"kubelet stopped at 10 % until the node was NotReady ({not_ready:.0f} s), then started"
+                    f" (Ready again {down:.0f} s after the stop); points recorded while it was down:"
+                    f" {at_not_ready - at_stop}",
+                )
+        after = kstack.pods("worker")
+        # The kubelet adopted the running pods: the same pods, their containers not restarted.
+        assert {p.metadata.name for p in after} == before
+        restarts = sum(c.restart_count for p in after for c in (p.status.container_statuses or []))
+        print(f"after the kubelet returned: {len(after)} worker pods, {restarts} restarts, {duplicates} dup")
+        assert at_not_ready > at_stop, "the workers stopped recording while the kubelet was down"
+    finally:
+        if stopped:
+            kubelet("start")
+        if manager.poll() is None:
+            manager.kill()
 
 
 def test_missing_node_image_is_one_line_within_seconds(kstack: KubeStack, tmp_path: Path) -> None:

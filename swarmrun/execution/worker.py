@@ -441,12 +441,21 @@ class ChunkWorker(SimpleWorker):
         self.set_state(WorkerStatus.IDLE)
 
     def unsubscribe(self) -> None:
-        """As RQ's, but without waiting up to a second for its pubsub thread (a daemon) to wake:
-        an idle worker told to stop exits at once (`run` waits for its workers to exit)."""
-        if self.pubsub_thread:
+        """As RQ's, but without waiting for its pubsub thread (a daemon) to wake: an idle worker
+        told to stop exits at once (`run` and a scale-down wait for their workers to exit).
+
+        The thread's loop is told to end BEFORE the unsubscribe, whose reply then wakes it for
+        good. In the other order the thread could go back to its read (RQ's: up to 60 s) before
+        the flag was cleared, and redis-py 8.2's `stop()` waits for the thread to end.
+        """
+        thread = self.pubsub_thread
+        if thread:
+            try:
+                thread.stop(timeout=0)  # redis-py >= 8.2 joins the thread here
+            except TypeError:  # redis-py before 8.2: stop() only clears the flag
+                thread.stop()
             self.pubsub.unsubscribe()
-            self.pubsub_thread.stop()
-            self.pubsub_thread.join(timeout=0.05)
+            thread.join(timeout=0.05)
             self.pubsub.close()
 
     def _beat(self, job: Job, execution: Any) -> None:

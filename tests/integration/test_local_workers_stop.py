@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from tests.conftest import read_csv, run_cli, swarmrun_env, write_sweep
@@ -73,3 +74,22 @@ def test_a_stopping_worker_still_joins_task_threads_and_runs_atexit(tmp_path: Pa
     assert done.stdout == "flushed"
     assert (tmp_path / "atexit").read_text() == "ran"
     assert (tmp_path / "thread").read_text() == "done"
+
+
+def test_stopping_idle_workers_never_waits_on_their_pubsub_thread(tmp_path: Path) -> None:
+    """A 1-point `run -w 2` stops a worker that has just started: it exits at once, every time.
+
+    redis-py 8.2's `PubSubWorkerThread.stop()` waits for the thread, and RQ's thread blocks up to
+    60 s reading the worker's channel; unsubscribing before stopping it let the thread go back to
+    that read, so about every other such run took a minute more (seen on a quiet machine)."""
+    home = tmp_path / "home"
+    env = swarmrun_env(None, home)
+    for k in range(6):
+        sweep = write_sweep(
+            tmp_path, f'name: one\ntask: {{call: "fixtures.tasks:hypot"}}\nparams:\n  x: [{k}]\n  y: [4]\n'
+        )
+        t0 = time.monotonic()
+        done = run_cli(["run", str(sweep), "-w", "2", "-q"], env=env, cwd=tmp_path, timeout=180)
+        took = time.monotonic() - t0
+        assert done.returncode == 0, done.stderr
+        assert took < 20, f"run {k + 1} of a 1-point sweep took {took:.0f} s"

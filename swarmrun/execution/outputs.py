@@ -217,16 +217,19 @@ def sha256_of(path: str | Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-_REAL: dict[str, Path] = {}  # a point directory's real path (resolving costs ~0.1 ms a call)
+_REAL: dict[str, Path] = {}  # real paths of point directories' parents (resolving: ~0.1 ms a call)
 
 
 def _real(path: Path) -> Path:
-    key = str(path)
+    """The real path of a point directory. Executions staged on a shared file system each have a
+    new directory in the same parent: the parent is resolved once, the leaf checked by `lstat`."""
+    key = str(path.parent)
     if key not in _REAL:
         if len(_REAL) > 64:
             _REAL.clear()
-        _REAL[key] = path.resolve()
-    return _REAL[key]
+        _REAL[key] = path.parent.resolve()
+    leaf = _REAL[key] / path.name
+    return leaf.resolve() if os.path.islink(leaf) else leaf
 
 
 def _top_level_match(name: str, patterns: Sequence[str]) -> bool:

@@ -151,6 +151,9 @@ class ExecutionDir:
 
 def keep_only(directory: Path, names: set[str]) -> None:
     """Remove everything under `directory` but the files `names` (relative, `/`-separated)."""
+    with os.scandir(directory) as entries:  # the usual case, one scan: only kept files, at the top
+        if all(e.name in names and e.is_file(follow_symlinks=False) for e in entries):
+            return
     for top, dirs, files in os.walk(directory, topdown=False):
         rel = os.path.relpath(top, directory)
         prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"

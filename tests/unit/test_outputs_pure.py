@@ -15,6 +15,7 @@ from swarmrun.errors import SweepFileError
 from swarmrun.execution.failures import group
 from swarmrun.execution.outputs import OutputTooLarge, PointDir, match, parse_size
 from swarmrun.execution.pointlog import CUT_MARK, TailBuffer, capture, keep_log
+from swarmrun.execution.sharedfs import keep_only
 
 
 def test_output_options_parse_round_trip_and_keep_the_sweep_id() -> None:
@@ -202,3 +203,47 @@ def test_grown_lists_only_the_error_groups_whose_count_grew_most_frequent_first(
     assert grown(counts, counts) == ([], 0)
     lines, others = grown({f"E{i}": i + 1 for i in range(8)}, {}, limit=3)
     assert lines[0] == "errors so far: 8 x E7 (+8)" and len(lines) == 3 and others == 5
+
+
+def test_match_in_new_directories_under_a_symlinked_parent_gives_real_paths(tmp_path: Path) -> None:
+    """Staging directories are new for every execution; the parent's real path is resolved once,
+    and a leaf that is itself a symlink is still resolved (never followed out unnoticed)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "via").symlink_to(real)
+    for k in range(3):
+        d = tmp_path / "via" / f"{k}.tok"
+        d.mkdir()
+        (d / "out.bin").write_bytes(b"x" * k)
+        ((d / "sub").mkdir(), (d / "sub" / "p.png").write_bytes(b"p"))
+        files = match(d, ["*.bin", "sub/*.png"], max_bytes=100)
+        assert [(w, f.name, f.size) for w, f in files] == [
+            (str(real / f"{k}.tok" / "out.bin"), "out.bin", k),
+            (str(real / f"{k}.tok" / "sub" / "p.png"), "sub/p.png", 1),
+        ]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "e.bin").write_bytes(b"e")
+    (tmp_path / "via" / "leaf").symlink_to(elsewhere)
+    assert [w for w, _ in match(tmp_path / "via" / "leaf", ["*.bin"], max_bytes=100)] == [str(elsewhere / "e.bin")]
+
+
+def test_keep_only_removes_everything_but_the_kept_files(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    (d / "plots" / "deep").mkdir(parents=True)
+    (d / "a.npz").write_bytes(b"a")
+    (d / "b.log").write_text("b")
+    (d / "plots" / "p.png").write_bytes(b"p")
+    (d / "plots" / "q.txt").write_text("q")
+    (d / "plots" / "deep" / "r").write_text("r")
+    (d / "link").symlink_to(tmp_path)
+    keep_only(d, {"a.npz", "plots/p.png"})
+    assert sorted(p.relative_to(d).as_posix() for p in d.rglob("*")) == ["a.npz", "plots", "plots/p.png"]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "out.bin").write_bytes(b"o")
+    keep_only(flat, {"out.bin"})
+    assert [p.name for p in flat.iterdir()] == ["out.bin"]
+    (flat / "extra").write_text("x")
+    keep_only(flat, {"out.bin"})
+    assert [p.name for p in flat.iterdir()] == ["out.bin"]

@@ -1,21 +1,28 @@
 """The Lua scripts the queue runs inside Redis, each atomic: recording results (first write wins),
-the cached-result check, reading records for export, and clearing failed points for a retry.
+the cached-result check, reading records for export (by index, and by point key for records
+written before format 3), and clearing failed points for a retry.
 Their keys and arguments are described above each one; `swarmrun.execution.queue` calls them."""
 
 from __future__ import annotations
 
-# ARGV: seconds, isolated flag, then one blob of lines `index TAB point-key TAB status TAB record`,
-# then the store's bucket prefix and the origin (`SWEEP WORKER`) of the ok records.
+# KEYS: done, counts, origins, errors, meta, inflight, the format-1 store. ARGV: seconds, isolated
+# flag, then one blob of lines `index TAB point-key TAB status TAB record`, then the store's bucket
+# prefix, the origin (`SWEEP WORKER`) of the ok records and the sweep id.
 # One argument instead of four per point: packing arguments was the worker's largest cost on tiny
 # points. Fields never hold a TAB or a newline: records are JSON (control characters escaped),
 # point keys are hex, statuses are words. An ok record arrives without its origin id: the script
 # interns the origin (atomically with the write, so an id never goes stale) and prepends it.
+# Format 3 (see `swarmrun.execution.results`): an ok record goes into this sweep's index bucket
+# `<prefix>i<s>:<index // 128>` (field `index % 128`; `s` the sweep interned in `origins`), and a
+# pointer `<s><index as 9 digits>` into the key index `<prefix><key[:4]>` (field `key[4:]`; the
+# first writer of a point key wins). A `cached` point gets a copy of what the key index holds
+# for its key (a pointer, or a record written before format 3) in this sweep's index bucket.
 RECORD_LUA = """
 local done, counts, origins, errors, meta, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local executed, duplicates, fresh, entries = 0, 0, 0, 0
 local tally = {}
 local isolated = ARGV[2] == '1'
-local prefix, origin = ARGV[4], nil
+local prefix, origin, number, base, legacy = ARGV[4], nil, nil, nil, nil
 local function origin_id()
   if origin then return origin end
   origin = redis.call('HGET', origins, ARGV[5])
@@ -26,19 +33,40 @@ local function origin_id()
   origin = '[' .. origin .. ','
   return origin
 end
+local function index_base()
+  if base then return base end
+  number = redis.call('HGET', origins, ARGV[6])
+  if not number then
+    number = redis.call('HINCRBY', origins, '#next', 1)
+    redis.call('HSET', origins, ARGV[6], number)
+  end
+  base = prefix .. 'i' .. number .. ':'
+  return base
+end
 for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\n]*)\\n') do
   local cached = status == 'cached'
   entries = entries + 1
   if not cached then executed = executed + 1 end
   if redis.call('SETBIT', done, idx, 1) == 0 then
     fresh = fresh + 1
+    local i = tonumber(idx)
     if cached then
       tally['ok'] = (tally['ok'] or 0) + 1
       tally['cached'] = (tally['cached'] or 0) + 1
+      local held = redis.call('HGET', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5))
+      if not held then
+        if legacy == nil then legacy = redis.call('EXISTS', KEYS[7]) == 1 end
+        if legacy then held = redis.call('HGET', KEYS[7], pkey) end
+      end
+      if held then redis.call('HSETNX', index_base() .. math.floor(i / 128), i % 128, held) end
     else
       tally[status] = (tally[status] or 0) + 1
       if status == 'ok' then
-        redis.call('HSETNX', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5), origin_id() .. rec)
+        redis.call('HSET', index_base() .. math.floor(i / 128), i % 128, origin_id() .. rec)
+        if pkey ~= '' then
+          redis.call('HSETNX', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5),
+            number .. string.format('%09d', i))
+        end
       else
         redis.call('HSET', errors, idx, rec)
       end
@@ -61,7 +89,8 @@ return {fresh, redis.call('HGET', meta, 'state') or ''}
 # KEYS: the format-1 store, the origins hash; ARGV[1]: point keys, one a line; ARGV[2]: the bucket
 # prefix. Returns the 1-based positions of those with a stored result. Only the hits travel back:
 # on a fresh sweep the answer is empty, not one nil per point. A task without an origin has no
-# ok record yet (the first record writes its origin), so nothing is looked up.
+# ok record yet (the first record writes its origin), so nothing is looked up. A key index entry
+# is a format-3 pointer or a format-2 record: either is a result.
 CACHED_LUA = """
 local out, position, prefix = {}, 0, ARGV[2]
 local legacy = redis.call('EXISTS', KEYS[1]) == 1
@@ -76,10 +105,31 @@ end
 return out
 """
 
+# The record a stored value stands for: a record itself (`[...]` or `{...}`), or a format-3
+# pointer `<s><index as 9 digits>` resolved in sweep `s`'s index bucket (one level: what it
+# names must be a record, else false). `prefix` is the task's bucket prefix.
+_RESOLVE_LUA = """
+local function resolve(prefix, rec)
+  local c = string.byte(rec, 1)
+  if c < 48 or c > 57 then return rec end
+  local i = tonumber(string.sub(rec, -9))
+  local bucket = prefix .. 'i' .. string.sub(rec, 1, -10) .. ':' .. math.floor(i / 128)
+  local found = redis.call('HGET', bucket, i % 128)
+  if found then
+    c = string.byte(found, 1)
+    if c < 48 or c > 57 then return found end
+  end
+  return false
+end
+"""
+
 # KEYS: the sweep's errors, the format-1 store; ARGV: the bucket prefix, then indices and point
 # keys, one a line each. Returns every point's record joined by commas (`0` where none), so a
-# block of results crosses as one string and is decoded by one `json.loads`.
-EXPORT_LUA = """
+# block of results crosses as one string and is decoded by one `json.loads`. By point key: what
+# records written before format 3 need (a point key's entry is then the record itself).
+EXPORT_LUA = (
+    _RESOLVE_LUA
+    + """
 local errors, legacy_key, prefix = KEYS[1], KEYS[2], ARGV[1]
 local failures = redis.call('HLEN', errors) > 0
 local legacy = redis.call('EXISTS', legacy_key) == 1
@@ -91,12 +141,59 @@ for pkey in string.gmatch(ARGV[3], '[^\\n]+') do
   n = n + 1
   local rec = false
   if failures then rec = redis.call('HGET', errors, indices[n]) end
-  if not rec then rec = redis.call('HGET', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5)) end
+  if not rec then
+    rec = redis.call('HGET', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5))
+    if rec then rec = resolve(prefix, rec) end
+  end
   if not rec and legacy then rec = redis.call('HGET', legacy_key, pkey) end
   out[n] = rec or '0'
 end
 return table.concat(out, ',')
 """
+)
+
+# KEYS: the sweep's errors, the task's origins; ARGV: the bucket prefix, the sweep id, then either
+# `range START STOP` or `points` and indices, one a line. Every point's record by its index
+# (format 3): this sweep's index bucket entry (a pointer resolved), else its failure; joined by
+# commas, `0` where none (as `EXPORT_LUA`). A range reads the few buckets covering it whole.
+# Returns nil when the sweep stored nothing by index (it is not interned: records before format 3).
+INDEX_EXPORT_LUA = (
+    _RESOLVE_LUA
+    + """
+local errors, prefix = KEYS[1], ARGV[1]
+local number = redis.call('HGET', KEYS[2], ARGV[2])
+if not number then return false end
+local base = prefix .. 'i' .. number .. ':'
+local out, indices, n, start = {}, {}, 0, 0
+if ARGV[3] == 'range' then
+  start = tonumber(ARGV[4])
+  n = tonumber(ARGV[5]) - start
+  for b = math.floor(start / 128), math.floor((start + n - 1) / 128) do
+    local kv = redis.call('HGETALL', base .. b)
+    local shift = b * 128 - start + 1
+    for j = 1, #kv, 2 do
+      local pos = shift + tonumber(kv[j])
+      if pos >= 1 and pos <= n then out[pos] = kv[j + 1] end
+    end
+  end
+else
+  for idx in string.gmatch(ARGV[4], '[^\\n]+') do
+    local i = tonumber(idx)
+    n = n + 1
+    indices[n] = idx
+    out[n] = redis.call('HGET', base .. math.floor(i / 128), i % 128)
+  end
+end
+local failures = redis.call('HLEN', errors) > 0
+for pos = 1, n do
+  local rec = out[pos]
+  if rec then rec = resolve(prefix, rec) end
+  if not rec and failures then rec = redis.call('HGET', errors, indices[pos] or (start + pos - 1)) end
+  out[pos] = rec or '0'
+end
+return table.concat(out, ',')
+"""
+)
 
 CLEAR_FAILED_LUA = """
 local done, counts, errors = KEYS[1], KEYS[2], KEYS[3]

@@ -13,9 +13,10 @@ swarmrun record is.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 # The default `csv` dialect quotes a cell holding any of these (QUOTE_MINIMAL), doubling quotes.
@@ -107,7 +108,27 @@ def _by_value(column: Sequence[Any], convert: Any) -> list[str]:
     return list(map(table.__getitem__, column))
 
 
-def mapped(column: Iterable[str], table: dict[str, str]) -> list[str]:
+def mapped(column: list[str], table: dict[str, str]) -> list[str]:
     """Each text through `table`, or itself where the table has no entry (at C speed)."""
-    column = list(column)
+    if column and column.count(column[0]) == len(column):  # one text throughout (e.g. all null)
+        return [table.get(column[0], column[0])] * len(column)
     return list(map(table.get, column, column))
+
+
+def lines(pieces: Sequence[str | list[str]], n: int) -> str:
+    """`n` lines of text, each the concatenation of `pieces`: a text, the same on every line, or
+    a column (its texts, one a line). Columns holding one text throughout are merged into the
+    texts around them, and the whole is one `join` (no formatting per line)."""
+    merged: list[str | list[str]] = []
+    for piece in pieces:
+        if not isinstance(piece, str) and piece and piece.count(piece[0]) == len(piece):
+            piece = piece[0]
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    if all(isinstance(piece, str) for piece in merged):
+        return "".join(map(str, merged)) * n
+    columns = [itertools.repeat(piece) if isinstance(piece, str) else piece for piece in merged]
+    # strict=False: the texts repeat for ever, the columns end the lines
+    return "".join(itertools.chain.from_iterable(zip(*columns, strict=False)))

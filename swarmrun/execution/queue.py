@@ -651,6 +651,51 @@ class SweepQueue:
         )
         return None if answer is None else _text(answer)
 
+    def read_ranges(
+        self, sweep_id: str, task_key: str, ranges: Sequence[tuple[int, int]]
+    ) -> Iterator[tuple[bytes, str | None]]:
+        """For each range `[start, stop)` in order: its `done_mask` and its `records_range`.
+
+        Pipelined on a connection of its own: the next range is asked for before this one is
+        handed over, so Redis reads it while the caller writes this one (no thread: a reader
+        thread waits for the GIL while the writer runs). After a Redis error the rest is read one
+        call at a time, through the client (and its retries).
+        """
+        keys, pool = Keys(sweep_id), self.connection.connection_pool
+        conn: Any  # redis-py's Connection, partly untyped
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py 5 wants a command name
+            conn = pool.get_connection("EVALSHA")
+        handed, sent = 0, 0  # ranges handed over, ranges asked for
+        try:
+            sha = _text(self.connection.script_load(INDEX_EXPORT_LUA))
+            fixed = (sha, 2, keys.errors, Keys.origins(task_key), Keys.buckets(task_key), sweep_id, "range")
+            for _ in ranges:
+                while sent < len(ranges) and sent <= handed + 1:
+                    start, stop = ranges[sent]
+                    read = [
+                        ("GETRANGE", keys.done, start // 8, (stop - 1) // 8),
+                        ("EVALSHA", *fixed, start, stop),
+                    ]
+                    conn.send_packed_command(conn.pack_commands(read))
+                    sent += 1
+                mask, text = conn.read_response(), conn.read_response()
+                handed += 1
+                yield _bytes(mask), None if text is None else _text(text)
+        except redis.RedisError:
+            conn.disconnect()
+            sent = handed
+            for start, stop in ranges[handed:]:
+                yield (
+                    self.done_mask(sweep_id, start, stop),
+                    self.records_range(sweep_id, task_key, start, stop),
+                )
+        finally:
+            if sent > handed:  # abandoned with replies unread: the connection is unusable
+                conn.disconnect()
+            pool.release(conn)
+
     def records_by_key(
         self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: Sequence[str]
     ) -> str:

@@ -44,7 +44,6 @@ import itertools
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -63,6 +62,7 @@ from swarmrun.execution.cells import (
     csv_quote,
     json_column,
     json_text,
+    lines,
     mapped,
 )
 from swarmrun.execution.queue import SweepQueue
@@ -234,8 +234,9 @@ def _files(fields: Mapping[str, Any]) -> tuple[tuple[str, int, str], ...]:
 
 def simple_fields(text: str, n: int) -> list[list[str]] | None:
     """The fields `origin, value, duration, attempt` of `n` ok records joined by commas, as JSON
-    texts column by column, when every record is a flat `[origin, value, duration, attempt, time]`
-    of scalars (no string, list or object: nothing to parse but numbers); else None.
+    texts column by column (origins with the record's opening `[`), when every record is a flat
+    `[origin, value, duration, attempt, time]` of scalars (no string, list or object: nothing to
+    parse but numbers); else None.
 
     Brackets only at the ends and in `],[` between records mean `n` flat arrays; `5n - 1` commas
     then mean five fields each (an ok record has at least five).
@@ -250,7 +251,7 @@ def simple_fields(text: str, n: int) -> list[list[str]] | None:
         or any(c in text for c in '"{ ')
     ):
         return None
-    fields = text.replace("[", "").replace("]", "").split(",")
+    fields = text.split(",")
     return [fields[k::5] for k in range(4)]
 
 
@@ -300,37 +301,34 @@ class Block:
 def _blocks(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> Iterator[Block]:
     """Every recorded point of a sweep in index order, a block at a time (one Redis call each).
 
-    The next block is read by a helper thread while the caller writes this one: the wait for
-    Redis (which runs on another core) overlaps the writing.
+    Redis reads the next block while the caller writes this one (`SweepQueue.read_ranges`).
     """
-    starts = iter(range(0, sweep.size, READ_BLOCK))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarmrun-export") as pool:
-        ahead = [
-            pool.submit(_read_block, queue, sweep, sweep_id, start) for start in itertools.islice(starts, 2)
-        ]
-        while ahead:
-            block = ahead.pop(0).result()
-            start = next(starts, None)
-            if start is not None:
-                ahead.append(pool.submit(_read_block, queue, sweep, sweep_id, start))
-            if block.indices:
-                yield block
-
-
-def _read_block(queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int) -> Block:
-    return read_block(queue, sweep, sweep_id, start, min(sweep.size, start + READ_BLOCK))
+    ranges = [(start, min(sweep.size, start + READ_BLOCK)) for start in range(0, sweep.size, READ_BLOCK)]
+    stored = queue.read_ranges(sweep_id, sweep.task.key, ranges)
+    for (start, stop), (mask, text) in zip(ranges, stored, strict=True):
+        block = _block(queue, sweep, sweep_id, start, stop, mask, text)
+        if block.indices:
+            yield block
 
 
 def read_block(queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int, stop: int) -> Block:
     """The recorded points of `[start, stop)`: their records by index (format 3, one Redis call),
     and by point key only for done points without one there (records from before format 3)."""
-    indices = done_indices(queue.done_mask(sweep_id, start, stop), start, stop)
+    mask = queue.done_mask(sweep_id, start, stop)
+    text = queue.records_range(sweep_id, sweep.task.key, start, stop)
+    return _block(queue, sweep, sweep_id, start, stop, mask, text)
+
+
+def _block(
+    queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int, stop: int, mask: bytes, text: str | None
+) -> Block:
+    """`read_block` from the bitmap bytes and the records by index of `[start, stop)`."""
+    indices = done_indices(mask, start, stop)
     names = sweep.param_names
     if not indices:
         return Block(names, [], [[] for _ in names])
     task_key = sweep.task.key
     full = len(indices) == stop - start
-    text = queue.records_range(sweep_id, task_key, start, stop)
     if full and text is not None:
         fields = simple_fields(text, len(indices))
         if fields is not None:  # the common case: nothing to decode yet
@@ -377,12 +375,19 @@ def worker_origins(origins: Origins, sweep_id: str) -> dict[int, tuple[str, bool
 
 def _by_origin(
     origin_texts: list[str], origins: Mapping[int, tuple[str, bool]], worker: Any, cached: Any
-) -> tuple[list[str], list[str]]:
-    """The worker and cached cells of records by their origin fields (texts), through `worker`
-    and `cached` (how the format writes a worker name or None, and a bool)."""
-    known = {o: origins.get(int(o) if o.isdigit() else -1, (None, False)) for o in set(origin_texts)}
+) -> tuple[list[Any], list[Any]]:
+    """The worker and cached cells of records by their origin fields (`simple_fields` texts),
+    through `worker` and `cached` (how the format writes a worker name or None, and a bool)."""
+    n = len(origin_texts)
+    one = origin_texts.count(origin_texts[0]) == n  # one worker wrote the block
+    known = {
+        o: origins.get(int(o[1:]) if o[1:].isdigit() else -1, (None, False))
+        for o in (origin_texts[:1] if one else set(origin_texts))
+    }
     workers = {o: worker(w) for o, (w, _) in known.items()}
     cached_of = {o: cached(c) for o, (_, c) in known.items()}
+    if one:
+        return [workers[origin_texts[0]]] * n, [cached_of[origin_texts[0]]] * n
     return list(map(workers.__getitem__, origin_texts)), list(map(cached_of.__getitem__, origin_texts))
 
 
@@ -482,24 +487,15 @@ class Rows:
             csv.writer(buffer).writerows(self.rows(block))
             return buffer.getvalue()
         origin, value, duration, attempt = fields
-        n = len(block)
         workers, cached = _by_origin(
             origin, self.origins, lambda w: "" if w is None else csv_quote(w), lambda c: str(c)
         )
-        columns = [
-            list(map(str, block.indices)),
-            *map(csv_column, block.params),
-            ["ok"] * n,
-            mapped(value, CSV_OF_JSON),
-            [""] * n,
-            mapped(duration, CSV_OF_JSON),
-            workers,
-            mapped(attempt, CSV_OF_JSON),
-            cached,
-        ]
-        if self.files:
-            columns.append([""] * n)
-        return "\r\n".join(map(",".join, zip(*columns, strict=True))) + "\r\n"
+        pieces: list[str | list[str]] = [list(map(str, block.indices))]
+        for column in block.params:
+            pieces += [",", csv_column(column)]
+        pieces += [",ok,", mapped(value, CSV_OF_JSON), ",,", mapped(duration, CSV_OF_JSON), ","]
+        pieces += [workers, ",", mapped(attempt, CSV_OF_JSON), ",", cached, ",\r\n" if self.files else "\r\n"]
+        return lines(pieces, len(block))
 
     def columns(self, block: Block) -> list[list[Any]]:
         """A block's cells as columns (header order), as `rows(block)` has them."""
@@ -516,16 +512,23 @@ class Rows:
             block.indices,
             *(block.params if plain else [list(map(cell, c)) for c in block.params]),
             ["ok"] * n,
-            [None] * n if set(value) == {"null"} else json.loads(f"[{','.join(value)}]"),
+            _decoded(value),
             [None] * n,
-            json.loads(f"[{','.join(duration)}]"),
+            _decoded(duration),
             workers,
-            json.loads(f"[{','.join(attempt)}]"),
+            _decoded(attempt),
             cached,
         ]
         if self.files:
             out.append([""] * n)
         return out
+
+
+def _decoded(texts: list[str]) -> list[Any]:
+    """JSON texts decoded (one `json.loads`; once when they are all the same)."""
+    if texts.count(texts[0]) == len(texts):
+        return [json.loads(texts[0])] * len(texts)
+    return list(json.loads(f"[{','.join(texts)}]"))
 
 
 def jsonl_text(block: Block, origins: Mapping[int, tuple[str, bool]], sweep_id: str) -> str:
@@ -579,23 +582,14 @@ def jsonl_text(block: Block, origins: Mapping[int, tuple[str, bool]], sweep_id: 
 def _simple_jsonl(block: Block, fields: list[list[str]], origins: Mapping[int, tuple[str, bool]]) -> str:
     """`jsonl_text` of simple ok records, line by line from a template (what the encoder writes)."""
     origin, value, duration, attempt = fields
-    params = ",".join(STRICT_JSON.encode(name).replace("%", "%%") + ":%s" for name in block.names)
-    template = (
-        '{"index":%s,"params":{'
-        + params
-        + '},"status":"ok","value":%s,"error":null,"duration":%s,"worker":%s,"attempt":%s,"cached":%s}'
-    )
     workers, cached = _by_origin(origin, origins, json_text, json_text)
-    columns = [
-        list(map(int.__repr__, block.indices)),
-        *map(json_column, block.params),
-        mapped(value, JSON_OF_JSON),
-        mapped(duration, JSON_OF_JSON),
-        workers,
-        mapped(attempt, JSON_OF_JSON),
-        cached,
-    ]
-    return "\n".join(map(template.__mod__, zip(*columns, strict=True))) + "\n"
+    pieces: list[str | list[str]] = ['{"index":', list(map(int.__repr__, block.indices)), ',"params":{']
+    for k, (name, column) in enumerate(zip(block.names, block.params, strict=True)):
+        pieces += [("," if k else "") + STRICT_JSON.encode(name) + ":", json_column(column)]
+    pieces += ['},"status":"ok","value":', mapped(value, JSON_OF_JSON), ',"error":null,"duration":']
+    pieces += [mapped(duration, JSON_OF_JSON), ',"worker":', workers, ',"attempt":']
+    pieces += [mapped(attempt, JSON_OF_JSON), ',"cached":', cached, "}\n"]
+    return lines(pieces, len(block))
 
 
 def _write_jsonl(f: IO[str], queue: SweepQueue, sweep: Sweep, sweep_id: str) -> int:
@@ -637,7 +631,7 @@ def _write_rows(path: Path, fmt: str, rows: Rows, first: Block | None, blocks: I
         except ImportError:
             raise SwarmrunError("writing Parquet needs pyarrow: pip install pyarrow") from None
         data = _columns(rows, [first, *blocks] if first is not None else blocks)
-        pq.write_table(pa.table({name: pa.array(column) for name, column in data.items()}), path)
+        pq.write_table(pa.table({name: _arrow(column) for name, column in data.items()}), path)
         return len(data["index"])
     with path.open("w", newline="") as f:
         csv.writer(f).writerow(header)
@@ -646,6 +640,15 @@ def _write_rows(path: Path, fmt: str, rows: Rows, first: Block | None, blocks: I
             f.write(rows.csv_text(block))
             written += len(block)
     return written
+
+
+def _arrow(column: list[Any]) -> Any:
+    """`pyarrow.array(column)`; a column of one text throughout without converting each."""
+    import pyarrow as pa
+
+    if column and type(column[0]) is str and column.count(column[0]) == len(column):
+        return pa.repeat(pa.scalar(column[0]), len(column))
+    return pa.array(column)
 
 
 def _columns(rows: Rows, blocks: Iterable[Block]) -> dict[str, list[Any]]:

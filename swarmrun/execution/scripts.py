@@ -164,7 +164,8 @@ local errors, prefix = KEYS[1], ARGV[1]
 local number = redis.call('HGET', KEYS[2], ARGV[2])
 if not number then return false end
 local base = prefix .. 'i' .. number .. ':'
-local out, indices, n, start = {}, {}, 0, 0
+local byte = string.byte
+local out, indices, n, start, filled, pointers = {}, {}, 0, 0, 0, false
 if ARGV[3] == 'range' then
   start = tonumber(ARGV[4])
   n = tonumber(ARGV[5]) - start
@@ -173,7 +174,12 @@ if ARGV[3] == 'range' then
     local shift = b * 128 - start + 1
     for j = 1, #kv, 2 do
       local pos = shift + tonumber(kv[j])
-      if pos >= 1 and pos <= n then out[pos] = kv[j + 1] end
+      if pos >= 1 and pos <= n then
+        local rec = kv[j + 1]
+        out[pos] = rec
+        filled = filled + 1
+        if byte(rec, 1) < 58 then pointers = true end  -- a digit: a pointer
+      end
     end
   end
 else
@@ -183,13 +189,20 @@ else
     indices[n] = idx
     out[n] = redis.call('HGET', base .. math.floor(i / 128), i % 128)
   end
+  pointers = true
 end
+if filled == n and not pointers then return table.concat(out, ',') end
 local failures = redis.call('HLEN', errors) > 0
 for pos = 1, n do
   local rec = out[pos]
-  if rec then rec = resolve(prefix, rec) end
-  if not rec and failures then rec = redis.call('HGET', errors, indices[pos] or (start + pos - 1)) end
-  out[pos] = rec or '0'
+  if rec and byte(rec, 1) < 58 then
+    rec = resolve(prefix, rec)
+    out[pos] = rec
+  end
+  if not rec then
+    if failures then rec = redis.call('HGET', errors, indices[pos] or (start + pos - 1)) end
+    out[pos] = rec or '0'
+  end
 end
 return table.concat(out, ',')
 """

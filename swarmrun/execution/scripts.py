@@ -23,6 +23,7 @@ local executed, duplicates, fresh, entries = 0, 0, 0, 0
 local tally = {}
 local isolated = ARGV[2] == '1'
 local prefix, origin, number, base, legacy = ARGV[4], nil, nil, nil, nil
+local bucket, fields, filled = -1, {}, 0  -- the index bucket being filled, its field-value pairs
 local function origin_id()
   if origin then return origin end
   origin = redis.call('HGET', origins, ARGV[5])
@@ -43,6 +44,22 @@ local function index_base()
   base = prefix .. 'i' .. number .. ':'
   return base
 end
+local function flush()
+  if filled > 0 then redis.call('HSET', base .. bucket, unpack(fields, 1, filled)) end
+  filled = 0
+end
+-- the ok records of one index bucket go in one HSET (points of a chunk come in index order)
+local function store(i, rec)
+  local b = math.floor(i / 128)
+  if b ~= bucket then
+    flush()
+    bucket = b
+    index_base()
+  end
+  fields[filled + 1] = i - b * 128
+  fields[filled + 2] = rec
+  filled = filled + 2
+end
 for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\n]*)\\n') do
   local cached = status == 'cached'
   entries = entries + 1
@@ -62,7 +79,7 @@ for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^
     else
       tally[status] = (tally[status] or 0) + 1
       if status == 'ok' then
-        redis.call('HSET', index_base() .. math.floor(i / 128), i % 128, origin_id() .. rec)
+        store(i, origin_id() .. rec)
         if pkey ~= '' then
           redis.call('HSETNX', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5),
             number .. string.format('%09d', i))
@@ -76,6 +93,7 @@ for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^
   end
   if isolated then redis.call('HDEL', inflight, idx) end
 end
+flush()
 for k, v in pairs(tally) do redis.call('HINCRBY', counts, k, v) end
 if executed > 0 then redis.call('HINCRBY', counts, 'executions', executed) end
 if duplicates > 0 then redis.call('HINCRBY', counts, 'duplicates', duplicates) end

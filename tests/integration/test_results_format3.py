@@ -301,3 +301,19 @@ def test_record_values_go_by_index_and_by_key_only_for_the_rest(tmp_path: Path, 
     # 3 and 19 by index (this sweep's own), 25 and 29 (not done here) by key: the wide sweep's
     assert [v[1] for v in values] == [-3, 625, -19, 841] and sorted(asked) == [25, 29]
     assert queue.record_values(sid, small.task.key, [3], small.keys_of) == values[:1]
+
+
+def test_points_recorded_in_any_order_land_in_their_buckets(tmp_path: Path, rconn: redis.Redis) -> None:
+    """A flush groups ok records by index bucket; entries jumping between buckets, failures and
+    repeats in between are all stored (or counted) as one at a time would be."""
+    sweep = _grid(tmp_path, 1000)
+    queue = SweepQueue(rconn, "swarmrun")
+    sid = queue.submit(sweep).sweep_id
+    order = [5, 300, 6, 0, 999, 128, 127, 7, 5, 301, 600]
+    entries = _entries(
+        sweep, sid, order, lambda i: _square(i) if i != 7 else Outcome("error", error="no"), "w"
+    )
+    _record(queue, sweep, sid, entries, "w")
+    got = {r.index: (r.status, r.value) for r in iter_results(queue, sweep, sid)}
+    assert got == {i: ("ok", i * i) if i != 7 else ("error", None) for i in set(order)}
+    assert queue.progress(sid).duplicates == 1

@@ -22,7 +22,8 @@ Keys (prefix `swarmrun:`):
                            hashes, which Redis keeps as listpacks (a few bytes per entry)
 - `results:{task}:origins` hash: `SWEEP WORKER` -> small id and `#id` -> `SWEEP WORKER`: who wrote
                            an ok record (interned, so a record carries a number, not two names);
-                           `SWEEP` -> its number `s` for index buckets (the same counter, `#next`)
+                           `SWEEP` -> its number `s` for index buckets (the same counter, `#next`);
+                           `sole` -> the task's only sweep with results, while there is one
 - `results:{task}`         hash: point key -> ok record as a JSON object (records written before
                            the bucketed store, format 1): still read, never written
 
@@ -409,13 +410,17 @@ class SweepQueue:
         """Bitmap bytes covering `[start, stop)` (from byte `start // 8`)."""
         return _bytes(self.connection.getrange(Keys(sweep_id).done, start // 8, (stop - 1) // 8))
 
-    def cached(self, task_key: str, point_keys: Sequence[str]) -> list[bool]:
-        """For each point key: does the task's result store hold a result for it already?"""
+    def cached(self, task_key: str, point_keys: Sequence[str], *, sweep_id: str | None = None) -> list[bool]:
+        """For each point key: does the task's result store hold a result for it already?
+
+        With `sweep_id`, for points of that sweep without a result: when no other sweep of the
+        task has results (the task's `sole` sweep is this one), none is looked up.
+        """
         if not point_keys:
             return []
         hits = self._cached(
             keys=[Keys.store(task_key), Keys.origins(task_key)],
-            args=["\n".join(point_keys), Keys.buckets(task_key)],
+            args=["\n".join(point_keys), Keys.buckets(task_key), *([sweep_id] if sweep_id else [])],
         )
         known = [False] * len(point_keys)
         for position in hits:
@@ -631,6 +636,9 @@ class SweepQueue:
         again, the sweep finds its results cached (and its index buckets as they were)."""
         self.cancel(sweep_id)
         keys = Keys(sweep_id)
+        task_key = self.connection.hget(keys.meta, "task")
+        if task_key is not None:  # its results stay, and must be found again: no sole sweep now
+            self.connection.hdel(Keys.origins(_text(task_key)), "sole")
         self.connection.delete(keys.meta, keys.done, keys.errors, keys.counts, keys.inflight)
         self.connection.zrem(SWEEPS, sweep_id)
 
@@ -737,7 +745,7 @@ class SweepQueue:
         out: dict[int, tuple[str, str]] = {}
         for field, value in self.connection.hgetall(Keys.origins(task_key)).items():
             name = _text(field)
-            if name.startswith("#") and name != "#next":
+            if name.startswith("#") and name[1:].isdigit():
                 sweep_id, _, worker = _text(value).partition(" ")
                 out[int(name[1:])] = (sweep_id, worker)
         return out

@@ -17,6 +17,9 @@ from __future__ import annotations
 # pointer `<s><index as 9 digits>` into the key index `<prefix><key[:4]>` (field `key[4:]`; the
 # first writer of a point key wins). A `cached` point gets a copy of what the key index holds
 # for its key (a pointer, or a record written before format 3) in this sweep's index bucket.
+# `sole` in origins names the task's only sweep with results, set when the task's first result
+# interns its sweep and dropped when another sweep's is interned (and by `purge`): the cached
+# check skips that sweep's lookups.
 RECORD_LUA = """
 local done, counts, origins, errors, meta, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local executed, duplicates, fresh, entries = 0, 0, 0, 0
@@ -24,11 +27,16 @@ local tally = {}
 local isolated = ARGV[2] == '1'
 local prefix, origin, number, base, legacy = ARGV[4], nil, nil, nil, nil
 local bucket, fields, filled = -1, {}, 0  -- the index bucket being filled, its field-value pairs
+local untouched = nil  -- the origins hash did not exist before this script first wrote to it
+local function new_id()
+  if untouched == nil then untouched = redis.call('EXISTS', origins) == 0 end
+  return redis.call('HINCRBY', origins, '#next', 1)
+end
 local function origin_id()
   if origin then return origin end
   origin = redis.call('HGET', origins, ARGV[5])
   if not origin then
-    origin = redis.call('HINCRBY', origins, '#next', 1)
+    origin = new_id()
     redis.call('HSET', origins, ARGV[5], origin, '#' .. origin, ARGV[5])
   end
   origin = '[' .. origin .. ','
@@ -37,9 +45,14 @@ end
 local function index_base()
   if base then return base end
   number = redis.call('HGET', origins, ARGV[6])
-  if not number then
-    number = redis.call('HINCRBY', origins, '#next', 1)
+  if not number then  -- a sweep's first result: it is the task's only sweep, or no longer is
+    number = new_id()
     redis.call('HSET', origins, ARGV[6], number)
+    if untouched then
+      redis.call('HSET', origins, 'sole', ARGV[6])
+    else
+      redis.call('HDEL', origins, 'sole')
+    end
   end
   base = prefix .. 'i' .. number .. ':'
   return base
@@ -105,14 +118,19 @@ return {fresh, redis.call('HGET', meta, 'state') or ''}
 """
 
 # KEYS: the format-1 store, the origins hash; ARGV[1]: point keys, one a line; ARGV[2]: the bucket
-# prefix. Returns the 1-based positions of those with a stored result. Only the hits travel back:
-# on a fresh sweep the answer is empty, not one nil per point. A task without an origin has no
-# ok record yet (the first record writes its origin), so nothing is looked up. A key index entry
-# is a format-3 pointer or a format-2 record: either is a result.
+# prefix; ARGV[3] (optional): the asking sweep. Returns the 1-based positions of those with a
+# stored result. Only the hits travel back: on a fresh sweep the answer is empty, not one nil per
+# point. A task without an origin has no ok record yet (the first record writes its origin), and
+# a task whose only sweep (`sole`, see RECORD_LUA) is the asking one has none for its points
+# without a result: nothing is looked up. A key index entry is a format-3 pointer or a format-2
+# record: either is a result.
 CACHED_LUA = """
 local out, position, prefix = {}, 0, ARGV[2]
 local legacy = redis.call('EXISTS', KEYS[1]) == 1
-if not legacy and redis.call('EXISTS', KEYS[2]) == 0 then return out end
+if not legacy then
+  if redis.call('EXISTS', KEYS[2]) == 0 then return out end
+  if ARGV[3] and redis.call('HGET', KEYS[2], 'sole') == ARGV[3] then return out end
+end
 for pkey in string.gmatch(ARGV[1], '[^\\n]+') do
   position = position + 1
   if redis.call('HEXISTS', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5)) == 1

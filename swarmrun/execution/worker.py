@@ -238,7 +238,7 @@ class ChunkRun:
                 continue
             params = [sweep.point(i) for i in todo]
             keys = point_keys(sweep.param_names, params)
-            known = self.queue.cached(task_key, keys)
+            known = self.queue.cached(task_key, keys, sweep_id=sid)
             for index, p, key, hit in zip(todo, params, keys, known, strict=False):
                 if hit:
                     self.pending.append((index, key, "cached", ""))

@@ -111,7 +111,9 @@ def _record_format2(rconn: redis.Redis, sweep: Sweep, sid: str, entries: list[En
 def _cache(queue: SweepQueue, sweep: Sweep, sid: str, indices: Sequence[int], worker: str) -> list[int]:
     """Record the points of `indices` another sweep has as `cached`, as a worker does; returns them."""
     keys = [point_key(sweep.point(i)) for i in indices]
-    hits = [i for i, hit in zip(indices, queue.cached(sweep.task.key, keys), strict=True) if hit]
+    hits = [
+        i for i, hit in zip(indices, queue.cached(sweep.task.key, keys, sweep_id=sid), strict=True) if hit
+    ]
     entries = [(i, point_key(sweep.point(i)), "cached", "") for i in hits]
     _record(queue, sweep, sid, entries, worker)
     return hits
@@ -317,3 +319,42 @@ def test_points_recorded_in_any_order_land_in_their_buckets(tmp_path: Path, rcon
     got = {r.index: (r.status, r.value) for r in iter_results(queue, sweep, sid)}
     assert got == {i: ("ok", i * i) if i != 7 else ("error", None) for i in set(order)}
     assert queue.progress(sid).duplicates == 1
+
+
+def test_the_cached_check_is_skipped_only_for_the_tasks_sole_sweep(
+    tmp_path: Path, rconn: redis.Redis
+) -> None:
+    queue = SweepQueue(rconn, "swarmrun")
+    first = _grid(tmp_path, 20)
+    fid = queue.submit(first).sweep_id
+    origins = Keys.origins(first.task.key)
+    _record(queue, first, fid, _entries(first, fid, range(10), _square, "a"), "a")
+    assert rconn.hget(origins, "sole") == fid.encode()
+    keys = first.keys_of(range(20))
+    # its points without a result: nothing to find, nothing looked up; others ask and find
+    assert queue.cached(first.task.key, keys, sweep_id=fid) == [False] * 20
+    assert queue.cached(first.task.key, keys) == [True] * 10 + [False] * 10
+    other = _grid(tmp_path, 30, "other.yaml")
+    oid = queue.submit(other).sweep_id
+    assert _cache(queue, other, oid, range(30), "b") == list(range(10))
+    _record(queue, other, oid, _entries(other, oid, range(10, 15), _square, "b"), "b")
+    assert rconn.hget(origins, "sole") is None  # a second sweep has results now
+    assert queue.cached(first.task.key, keys, sweep_id=fid)[10:] == [True] * 5 + [False] * 5
+    # a purged sole sweep finds its own results again when submitted anew
+    alone = write_sweep(
+        tmp_path, 'task: {call: "fixtures.tasks:square", version: "2"}\nparams:\n  x: [1, 2]\n', "v2.yaml"
+    )
+    sweep = load_sweep(alone, ())
+    sid = queue.submit(sweep).sweep_id
+    _record(queue, sweep, sid, _entries(sweep, sid, range(2), _square, "c"), "c")
+    assert rconn.hget(Keys.origins(sweep.task.key), "sole") == sid.encode()
+    queue.purge(sid)
+    sid = queue.submit(sweep).sweep_id
+    assert _cache(queue, sweep, sid, range(2), "c") == [0, 1]
+    # a task with results from before format 3 (origins, but no sweep numbers) never has a sole sweep
+    old = _grid(tmp_path, 5, "old.yaml")
+    old = Sweep(old.name, type(old.task)(old.task.call, None, version="3"), old.axes)
+    old_id = queue.submit(old).sweep_id
+    _record_format2(rconn, old, old_id, _entries(old, old_id, range(3), _square, "d"), "d")
+    _record(queue, old, old_id, _entries(old, old_id, range(3, 5), _square, "d"), "d")
+    assert rconn.hget(Keys.origins(old.task.key), "sole") is None

@@ -621,6 +621,11 @@ def _write_table(path: Path, fmt: str, queue: SweepQueue, sweep: Sweep, sweep_id
     return _write_rows(path, fmt, rows, None, _blocks(queue, sweep, sweep_id))
 
 
+def _with(first: Block | None, blocks: Iterator[Block]) -> Iterator[Block]:
+    """`first` (read already, when not None), then the blocks still to read (read as they go)."""
+    return itertools.chain([first], blocks) if first is not None else blocks
+
+
 def _write_rows(path: Path, fmt: str, rows: Rows, first: Block | None, blocks: Iterator[Block]) -> int:
     header = rows.header()
     written = 0
@@ -630,12 +635,12 @@ def _write_rows(path: Path, fmt: str, rows: Rows, first: Block | None, blocks: I
             import pyarrow.parquet as pq
         except ImportError:
             raise SwarmrunError("writing Parquet needs pyarrow: pip install pyarrow") from None
-        data = _columns(rows, [first, *blocks] if first is not None else blocks)
+        data = _columns(rows, _with(first, blocks))
         pq.write_table(pa.table({name: _arrow(column) for name, column in data.items()}), path)
         return len(data["index"])
     with path.open("w", newline="") as f:
         csv.writer(f).writerow(header)
-        for block in [first, *blocks] if first is not None else blocks:
+        for block in _with(first, blocks):
             rows.learn(block)
             f.write(rows.csv_text(block))
             written += len(block)

@@ -440,10 +440,17 @@ class ChunkWorker(SimpleWorker):
 
     def unsubscribe(self) -> None:
         """As RQ's, but without waiting up to a second for its pubsub thread (a daemon) to wake:
-        an idle worker told to stop exits at once (`run` waits for its workers to exit)."""
+        an idle worker told to stop exits at once (`run` waits for its workers to exit).
+
+        redis-py 8's `stop()` joins the thread itself, which can sit in `get_message` for RQ's
+        whole `sleep_time` (60 s): the join is bounded here too.
+        """
         if self.pubsub_thread:
             self.pubsub.unsubscribe()
-            self.pubsub_thread.stop()
+            try:
+                self.pubsub_thread.stop(timeout=0.05)
+            except TypeError:  # redis-py before 8: stop() only clears the flag
+                self.pubsub_thread.stop()
             self.pubsub_thread.join(timeout=0.05)
             self.pubsub.close()
 

@@ -358,3 +358,30 @@ def test_the_cached_check_is_skipped_only_for_the_tasks_sole_sweep(
     _record_format2(rconn, old, old_id, _entries(old, old_id, range(3), _square, "d"), "d")
     _record(queue, old, old_id, _entries(old, old_id, range(3, 5), _square, "d"), "d")
     assert rconn.hget(Keys.origins(old.task.key), "sole") is None
+
+
+def test_an_export_survives_a_redis_error_while_reading_ahead(
+    tmp_path: Path, rconn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipelined reader goes on one call at a time (through the client) after an error."""
+    sweep = _grid(tmp_path, 40000)
+    queue = SweepQueue(rconn, "swarmrun")
+    sid = queue.submit(sweep).sweep_id
+    _record(queue, sweep, sid, _entries(sweep, sid, range(40000), _square, "w"), "w")
+    assert export(queue, sweep, sid, tmp_path / "calm.csv") == 40000
+    connection_class = rconn.connection_pool.connection_class
+    original = connection_class.read_response
+    calls = {"n": 0, "failed": 0}
+
+    def flaky(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 6:  # in the middle of the third block's replies
+            calls["failed"] += 1
+            self.disconnect()
+            raise redis.ConnectionError("connection lost")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(connection_class, "read_response", flaky)
+    assert export(queue, sweep, sid, tmp_path / "rough.csv") == 40000
+    assert calls["failed"] == 1
+    assert (tmp_path / "rough.csv").read_bytes() == (tmp_path / "calm.csv").read_bytes()

@@ -647,21 +647,23 @@ class SweepQueue:
         number = self.connection.hget(Keys.origins(task_key), sweep_id)
         return int(number) if number is not None else None
 
-    def records_range(self, sweep_id: str, task_key: str, start: int, stop: int) -> str | None:
+    def records_range(self, sweep_id: str, task_key: str, start: int, stop: int) -> str:
         """The records of points `[start, stop)` by index (format 3), joined by commas (`0` where
         none): this sweep's ok record, else its failure. `"[" + answer + "]"` is one JSON array.
-        None when the sweep stored nothing by index (its records, if any, are older: by key)."""
+        Empty when no point of the range is done. Records from before format 3 are not there:
+        `records_by_key` finds them."""
         if stop <= start:
             return ""
+        keys = Keys(sweep_id)
         answer = self._index_export(
-            keys=[Keys(sweep_id).errors, Keys.origins(task_key)],
+            keys=[keys.errors, Keys.origins(task_key), keys.done],
             args=[Keys.buckets(task_key), sweep_id, "range", start, stop],
         )
-        return None if answer is None else _text(answer)
+        return _text(answer)
 
     def read_ranges(
         self, sweep_id: str, task_key: str, ranges: Sequence[tuple[int, int]]
-    ) -> Iterator[tuple[bytes, str | None]]:
+    ) -> Iterator[tuple[bytes, str]]:
         """For each range `[start, stop)` in order: its `done_mask` and its `records_range`.
 
         Pipelined on a connection of its own: the next range is asked for before this one is
@@ -678,19 +680,19 @@ class SweepQueue:
         handed, sent = 0, 0  # ranges handed over, ranges asked for
         try:
             sha = _text(self.connection.script_load(INDEX_EXPORT_LUA))
-            fixed = (sha, 2, keys.errors, Keys.origins(task_key), Keys.buckets(task_key), sweep_id, "range")
+            fixed = (sha, 3, keys.errors, Keys.origins(task_key), keys.done, Keys.buckets(task_key), sweep_id)
             for _ in ranges:
                 while sent < len(ranges) and sent <= handed + 1:
                     start, stop = ranges[sent]
                     read = [
                         ("GETRANGE", keys.done, start // 8, (stop - 1) // 8),
-                        ("EVALSHA", *fixed, start, stop),
+                        ("EVALSHA", *fixed, "range", start, stop),
                     ]
                     conn.send_packed_command(conn.pack_commands(read))
                     sent += 1
                 mask, text = conn.read_response(), conn.read_response()
                 handed += 1
-                yield _bytes(mask), None if text is None else _text(text)
+                yield _bytes(mask), _text(text)
         except redis.RedisError:
             conn.disconnect()
             sent = handed
@@ -726,11 +728,12 @@ class SweepQueue:
         the indices it is passed, called only for points not found by index)."""
         if not indices:
             return []
+        sweep_keys = Keys(sweep_id)
         answer = self._index_export(
-            keys=[Keys(sweep_id).errors, Keys.origins(task_key)],
+            keys=[sweep_keys.errors, Keys.origins(task_key), sweep_keys.done],
             args=[Keys.buckets(task_key), sweep_id, "points", "\n".join(map(str, indices))],
         )
-        values: list[Any] = json.loads(f"[{_text(answer)}]") if answer is not None else [0] * len(indices)
+        values: list[Any] = json.loads(f"[{_text(answer)}]")
         missing = [k for k, v in enumerate(values) if v == 0]
         if missing:
             wanted = [indices[k] for k in missing]

@@ -320,7 +320,7 @@ def read_block(queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int, stop:
 
 
 def _block(
-    queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int, stop: int, mask: bytes, text: str | None
+    queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int, stop: int, mask: bytes, text: str
 ) -> Block:
     """`read_block` from the bitmap bytes and the records by index of `[start, stop)`."""
     indices = done_indices(mask, start, stop)
@@ -329,14 +329,14 @@ def _block(
         return Block(names, [], [[] for _ in names])
     task_key = sweep.task.key
     full = len(indices) == stop - start
-    if full and text is not None:
+    if full:
         fields = simple_fields(text, len(indices))
         if fields is not None:  # the common case: nothing to decode yet
             return Block(names, indices, sweep.columns(start, stop), text=text, _fields=fields)
-    records: list[Any] = [0] * len(indices)
-    if text is not None:
-        stored = json.loads(f"[{text}]")
-        records = stored if full else [stored[i - start] for i in indices]
+    stored = json.loads(f"[{text}]") if text else []
+    if len(stored) != stop - start:  # the range had no done point when Redis read it
+        stored = [0] * (stop - start)
+    records: list[Any] = stored if full else [stored[i - start] for i in indices]
     missing = [k for k, r in enumerate(records) if r == 0]
     if missing:
         wanted = [indices[k] for k in missing]

@@ -188,33 +188,40 @@ return table.concat(out, ',')
 """
 )
 
-# KEYS: the sweep's errors, the task's origins; ARGV: the bucket prefix, the sweep id, then either
-# `range START STOP` or `points` and indices, one a line. Every point's record by its index
-# (format 3): this sweep's index bucket entry (a pointer resolved), else its failure; joined by
-# commas, `0` where none (as `EXPORT_LUA`). A range reads the few buckets covering it whole.
-# Returns nil when the sweep stored nothing by index (it is not interned: records before format 3).
+# KEYS: the sweep's errors, the task's origins, the sweep's done bitmap; ARGV: the bucket prefix,
+# the sweep id, then either `range START STOP` or `points` and indices, one a line. Every point's
+# record by its index (format 3): this sweep's index bucket entry (a pointer resolved), else, for
+# a done point, its failure; joined by commas, `0` where none (as `EXPORT_LUA`). A range reads
+# the few buckets covering it whole, but none without a done point: a range with no done point
+# is answered with an empty string, so the cost follows the points recorded, not the range.
 INDEX_EXPORT_LUA = (
     _RESOLVE_LUA
     + """
-local errors, prefix = KEYS[1], ARGV[1]
+local errors, prefix, done = KEYS[1], ARGV[1], KEYS[3]
 local number = redis.call('HGET', KEYS[2], ARGV[2])
-if not number then return false end
-local base = prefix .. 'i' .. number .. ':'
-local byte = string.byte
+local base = number and (prefix .. 'i' .. number .. ':')
+local byte, find, sub, floor = string.byte, string.find, string.sub, math.floor
 local out, indices, n, start, filled, pointers = {}, {}, 0, 0, 0, false
+local mask, first = '', 0
 if ARGV[3] == 'range' then
   start = tonumber(ARGV[4])
   n = tonumber(ARGV[5]) - start
-  for b = math.floor(start / 128), math.floor((start + n - 1) / 128) do
-    local kv = redis.call('HGETALL', base .. b)
-    local shift = b * 128 - start + 1
-    for j = 1, #kv, 2 do
-      local pos = shift + tonumber(kv[j])
-      if pos >= 1 and pos <= n then
-        local rec = kv[j + 1]
-        out[pos] = rec
-        filled = filled + 1
-        if byte(rec, 1) < 58 then pointers = true end  -- a digit: a pointer
+  first = floor(start / 8)
+  mask = redis.call('GETRANGE', done, first, floor((start + n - 1) / 8))
+  if not find(mask, '[^%z]') then return '' end
+  for b = floor(start / 128), base and floor((start + n - 1) / 128) or -1 do
+    local lo, hi = math.max(b * 128, start), math.min(b * 128 + 127, start + n - 1)
+    if find(sub(mask, floor(lo / 8) - first + 1, floor(hi / 8) - first + 1), '[^%z]') then
+      local kv = redis.call('HGETALL', base .. b)
+      local shift = b * 128 - start + 1
+      for j = 1, #kv, 2 do
+        local pos = shift + tonumber(kv[j])
+        if pos >= 1 and pos <= n then
+          local rec = kv[j + 1]
+          out[pos] = rec
+          filled = filled + 1
+          if byte(rec, 1) < 58 then pointers = true end  -- a digit: a pointer
+        end
       end
     end
   end
@@ -223,7 +230,7 @@ else
     local i = tonumber(idx)
     n = n + 1
     indices[n] = idx
-    out[n] = redis.call('HGET', base .. math.floor(i / 128), i % 128)
+    out[n] = base and redis.call('HGET', base .. floor(i / 128), i % 128)
   end
   pointers = true
 end
@@ -236,7 +243,14 @@ for pos = 1, n do
     out[pos] = rec
   end
   if not rec then
-    if failures then rec = redis.call('HGET', errors, indices[pos] or (start + pos - 1)) end
+    if failures then
+      local i = indices[pos]
+      if not i then  -- in a range: a failure only for a done point
+        local k = start + pos - 1
+        if bit.band(byte(mask, floor(k / 8) - first + 1) or 0, bit.rshift(128, k % 8)) ~= 0 then i = k end
+      end
+      if i then rec = redis.call('HGET', errors, i) end
+    end
     out[pos] = rec or '0'
   end
 end

@@ -227,7 +227,10 @@ def test_a_store_written_before_format_3_still_exports(tmp_path: Path, rconn: re
     old = _grid(tmp_path, 600)
     oid = queue.submit(old).sweep_id
     _record_format2(rconn, old, oid, _entries(old, oid, range(300), _mixed, "w2"), "w2")
-    assert queue.records_range(oid, old.task.key, 0, 600) is None  # nothing stored by index
+    by_index = json.loads(f"[{queue.records_range(oid, old.task.key, 0, 600)}]")  # failures only
+    assert [i for i, r in enumerate(by_index) if r != 0] == [
+        i for i in range(300) if _mixed(i).status != "ok"
+    ]
     assert export(queue, old, oid, tmp_path / "format2.csv") == 300
     before = read_csv(tmp_path / "format2.csv")
     for row in before:
@@ -385,3 +388,29 @@ def test_an_export_survives_a_redis_error_while_reading_ahead(
     assert export(queue, sweep, sid, tmp_path / "rough.csv") == 40000
     assert calls["failed"] == 1
     assert (tmp_path / "rough.csv").read_bytes() == (tmp_path / "calm.csv").read_bytes()
+
+
+def test_an_export_costs_what_is_recorded_not_the_size_of_the_sweep(
+    tmp_path: Path, rconn: redis.Redis
+) -> None:
+    """A huge sweep with a few points recorded, one of them failed: no range without a done
+    point is looked into (no failure lookup per point)."""
+    sweep = _grid(tmp_path, 300_000)
+    queue = SweepQueue(rconn, "swarmrun")
+    sid = queue.submit(sweep).sweep_id
+    done = [3, 150_000, 299_999]
+    _record(
+        queue, sweep, sid, _entries(sweep, sid, done, lambda i: _mixed(5) if i == 3 else _square(i), "w"), "w"
+    )
+    rconn.config_resetstat()
+    assert export(queue, sweep, sid, tmp_path / "few.csv") == 3
+    calls = {k: v["calls"] for k, v in rconn.info("commandstats").items()}
+    # a few per block of 8,192 (the sweep's number, its failure), none per point
+    assert (
+        calls.get("cmdstat_hget", 0) <= 3 * calls["cmdstat_evalsha"] and calls.get("cmdstat_hgetall", 0) < 20
+    )
+    assert _cells(tmp_path / "few.csv", "index", "status", "value") == [
+        ("3", "error", ""),
+        ("150000", "ok", str(150_000**2)),
+        ("299999", "ok", str(299_999**2)),
+    ]

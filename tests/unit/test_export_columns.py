@@ -53,6 +53,12 @@ any_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
     max_leaves=6,
 )
+# What an axis may hold: a sweep's id is canonical JSON, which has no NaN or infinity.
+axis_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 def _names(prefix: str, n: int) -> list[str]:
@@ -65,7 +71,7 @@ def axes(draw: Any, prefix: str) -> Axis:
     kind = draw(st.sampled_from(["values", "linspace", "logspace", "range", "zip", "rows", "samples"]))
     size = draw(st.integers(1, 7))
     if kind == "values":
-        return ValuesAxis(prefix, tuple(draw(st.lists(any_values, min_size=1, max_size=7))))
+        return ValuesAxis(prefix, tuple(draw(st.lists(axis_values, min_size=1, max_size=7))))
     if kind == "linspace":
         return LinspaceAxis(prefix, draw(st.floats(-10, 10)), draw(st.floats(-10, 10)), size)
     if kind == "logspace":

@@ -21,7 +21,7 @@ from rq.utils import utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from swarmrun.backends import Placement, Replicas
-from swarmrun.definition.sweep import Sweep, point_key
+from swarmrun.definition.sweep import Sweep
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.outputs import sweep_dir_name
 from swarmrun.execution.outputstore import OutputCollector
@@ -320,11 +320,10 @@ def _strided(queue: SweepQueue, sweep: Sweep, sid: str, stride: int) -> Iterator
     origins = queue.origins(sweep.task.key)
     for start in range(0, len(indices), 4096):
         block = list(indices[start : start + 4096])
-        params = [sweep.point(i) for i in block]
-        raws = queue.record_values(sid, sweep.task.key, block, [point_key(p) for p in params])
-        for index, p, raw in zip(block, params, raws, strict=True):
+        raws = queue.record_values(sid, sweep.task.key, block, sweep.keys_of)
+        for index, raw in zip(block, raws, strict=True):
             if raw is not None:
-                yield Result.decode(index, p, raw, sid, origins)
+                yield Result.decode(index, sweep.point(index), raw, sid, origins)
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,15 @@ class Axis:
         """Write this axis's params for its `k`-th value into `out`."""
         raise NotImplementedError
 
+    def column_values(self, ks: Sequence[int]) -> list[list[Any]]:
+        """Each param's values (in `names` order) at the axis values `ks`: `fill` by column."""
+        filled = []
+        for k in ks:
+            out: dict[str, Any] = {}
+            self.fill(k, out)
+            filled.append(out)
+        return [[out[name] for out in filled] for name in self.names]
+
     def to_dict(self) -> dict[str, Any]:
         """The canonical, JSON-able form of this axis."""
         raise NotImplementedError
@@ -49,6 +59,9 @@ class ParamAxis(Axis):
     def fill(self, k: int, out: dict[str, Any]) -> None:
         out[self.name] = self.value(k)
 
+    def column_values(self, ks: Sequence[int]) -> list[list[Any]]:
+        return [list(map(self.value, ks))]
+
 
 @dataclass(frozen=True)
 class ValuesAxis(ParamAxis):
@@ -63,6 +76,9 @@ class ValuesAxis(ParamAxis):
 
     def value(self, k: int) -> Any:
         return self.values[k]
+
+    def column_values(self, ks: Sequence[int]) -> list[list[Any]]:
+        return [list(map(self.values.__getitem__, ks))]
 
     def to_dict(self) -> dict[str, Any]:
         return {"param": self.name, "values": list(self.values)}
@@ -136,6 +152,11 @@ class RangeAxis(ParamAxis):
     def value(self, k: int) -> int:
         return self.start + k * self.step
 
+    def column_values(self, ks: Sequence[int]) -> list[list[Any]]:
+        if isinstance(ks, range) and ks.step == 1:
+            return [list(range(self.value(ks.start), self.value(ks.stop), self.step))]
+        return [[self.start + k * self.step for k in ks]]
+
     def to_dict(self) -> dict[str, Any]:
         return {"param": self.name, "range": [self.start, self.stop, self.step]}
 
@@ -158,6 +179,9 @@ class ZipAxis(Axis):
         for m in self.members:
             out[m.name] = m.value(k)
 
+    def column_values(self, ks: Sequence[int]) -> list[list[Any]]:
+        return [column for m in self.members for column in m.column_values(ks)]
+
     def to_dict(self) -> dict[str, Any]:
         return {"zip": [m.to_dict() for m in self.members]}
 
@@ -179,6 +203,13 @@ class RowsAxis(Axis):
 
     def fill(self, k: int, out: dict[str, Any]) -> None:
         out.update(zip(self.columns, self.rows[k], strict=False))
+
+    def column_values(self, ks: Sequence[int]) -> list[list[Any]]:
+        width = len(self.columns)
+        if ks and all(len(row) == width for row in self.rows):
+            picked = list(map(self.rows.__getitem__, ks))
+            return [list(column) for column in zip(*picked, strict=True)]
+        return super().column_values(ks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": {"columns": list(self.columns), "values": [list(r) for r in self.rows]}}
@@ -263,6 +294,10 @@ class RepeatAxis(Axis):
         out["repeat"] = k
         if self.seed is not None:
             out["seed"] = repeat_seed(self.seed, k)
+
+    def column_values(self, ks: Sequence[int]) -> list[list[Any]]:
+        repeats = list(ks)
+        return [repeats] if self.seed is None else [repeats, [repeat_seed(self.seed, k) for k in repeats]]
 
     def to_dict(self) -> dict[str, Any]:
         return {"repeat": {"n": self.n} if self.seed is None else {"n": self.n, "seed": self.seed}}

@@ -84,9 +84,17 @@ def bits(mask: bytes, offset: int, start: int, stop: int) -> list[bool]:
 def done_indices(mask: bytes, start: int, stop: int) -> list[int]:
     """The indices in `[start, stop)` whose bit is set in `mask` (bitmap bytes from `start // 8`).
 
-    Whole bytes of set bits (a finished stretch) are taken eight at a time.
+    Whole bytes of set bits (a finished stretch) are taken eight at a time, and a mask of set
+    bits only as one range.
     """
     base = (start // 8) * 8
+    if (
+        start == base
+        and stop % 8 == 0
+        and len(mask) >= (stop - base) // 8
+        and mask.count(0xFF, 0, (stop - base) // 8) == (stop - base) // 8
+    ):
+        return list(range(start, stop))
     out: list[int] = []
     i = start
     while i < stop:

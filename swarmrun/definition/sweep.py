@@ -8,10 +8,11 @@ identified by its task and axes (not its name or options).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -219,6 +220,41 @@ class Sweep:
         for stride, size, fill in self._plan:
             fill(i // stride % size, out)
         return out
+
+    def columns(self, start: int, stop: int) -> list[list[Any]]:
+        """The params of points `[start, stop)` by column (in `param_names` order): `point(i)[name]`
+        for each `i`, computed once per axis value and repeated (list operations, no dict a point).
+
+        Point i's value on an axis is `(i // stride) % size`: in a range it changes every
+        `stride` points, so the range holds `runs` runs of equal values.
+        """
+        if not 0 <= start <= stop <= self._size:
+            raise IndexError(f"points [{start}, {stop}) are outside [0, {self._size})")
+        n = stop - start
+        if n == 0:
+            return [[] for _ in self._names]
+        out: list[list[Any]] = []
+        for (stride, size, _), axis in zip(self._plan, self.axes, strict=True):
+            first, last = start // stride, (stop - 1) // stride
+            runs, k0 = last - first + 1, first % size
+            if k0 + runs <= size:
+                values = axis.column_values(range(k0, k0 + runs))
+            else:  # the range wraps around the axis: its values, cycled
+                reps = (k0 + runs + size - 1) // size
+                values = [(column * reps)[k0 : k0 + runs] for column in axis.column_values(range(size))]
+            if stride == 1:
+                out += values
+                continue
+            lengths = [stride] * runs
+            lengths[0] = min(n, (first + 1) * stride - start)
+            if runs > 1:
+                lengths[-1] = stop - last * stride
+            out += [list(itertools.chain.from_iterable(map(itertools.repeat, v, lengths))) for v in values]
+        return out
+
+    def keys_of(self, indices: Iterable[int]) -> list[str]:
+        """The point keys (`point_key`) of points `indices`."""
+        return point_keys(self._names, [self.point(i) for i in indices])
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical and JSON-able; workers rebuild the sweep from this alone (CSV rows included)."""

@@ -52,8 +52,8 @@ def cached_with_files(collector: OutputCollector) -> dict[str, list[Wanted]]:
         indices = done_indices(queue.done_mask(sid, start, stop), start, stop)
         if not indices:
             continue
-        keys = [point_key(sweep.point(i)) for i in indices]
-        for index, raw in zip(indices, queue.record_values(sid, sweep.task.key, indices, keys), strict=True):
+        raws = queue.record_values(sid, sweep.task.key, indices, sweep.keys_of)
+        for index, raw in zip(indices, raws, strict=True):
             origin = _origin(raw, origins)
             if origin is None or origin == sid:
                 continue

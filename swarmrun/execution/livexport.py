@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from swarmrun.definition.sweep import Sweep
 from swarmrun.execution.queue import SweepQueue
@@ -50,7 +50,6 @@ class LiveExport:
         self.redo = self.fmt not in LIVE_FORMATS  # True: `export` writes the whole file at the end
         self.error: BaseException | None = None
         self._file: IO[str] | None = None
-        self._writer: Any = None
         self._rows: Rows | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="swarmrun-live-export", daemon=True)
@@ -77,7 +76,7 @@ class LiveExport:
         while self.next < stop and not self.redo:
             end = min(stop, self.next + READ_BLOCK)
             block = read_block(self.queue, self.sweep, self.sweep_id, self.next, end)
-            if block[0]:
+            if block.indices:
                 self._write(block)
             self.next = end
 
@@ -89,19 +88,18 @@ class LiveExport:
         else:
             if self._rows is None:
                 self._rows = Rows(self.sweep, self.sweep_id, origins, None)
-                self._rows.learn(block[2])
+                self._rows.learn(block)
                 self._rows.fixed = True
-                self._writer = csv.writer(self._file)
-                self._writer.writerow(self._rows.header())
+                csv.writer(self._file).writerow(self._rows.header())
             else:
                 self._rows.origins = worker_origins(origins, self.sweep_id)
                 try:
-                    self._rows.learn(block[2])
+                    self._rows.learn(block)
                 except NewColumns:
                     self.redo = True
                     return
-            self._writer.writerows(self._rows.rows(block))
-        self.written += len(block[0])
+            self._file.write(self._rows.csv_text(block))
+        self.written += len(block)
 
     def finish(self) -> int:
         """Stop the thread, write the rows not written yet; the number of rows in the file."""

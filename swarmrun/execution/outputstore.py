@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from swarmrun.definition.sweep import Sweep, point_key
+from swarmrun.definition.sweep import Sweep
 from swarmrun.execution.outputs import OutputFile, OutputTooLarge
 from swarmrun.execution.queue import SweepQueue
 from swarmrun.execution.results import optional_fields
@@ -255,8 +255,9 @@ class OutputCollector:
             for start in range(0, len(entries), 256):
                 batch = entries[start : start + 256]
                 indices = [i for i, _ in batch]
-                keys = [point_key(self.sweep.point(i)) for i in indices]
-                raws = self.queue.record_values(self.sweep_id, self.sweep.task.key, indices, keys)
+                raws = self.queue.record_values(
+                    self.sweep_id, self.sweep.task.key, indices, self.sweep.keys_of
+                )
                 for (index, token), raw in zip(batch, raws, strict=True):
                     staged = staging_dir(root, index, token)
                     if raw is None:
@@ -288,8 +289,7 @@ class OutputCollector:
         for start in range(0, len(uploads), 256):
             batch = uploads[start : start + 256]
             indices = [i for i, _ in batch]
-            keys = [point_key(self.sweep.point(i)) for i in indices]
-            raws = self.queue.record_values(self.sweep_id, self.sweep.task.key, indices, keys)
+            raws = self.queue.record_values(self.sweep_id, self.sweep.task.key, indices, self.sweep.keys_of)
             ready: list[tuple[int, str, list[OutputFile]]] = []
             for (index, token), raw in zip(batch, raws, strict=True):
                 if raw is None:

@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from swarmrun.definition.sweep import Sweep, point_key
+from swarmrun.definition.sweep import Sweep
 from swarmrun.errors import ExitCode, SwarmrunError
 from swarmrun.execution.outputs import OutputFile
 from swarmrun.execution.outputstore import record_files
@@ -70,7 +70,7 @@ def point_info(queue: SweepQueue, sweep: Sweep, sweep_id: str, index: int) -> Po
     if not 0 <= index < sweep.size:
         raise PointNotFound(f"point {index} is outside the sweep's [0, {sweep.size})")
     params = sweep.point(index)
-    raw = queue.record_values(sweep_id, sweep.task.key, [index], [point_key(params)])[0]
+    raw = queue.record_values(sweep_id, sweep.task.key, [index], sweep.keys_of)[0]
     origins = queue.origins(sweep.task.key) if isinstance(raw, list) else {}
     result = Result.decode(index, params, raw, sweep_id, origins) if raw is not None else None
     token, files = record_files(raw)

@@ -7,13 +7,23 @@ Keys (prefix `swarmrun:`):
 - `sweep:{id}:errors`      hash: index -> failed/timed-out record of this sweep
 - `sweep:{id}:counts`      hash: ok, error, timeout, cached, executions, duplicates, seconds, processed
 - `sweep:{id}:inflight`    hash: index -> executions started in a re-run (crashed) chunk
-- `results:{task}:{kkkk}`  hash per bucket (`kkkk`: the first 4 hex chars of a point key): the rest
-                           of the point key -> ok record (a compact JSON array, see
-                           `swarmrun.results`), shared by every sweep of the same task, so a changed
-                           sweep only runs its new points. 65,536 buckets of small hashes, which
-                           Redis keeps as listpacks (a few bytes per entry instead of ~100)
+- `results:{task}:i{s}:{b}` hash per block of 128 indices of sweep number `s` (format 3): the point
+                           index's last 7 bits (`index % 128`, `b = index // 128`) -> the sweep's
+                           ok record (a compact JSON array, see `swarmrun.execution.results`), or,
+                           for a point cached from another sweep, a copy of the key index entry.
+                           128 entries keep each a listpack on a Redis with default settings.
+                           Kept by `purge` (other sweeps' pointers may name them)
+- `results:{task}:{kkkk}`  hash per bucket (`kkkk`: the first 4 hex chars of a point key), the key
+                           index shared by every sweep of the task, so a changed sweep only runs
+                           its new points: the rest of the point key -> a pointer `<s><index as 9
+                           digits>` (the integer `s * 10**9 + index`, format 3) to the record of
+                           the first sweep that stored this point, or the ok record itself
+                           (format 2, before format 3: still read). 65,536 buckets of small
+                           hashes, which Redis keeps as listpacks (a few bytes per entry)
 - `results:{task}:origins` hash: `SWEEP WORKER` -> small id and `#id` -> `SWEEP WORKER`: who wrote
-                           an ok record (interned, so a record carries a number, not two names)
+                           an ok record (interned, so a record carries a number, not two names);
+                           `SWEEP` -> its number `s` for index buckets (the same counter, `#next`);
+                           `sole` -> the task's only sweep with results, while there is one
 - `results:{task}`         hash: point key -> ok record as a JSON object (records written before
                            the bucketed store, format 1): still read, never written
 
@@ -28,7 +38,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,7 +60,14 @@ from swarmrun.definition.chunk import ChunkRef, bits, first_clear, job_prefix
 from swarmrun.definition.sweep import Sweep, canonical_json
 from swarmrun.definition.sweepfile import sweep_from_dict
 from swarmrun.errors import RedisAuthFailed, RedisTLSFailed, RedisUnavailable, SweepNotFound
-from swarmrun.execution.scripts import CACHED_LUA, CLEAR_FAILED_LUA, CLEAR_POINTS_LUA, EXPORT_LUA, RECORD_LUA
+from swarmrun.execution.scripts import (
+    CACHED_LUA,
+    CLEAR_FAILED_LUA,
+    CLEAR_POINTS_LUA,
+    EXPORT_LUA,
+    INDEX_EXPORT_LUA,
+    RECORD_LUA,
+)
 from swarmrun.redis_server import process_alive
 from swarmrun.settings import redact
 
@@ -61,6 +78,11 @@ CHUNK_RETRIES = 10
 RESULT_TTL = 600
 FAILURE_TTL = 7 * 24 * 3600
 BITMAP_READ = 8192
+INDEX_BUCKET = 128  # indices per format-3 index bucket (Redis's default hash-max-listpack-entries)
+
+# The point keys of points, by index (e.g. `Sweep.keys_of`): computed only when a record must be
+# looked up by key (one written before format 3).
+PointKeys = Sequence[str] | Callable[[Sequence[int]], Sequence[str]]
 
 
 def connect(url: str, *, resilient: bool = False) -> redis.Redis:
@@ -150,6 +172,11 @@ class Keys:
     def origins(task_key: str) -> str:
         return f"{PREFIX}results:{task_key}:origins"
 
+    @staticmethod
+    def index_bucket(task_key: str, number: int, index: int) -> str:
+        """The format-3 bucket of sweep number `number` holding point `index` (field `index % 128`)."""
+        return f"{PREFIX}results:{task_key}:i{number}:{index // INDEX_BUCKET}"
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -235,6 +262,7 @@ class SweepQueue:
         self._clear_failed = connection.register_script(CLEAR_FAILED_LUA)
         self._clear_points = connection.register_script(CLEAR_POINTS_LUA)
         self._export = connection.register_script(EXPORT_LUA)
+        self._index_export = connection.register_script(INDEX_EXPORT_LUA)
 
     # --- sweeps -----------------------------------------------------------------------------
     def submit(self, sweep: Sweep, *, origin: Path | None = None) -> Submission:
@@ -382,13 +410,17 @@ class SweepQueue:
         """Bitmap bytes covering `[start, stop)` (from byte `start // 8`)."""
         return _bytes(self.connection.getrange(Keys(sweep_id).done, start // 8, (stop - 1) // 8))
 
-    def cached(self, task_key: str, point_keys: Sequence[str]) -> list[bool]:
-        """For each point key: does the task's result store hold a result for it already?"""
+    def cached(self, task_key: str, point_keys: Sequence[str], *, sweep_id: str | None = None) -> list[bool]:
+        """For each point key: does the task's result store hold a result for it already?
+
+        With `sweep_id`, for points of that sweep without a result: when no other sweep of the
+        task has results (the task's `sole` sweep is this one), none is looked up.
+        """
         if not point_keys:
             return []
         hits = self._cached(
             keys=[Keys.store(task_key), Keys.origins(task_key)],
-            args=["\n".join(point_keys), Keys.buckets(task_key)],
+            args=["\n".join(point_keys), Keys.buckets(task_key), *([sweep_id] if sweep_id else [])],
         )
         known = [False] * len(point_keys)
         for position in hits:
@@ -413,13 +445,22 @@ class SweepQueue:
         keys = Keys(sweep_id)
         blob = "".join([f"{index}\t{pkey}\t{status}\t{record}\n" for index, pkey, status, record in entries])
         fresh, state = self._record(
-            keys=[keys.done, keys.counts, Keys.origins(task_key), keys.errors, keys.meta, keys.inflight],
+            keys=[
+                keys.done,
+                keys.counts,
+                Keys.origins(task_key),
+                keys.errors,
+                keys.meta,
+                keys.inflight,
+                Keys.store(task_key),
+            ],
             args=[
                 repr(seconds),
                 "1" if isolated else "0",
                 blob,
                 Keys.buckets(task_key),
                 f"{sweep_id} {worker or '?'}",
+                sweep_id,
             ],
         )
         return int(fresh), state.decode() if isinstance(state, bytes) else str(state)
@@ -588,15 +629,89 @@ class SweepQueue:
         return removed
 
     def purge(self, sweep_id: str) -> None:
-        """Cancel a sweep and delete its records (shared results of its task stay)."""
+        """Cancel a sweep and delete its records (shared results of its task stay).
+
+        Its meta, done bitmap, failures and counters go; the task's stores stay: the key index,
+        and this sweep's index buckets, which other sweeps' cached points may point at. Submitted
+        again, the sweep finds its results cached (and its index buckets as they were)."""
         self.cancel(sweep_id)
         keys = Keys(sweep_id)
+        task_key = self.connection.hget(keys.meta, "task")
+        if task_key is not None:  # its results stay, and must be found again: no sole sweep now
+            self.connection.hdel(Keys.origins(_text(task_key)), "sole")
         self.connection.delete(keys.meta, keys.done, keys.errors, keys.counts, keys.inflight)
         self.connection.zrem(SWEEPS, sweep_id)
 
-    def records(self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: Sequence[str]) -> str:
-        """The stored records of points, joined by commas (`0` where none): this sweep's failure,
-        else the task's ok result. `"[" + answer + "]"` is one JSON array."""
+    def sweep_number(self, task_key: str, sweep_id: str) -> int | None:
+        """The number a sweep's index buckets carry (format 3), None before it stored any."""
+        number = self.connection.hget(Keys.origins(task_key), sweep_id)
+        return int(number) if number is not None else None
+
+    def records_range(self, sweep_id: str, task_key: str, start: int, stop: int) -> str:
+        """The records of points `[start, stop)` by index (format 3), joined by commas (`0` where
+        none): this sweep's ok record, else its failure. `"[" + answer + "]"` is one JSON array.
+        Empty when no point of the range is done. Records from before format 3 are not there:
+        `records_by_key` finds them."""
+        if stop <= start:
+            return ""
+        keys = Keys(sweep_id)
+        answer = self._index_export(
+            keys=[keys.errors, Keys.origins(task_key), keys.done],
+            args=[Keys.buckets(task_key), sweep_id, "range", start, stop],
+        )
+        return _text(answer)
+
+    def read_ranges(
+        self, sweep_id: str, task_key: str, ranges: Sequence[tuple[int, int]]
+    ) -> Iterator[tuple[bytes, str]]:
+        """For each range `[start, stop)` in order: its `done_mask` and its `records_range`.
+
+        Pipelined on a connection of its own: the next range is asked for before this one is
+        handed over, so Redis reads it while the caller writes this one (no thread: a reader
+        thread waits for the GIL while the writer runs). After a Redis error the rest is read one
+        call at a time, through the client (and its retries).
+        """
+        keys, pool = Keys(sweep_id), self.connection.connection_pool
+        conn: Any  # redis-py's Connection, partly untyped
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py 5 wants a command name
+            conn = pool.get_connection("EVALSHA")
+        handed, sent = 0, 0  # ranges handed over, ranges asked for
+        try:
+            sha = _text(self.connection.script_load(INDEX_EXPORT_LUA))
+            fixed = (sha, 3, keys.errors, Keys.origins(task_key), keys.done, Keys.buckets(task_key), sweep_id)
+            for _ in ranges:
+                while sent < len(ranges) and sent <= handed + 1:
+                    start, stop = ranges[sent]
+                    read = [
+                        ("GETRANGE", keys.done, start // 8, (stop - 1) // 8),
+                        ("EVALSHA", *fixed, "range", start, stop),
+                    ]
+                    conn.send_packed_command(conn.pack_commands(read))
+                    sent += 1
+                mask, text = conn.read_response(), conn.read_response()
+                handed += 1
+                yield _bytes(mask), _text(text)
+        except redis.RedisError:
+            conn.disconnect()
+            sent = handed
+            for start, stop in ranges[handed:]:
+                yield (
+                    self.done_mask(sweep_id, start, stop),
+                    self.records_range(sweep_id, task_key, start, stop),
+                )
+        finally:
+            if sent > handed:  # abandoned with replies unread: the connection is unusable
+                conn.disconnect()
+            pool.release(conn)
+
+    def records_by_key(
+        self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: Sequence[str]
+    ) -> str:
+        """The stored records of points found by their point keys, joined by commas (`0` where
+        none): this sweep's failure, else the task's ok result (what records written before
+        format 3 need; a format-3 pointer is followed). `"[" + answer + "]"` is one JSON array."""
         if not indices:
             return ""
         answer = self._export(
@@ -606,10 +721,26 @@ class SweepQueue:
         return _text(answer)
 
     def record_values(
-        self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: Sequence[str]
+        self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: PointKeys
     ) -> list[Any]:
-        """The decoded records of points (as `records`), None where a point has none."""
-        values = json.loads(f"[{self.records(sweep_id, task_key, indices, point_keys)}]")
+        """The decoded records of points, None where a point has none: by index first (format 3),
+        by point key for the others (`point_keys` of all `indices`, or a function giving those of
+        the indices it is passed, called only for points not found by index)."""
+        if not indices:
+            return []
+        sweep_keys = Keys(sweep_id)
+        answer = self._index_export(
+            keys=[sweep_keys.errors, Keys.origins(task_key), sweep_keys.done],
+            args=[Keys.buckets(task_key), sweep_id, "points", "\n".join(map(str, indices))],
+        )
+        values: list[Any] = json.loads(f"[{_text(answer)}]")
+        missing = [k for k, v in enumerate(values) if v == 0]
+        if missing:
+            wanted = [indices[k] for k in missing]
+            keys = point_keys(wanted) if callable(point_keys) else [point_keys[k] for k in missing]
+            found = json.loads(f"[{self.records_by_key(sweep_id, task_key, wanted, keys)}]")
+            for k, v in zip(missing, found, strict=True):
+                values[k] = v
         return [None if v == 0 else v for v in values]
 
     def origins(self, task_key: str) -> dict[int, tuple[str, str]]:
@@ -617,7 +748,7 @@ class SweepQueue:
         out: dict[int, tuple[str, str]] = {}
         for field, value in self.connection.hgetall(Keys.origins(task_key)).items():
             name = _text(field)
-            if name.startswith("#") and name != "#next":
+            if name.startswith("#") and name[1:].isdigit():
                 sweep_id, _, worker = _text(value).partition(" ")
                 out[int(name[1:])] = (sweep_id, worker)
         return out

@@ -1,9 +1,25 @@
 """Result records (their compact JSON form in Redis) and their export to CSV, JSON Lines, Parquet.
 
-Record format 2 (written since 2026-12), JSON-safe, never pickled:
+Record format 3 (written since 2026-12-03), JSON-safe, never pickled; the records are format 2's,
+stored by sweep and index so that an export reads a range of points without a key per point:
 
-- An **ok record**, in the task's result store (`swarmrun:results:{task}:{bucket}`, shared by
-  every sweep of the task), is a JSON array `[origin, value, duration, attempt, time]`,
+- A sweep's **ok records** are in its index buckets, `swarmrun:results:{task}:i{s}:{index // 128}`,
+  field `index % 128` (`s`: the sweep's number, interned per task in the `origins` hash below).
+  The task's **key index** (`swarmrun:results:{task}:{key[:4]}`, field `key[4:]`, shared by every
+  sweep of the task, so a changed sweep reuses every point it shares with another) holds a
+  **pointer** to the record of the first sweep that stored the point: the integer
+  `s * 10**9 + index` (`pointer`; Redis keeps it as an integer, 6 bytes). A point cached from
+  another sweep gets a copy of the key index entry (a pointer, or an older record) in this
+  sweep's index bucket, so every done point of a sweep has an entry there. A sweep that ran a
+  point itself keeps its own record, even when another sweep stored the same point first (in
+  format 2 it showed the other's). Readers go by index and follow a pointer (one level); points
+  whose entry is missing (recorded before format 3) are found by key, as before. A purged
+  sweep's index buckets stay: pointers may name them.
+- Format 2 (2026-12-01 to 12-03) stored the ok record itself in the key index: still read.
+
+Records, in format 2 and 3:
+
+- An **ok record** is a JSON array `[origin, value, duration, attempt, time]`,
   optionally followed by ONE object of optional fields: `[origin, value, duration, attempt,
   time, {"x": 0}]`. `origin` is a small integer naming the sweep and worker that wrote it
   (interned per task in `swarmrun:results:{task}:origins`); `time` is the finish time (Unix s).
@@ -11,7 +27,8 @@ Record format 2 (written since 2026-12), JSON-safe, never pickled:
   `f` its output files `[[name, bytes, sha256], ...]` (points with a log or files, see
   `swarmrun.execution.pointrun`). New optional fields go into
   that object (short keys; readers ignore keys they do not know), so the array never changes
-  shape. No-op results take about 50 bytes of Redis memory each.
+  shape. A no-op result takes about 71 bytes of Redis memory at 10^6 (its record by index, the
+  pointer and the rest of its key in the key index, the hashes' own overhead, the done bit).
 - A **failure record** (error / timeout), in the sweep's own `errors` hash, is a JSON object with
   short keys: `s` status, `e` error text, `tb` traceback tail, `d` duration (s), `w` worker,
   `a` attempt, `sw` the sweep that executed it, `t` finish time, `x` exit code, `o`/`r`
@@ -25,19 +42,32 @@ Parameters are not stored: any process recomputes them from the sweep spec.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
-import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from swarmrun.definition.chunk import done_indices
-from swarmrun.definition.sweep import Sweep, point_keys
+from swarmrun.definition.sweep import MAX_POINTS, Sweep
 from swarmrun.errors import SwarmrunError
+from swarmrun.execution.cells import (
+    CSV_OF_JSON,
+    JSON_OF_JSON,
+    PLAIN_JSON,
+    SCALARS,
+    STRICT_JSON,
+    cell,
+    csv_column,
+    csv_quote,
+    json_column,
+    json_text,
+    lines,
+    mapped,
+)
 from swarmrun.execution.queue import SweepQueue
 from swarmrun.execution.task import Outcome, json_default
 
@@ -45,9 +75,6 @@ READ_BLOCK = 8192
 FORMATS = ("csv", "jsonl", "parquet")
 # Built once: `json.dumps` with options builds a new encoder per call, a cost paid on every point.
 _RECORD_JSON = json.JSONEncoder(separators=(",", ":"), default=json_default)
-_PLAIN_JSON = json.JSONEncoder(separators=(",", ":"))
-# JSON Lines must be JSON: no NaN / Infinity (they become null, as pandas and jq expect).
-_STRICT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str)
 _FAILURE_FIELDS = (("tb", "traceback"), ("o", "stdout"), ("r", "stderr"))
 
 
@@ -89,12 +116,28 @@ def encode_record(outcome: Outcome, *, attempt: int, worker: str, sweep_id: str)
     except (TypeError, ValueError) as e:
         record.pop("v", None)
         record.update(s="error", e=str(e))
-        return "error", _PLAIN_JSON.encode(record)
+        return "error", PLAIN_JSON.encode(record)
 
 
 def complete_record(partial: str, origin: int) -> str:
     """The stored form of an ok record from `encode_record` (what the record script does)."""
     return f"[{int(origin)},{partial}"
+
+
+def pointer(number: int, index: int) -> str:
+    """The key index entry naming point `index` of sweep number `number` (format 3; what the
+    record script writes): the integer `number * 10**9 + index`, as text."""
+    if number < 1 or not 0 <= index < MAX_POINTS:
+        raise ValueError(f"no pointer to point {index} of sweep number {number}")
+    return f"{number}{index:09d}"
+
+
+def parse_pointer(entry: bytes | str) -> tuple[int, int] | None:
+    """(sweep number, index) of a key index entry that is a pointer; None for a record."""
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    if len(text) < 10 or not text.isdigit():
+        return None
+    return int(text[:-9]), int(text[-9:])
 
 
 Origins = Mapping[int, tuple[str, str]]
@@ -192,57 +235,132 @@ def _files(fields: Mapping[str, Any]) -> tuple[tuple[str, int, str], ...]:
     return tuple((str(f[0]), int(f[1]), str(f[2])) for f in fields.get("f") or ())
 
 
-# One decoded block: indices, their params, their records (list = format 2 ok, dict = failure or
-# format 1). Export works on these directly: building a `Result` per row cost more than the rest.
-Block = tuple[list[int], list[dict[str, Any]], list[Any]]
+def simple_fields(text: str, n: int) -> list[list[str]] | None:
+    """The fields `origin, value, duration, attempt` of `n` ok records joined by commas, as JSON
+    texts column by column (origins with the record's opening `[`), when every record is a flat
+    `[origin, value, duration, attempt, time]` of scalars (no string, list or object: nothing to
+    parse but numbers); else None.
+
+    Brackets only at the ends and in `],[` between records mean `n` flat arrays; `5n - 1` commas
+    then mean five fields each (an ok record has at least five).
+    """
+    if (
+        n == 0
+        or text.count("[") != n
+        or text.count("],[") != n - 1
+        or text.count(",") != 5 * n - 1
+        or text[0] != "["
+        or text[-1] != "]"
+        or any(c in text for c in '"{ ')
+    ):
+        return None
+    fields = text.split(",")
+    return [fields[k::5] for k in range(4)]
+
+
+@dataclass
+class Block:
+    """The recorded points of one range of a sweep, in index order: their indices, their params
+    (a column per param, `names` order) and their records, decoded (list = ok array, dict =
+    failure or format 1) or, for a range of simple ok records only, as stored (`text`)."""
+
+    names: tuple[str, ...]
+    indices: list[int]
+    params: list[list[Any]]
+    text: str | None = None
+    _records: list[Any] | None = field(default=None, repr=False)
+    _fields: list[list[str]] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def records(self) -> list[Any]:
+        if self._records is None:
+            self._records = json.loads(f"[{self.text}]") if self.text else []
+        return self._records
+
+    @property
+    def fields(self) -> list[list[str]] | None:
+        """`simple_fields` of a block read as text (None for decoded blocks)."""
+        if self._fields is None and self.text is not None:
+            self._fields = simple_fields(self.text, len(self.indices))
+        return self._fields
+
+    def points(self) -> list[dict[str, Any]]:
+        """The params of each point, as `Sweep.point` gives them."""
+        if not self.names:
+            return [{} for _ in self.indices]
+        return [dict(zip(self.names, row, strict=True)) for row in zip(*self.params, strict=True)]
+
+    def param_rows(self, convert: Any = None) -> Iterable[tuple[Any, ...]]:
+        """Each point's param values in a tuple (each through `convert` when given)."""
+        if not self.names:
+            return itertools.repeat((), len(self.indices))
+        columns = self.params if convert is None else [list(map(convert, c)) for c in self.params]
+        return zip(*columns, strict=True)
 
 
 def _blocks(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> Iterator[Block]:
     """Every recorded point of a sweep in index order, a block at a time (one Redis call each).
 
-    The next block is read by a helper thread while the caller writes this one: the wait for
-    Redis (which runs on another core) overlaps the writing.
+    Redis reads the next block while the caller writes this one (`SweepQueue.read_ranges`).
     """
-    starts = iter(range(0, sweep.size, READ_BLOCK))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swarmrun-export") as pool:
-        ahead = [
-            pool.submit(_read_block, queue, sweep, sweep_id, start) for start in itertools.islice(starts, 2)
-        ]
-        while ahead:
-            block = ahead.pop(0).result()
-            start = next(starts, None)
-            if start is not None:
-                ahead.append(pool.submit(_read_block, queue, sweep, sweep_id, start))
-            if block[0]:
-                yield block
-
-
-def _read_block(queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int) -> Block:
-    return read_block(queue, sweep, sweep_id, start, min(sweep.size, start + READ_BLOCK))
+    ranges = [(start, min(sweep.size, start + READ_BLOCK)) for start in range(0, sweep.size, READ_BLOCK)]
+    stored = queue.read_ranges(sweep_id, sweep.task.key, ranges)
+    for (start, stop), (mask, text) in zip(ranges, stored, strict=True):
+        block = _block(queue, sweep, sweep_id, start, stop, mask, text)
+        if block.indices:
+            yield block
 
 
 def read_block(queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int, stop: int) -> Block:
-    """The recorded points of `[start, stop)`, decoded (one Redis call for the records)."""
-    indices = done_indices(queue.done_mask(sweep_id, start, stop), start, stop)
+    """The recorded points of `[start, stop)`: their records by index (format 3, one Redis call),
+    and by point key only for done points without one there (records from before format 3)."""
+    mask = queue.done_mask(sweep_id, start, stop)
+    text = queue.records_range(sweep_id, sweep.task.key, start, stop)
+    return _block(queue, sweep, sweep_id, start, stop, mask, text)
+
+
+def _block(
+    queue: SweepQueue, sweep: Sweep, sweep_id: str, start: int, stop: int, mask: bytes, text: str
+) -> Block:
+    """`read_block` from the bitmap bytes and the records by index of `[start, stop)`."""
+    indices = done_indices(mask, start, stop)
+    names = sweep.param_names
     if not indices:
-        return [], [], []
-    point = sweep.point
-    params = [point(i) for i in indices]
-    joined = queue.records(sweep_id, sweep.task.key, indices, point_keys(sweep.param_names, params))
-    records = json.loads(f"[{joined}]")
-    if 0 in records:  # a done bit without a record (e.g. a purged task store): left out
-        kept = [k for k, r in enumerate(records) if r != 0]
-        indices = [indices[k] for k in kept]
-        params = [params[k] for k in kept]
-        records = [records[k] for k in kept]
-    return indices, params, records
+        return Block(names, [], [[] for _ in names])
+    task_key = sweep.task.key
+    full = len(indices) == stop - start
+    if full:
+        fields = simple_fields(text, len(indices))
+        if fields is not None:  # the common case: nothing to decode yet
+            return Block(names, indices, sweep.columns(start, stop), text=text, _fields=fields)
+    stored = json.loads(f"[{text}]") if text else []
+    if len(stored) != stop - start:  # the range had no done point when Redis read it
+        stored = [0] * (stop - start)
+    records: list[Any] = stored if full else [stored[i - start] for i in indices]
+    missing = [k for k, r in enumerate(records) if r == 0]
+    if missing:
+        wanted = [indices[k] for k in missing]
+        found = json.loads(f"[{queue.records_by_key(sweep_id, task_key, wanted, sweep.keys_of(wanted))}]")
+        for k, r in zip(missing, found, strict=True):
+            records[k] = r
+    kept = [k for k, r in enumerate(records) if r != 0]  # a done bit without a record: left out
+    columns = sweep.columns(start, stop)
+    positions = [indices[k] - start for k in kept]
+    if len(positions) != stop - start:
+        columns = [[column[p] for p in positions] for column in columns]
+    if len(kept) != len(records):
+        indices, records = [indices[k] for k in kept], [records[k] for k in kept]
+    return Block(names, indices, columns, _records=records)
 
 
 def iter_results(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> Iterator[Result]:
     """Every recorded result of a sweep, in index order; points without a result are left out."""
     origins = queue.origins(sweep.task.key)
-    for indices, params, records in _blocks(queue, sweep, sweep_id):
-        for index, p, r in zip(indices, params, records, strict=True):
+    for block in _blocks(queue, sweep, sweep_id):
+        for index, p, r in zip(block.indices, block.points(), block.records, strict=True):
             yield Result.decode(index, p, r, sweep_id, origins)
 
 
@@ -253,9 +371,32 @@ class NewColumns(Exception):
     """A dict value with keys not seen in the first block: export again with every column."""
 
 
+def worker_origins(origins: Origins, sweep_id: str) -> dict[int, tuple[str, bool]]:
+    """Origin id -> (worker, cached) as the exports show them."""
+    return {o: (w, s != sweep_id) for o, (s, w) in origins.items()}
+
+
+def _by_origin(
+    origin_texts: list[str], origins: Mapping[int, tuple[str, bool]], worker: Any, cached: Any
+) -> tuple[list[Any], list[Any]]:
+    """The worker and cached cells of records by their origin fields (`simple_fields` texts),
+    through `worker` and `cached` (how the format writes a worker name or None, and a bool)."""
+    n = len(origin_texts)
+    one = origin_texts.count(origin_texts[0]) == n  # one worker wrote the block
+    known = {
+        o: origins.get(int(o[1:]) if o[1:].isdigit() else -1, (None, False))
+        for o in (origin_texts[:1] if one else set(origin_texts))
+    }
+    workers = {o: worker(w) for o, (w, _) in known.items()}
+    cached_of = {o: cached(c) for o, (_, c) in known.items()}
+    if one:
+        return [workers[origin_texts[0]]] * n, [cached_of[origin_texts[0]]] * n
+    return list(map(workers.__getitem__, origin_texts)), list(map(cached_of.__getitem__, origin_texts))
+
+
 class Rows:
-    """Turns decoded records into rows: header order `index, params..., status, value columns...,
-    error, duration, worker, attempt, cached`."""
+    """Turns blocks into rows or columns: header order `index, params..., status, value
+    columns..., error, duration, worker, attempt, cached` (and `files` with `outputs:`)."""
 
     META = ("index", "status", "error", "duration", "worker", "attempt", "cached")
 
@@ -275,6 +416,10 @@ class Rows:
         columns += [(key if key not in taken else f"value.{key}", key) for key in self.keys]
         return columns
 
+    def whole(self) -> bool:
+        """One value column, holding the whole value."""
+        return not self.keys
+
     def header(self) -> list[str]:
         return [
             "index",
@@ -289,28 +434,32 @@ class Rows:
             *(["files"] if self.files else []),
         ]
 
-    def learn(self, records: list[Any]) -> None:
+    def learn(self, block: Block) -> None:
         """Note the value columns of a block; `NewColumns` if they changed once columns are fixed."""
         before = (len(self.keys), self.scalar)
-        for r in records:
-            value = r[1] if isinstance(r, list) else r.get("v")
-            if isinstance(value, dict):
-                self.keys.update(dict.fromkeys(value))
-            elif value is not None:
-                self.scalar = True
+        fields = block.fields
+        if fields is not None:  # scalars only
+            self.scalar = self.scalar or bool(set(fields[1]) - {"null"})
+        else:
+            for r in block.records:
+                value = r[1] if isinstance(r, list) else r.get("v")
+                if isinstance(value, dict):
+                    self.keys.update(dict.fromkeys(value))
+                elif value is not None:
+                    self.scalar = True
         if self.fixed and (len(self.keys), self.scalar) != before:
             raise NewColumns
 
     def rows(self, block: Block) -> list[list[Any]]:
         """One list per row, cells as CSV and Parquet take them (dicts and lists as JSON text)."""
-        indices, params, records = block
-        names, origins = self.names, self.origins
+        origins = self.origins
         columns = self.value_columns()
         whole = len(columns) == 1 and columns[0][1] is None
         out = []
         # Params are plain scalars but for explicit lists of lists or dicts: cells only then.
-        plain = all(type(v) in _SCALARS for p in params for v in p.values())
-        for index, p, r in zip(indices, params, records, strict=True):
+        plain = all(set(map(type, c)) <= SCALARS for c in block.params)
+        params = block.param_rows(None if plain else cell)
+        for index, p, r in zip(block.indices, params, block.records, strict=True):
             if isinstance(r, list):
                 status, value, error, duration, attempt = "ok", r[1], None, r[2], r[3]
                 worker, cached = origins.get(r[0], (None, False))
@@ -318,66 +467,80 @@ class Rows:
                 status, value, error = r.get("s", "error"), r.get("v"), r.get("e")
                 duration, attempt, worker = r.get("d"), r.get("a"), r.get("w")
                 cached = status == "ok" and r.get("sw") not in (None, self.sweep_id)
-            row = [index, *[p[n] if plain else _cell(p[n]) for n in names], status]
+            row = [index, *p, status]
             if whole:
-                row.append(value if type(value) in _SCALARS else _cell(value))
+                row.append(value if type(value) in SCALARS else cell(value))
             else:
                 for _, key in columns:
                     if key is None:
-                        row.append(None if isinstance(value, dict) else _cell(value))
+                        row.append(None if isinstance(value, dict) else cell(value))
                     else:
-                        row.append(_cell(value.get(key)) if isinstance(value, dict) else None)
+                        row.append(cell(value.get(key)) if isinstance(value, dict) else None)
             row += [error, duration, worker, attempt, cached]
             if self.files:
                 row.append(" ".join(f[0] for f in optional_fields(r).get("f") or ()))
             out.append(row)
         return out
 
+    def csv_text(self, block: Block) -> str:
+        """A block's CSV rows, exactly as `csv.writer` writes `rows(block)`."""
+        fields = block.fields
+        if fields is None or not self.whole():
+            buffer = io.StringIO(newline="")
+            csv.writer(buffer).writerows(self.rows(block))
+            return buffer.getvalue()
+        origin, value, duration, attempt = fields
+        workers, cached = _by_origin(
+            origin, self.origins, lambda w: "" if w is None else csv_quote(w), lambda c: str(c)
+        )
+        pieces: list[str | list[str]] = [list(map(str, block.indices))]
+        for column in block.params:
+            pieces += [",", csv_column(column)]
+        pieces += [",ok,", mapped(value, CSV_OF_JSON), ",,", mapped(duration, CSV_OF_JSON), ","]
+        pieces += [workers, ",", mapped(attempt, CSV_OF_JSON), ",", cached, ",\r\n" if self.files else "\r\n"]
+        return lines(pieces, len(block))
 
-_SCALARS = frozenset({int, float, str, bool, type(None)})
+    def columns(self, block: Block) -> list[list[Any]]:
+        """A block's cells as columns (header order), as `rows(block)` has them."""
+        fields = block.fields
+        if fields is None or not self.whole():
+            return [list(column) for column in zip(*self.rows(block), strict=True)] or [
+                [] for _ in self.header()
+            ]
+        origin, value, duration, attempt = fields
+        n = len(block)
+        workers, cached = _by_origin(origin, self.origins, lambda w: w, lambda c: c)
+        plain = all(set(map(type, c)) <= SCALARS for c in block.params)
+        out: list[list[Any]] = [
+            block.indices,
+            *(block.params if plain else [list(map(cell, c)) for c in block.params]),
+            ["ok"] * n,
+            _decoded(value),
+            [None] * n,
+            _decoded(duration),
+            workers,
+            _decoded(attempt),
+            cached,
+        ]
+        if self.files:
+            out.append([""] * n)
+        return out
 
 
-def _cell(value: Any) -> Any:
-    return _PLAIN_JSON.encode(value) if isinstance(value, dict | list) else value
-
-
-def _finite(value: Any) -> Any:
-    """`value` with every NaN / infinity replaced by None (JSON has no such numbers)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_line(line: dict[str, Any]) -> str:
-    try:
-        return _STRICT_JSON.encode(line)
-    except ValueError:  # NaN or infinity somewhere: null instead (the rare path)
-        return _STRICT_JSON.encode(_finite(line))
-
-
-def _write_jsonl(f: IO[str], queue: SweepQueue, sweep: Sweep, sweep_id: str) -> int:
-    origins = worker_origins(queue.origins(sweep.task.key), sweep_id)
-    written = 0
-    for block in _blocks(queue, sweep, sweep_id):
-        f.write(jsonl_text(block, origins, sweep_id))
-        written += len(block[0])
-    return written
-
-
-def worker_origins(origins: Origins, sweep_id: str) -> dict[int, tuple[str, bool]]:
-    """Origin id -> (worker, cached) as the exports show them."""
-    return {o: (w, s != sweep_id) for o, (s, w) in origins.items()}
+def _decoded(texts: list[str]) -> list[Any]:
+    """JSON texts decoded (one `json.loads`; once when they are all the same)."""
+    if texts.count(texts[0]) == len(texts):
+        return [json.loads(texts[0])] * len(texts)
+    return list(json.loads(f"[{','.join(texts)}]"))
 
 
 def jsonl_text(block: Block, origins: Mapping[int, tuple[str, bool]], sweep_id: str) -> str:
     """A block's JSON Lines, each line ended by a newline."""
-    indices, params, records = block
+    fields = block.fields
+    if fields is not None:
+        return _simple_jsonl(block, fields, origins)
     lines = []
-    for index, p, r in zip(indices, params, records, strict=True):
+    for index, p, r in zip(block.indices, block.points(), block.records, strict=True):
         if isinstance(r, list):
             worker, cached = origins.get(r[0], (None, False))
             line = {
@@ -414,9 +577,31 @@ def jsonl_text(block: Block, origins: Mapping[int, tuple[str, bool]], sweep_id: 
         files = optional_fields(r).get("f")
         if files:
             line["files"] = [{"name": n, "bytes": b, "sha256": h} for n, b, h in files]
-        lines.append(_json_line(line))
+        lines.append(json_text(line))
     lines.append("")
     return "\n".join(lines)
+
+
+def _simple_jsonl(block: Block, fields: list[list[str]], origins: Mapping[int, tuple[str, bool]]) -> str:
+    """`jsonl_text` of simple ok records, line by line from a template (what the encoder writes)."""
+    origin, value, duration, attempt = fields
+    workers, cached = _by_origin(origin, origins, json_text, json_text)
+    pieces: list[str | list[str]] = ['{"index":', list(map(int.__repr__, block.indices)), ',"params":{']
+    for k, (name, column) in enumerate(zip(block.names, block.params, strict=True)):
+        pieces += [("," if k else "") + STRICT_JSON.encode(name) + ":", json_column(column)]
+    pieces += ['},"status":"ok","value":', mapped(value, JSON_OF_JSON), ',"error":null,"duration":']
+    pieces += [mapped(duration, JSON_OF_JSON), ',"worker":', workers, ',"attempt":']
+    pieces += [mapped(attempt, JSON_OF_JSON), ',"cached":', cached, "}\n"]
+    return lines(pieces, len(block))
+
+
+def _write_jsonl(f: IO[str], queue: SweepQueue, sweep: Sweep, sweep_id: str) -> int:
+    origins = worker_origins(queue.origins(sweep.task.key), sweep_id)
+    written = 0
+    for block in _blocks(queue, sweep, sweep_id):
+        f.write(jsonl_text(block, origins, sweep_id))
+        written += len(block)
+    return written
 
 
 def _write_table(path: Path, fmt: str, queue: SweepQueue, sweep: Sweep, sweep_id: str) -> int:
@@ -426,7 +611,7 @@ def _write_table(path: Path, fmt: str, queue: SweepQueue, sweep: Sweep, sweep_id
     blocks = _blocks(queue, sweep, sweep_id)
     first = next(blocks, None)
     if first is not None:
-        rows.learn(first[2])
+        rows.learn(first)
     rows.fixed = True
     try:
         return _write_rows(path, fmt, rows, first, blocks)
@@ -434,9 +619,14 @@ def _write_table(path: Path, fmt: str, queue: SweepQueue, sweep: Sweep, sweep_id
         pass
     rows = Rows(sweep, sweep_id, origins, None)
     for block in _blocks(queue, sweep, sweep_id):  # the columns first, then the rows
-        rows.learn(block[2])
+        rows.learn(block)
     rows.fixed = True
     return _write_rows(path, fmt, rows, None, _blocks(queue, sweep, sweep_id))
+
+
+def _with(first: Block | None, blocks: Iterator[Block]) -> Iterator[Block]:
+    """`first` (read already, when not None), then the blocks still to read (read as they go)."""
+    return itertools.chain([first], blocks) if first is not None else blocks
 
 
 def _write_rows(path: Path, fmt: str, rows: Rows, first: Block | None, blocks: Iterator[Block]) -> int:
@@ -448,27 +638,34 @@ def _write_rows(path: Path, fmt: str, rows: Rows, first: Block | None, blocks: I
             import pyarrow.parquet as pq
         except ImportError:
             raise SwarmrunError("writing Parquet needs pyarrow: pip install pyarrow") from None
-        data = _columns(rows, [first, *blocks] if first is not None else blocks)
-        pq.write_table(pa.table({name: pa.array(column) for name, column in data.items()}), path)
+        data = _columns(rows, _with(first, blocks))
+        pq.write_table(pa.table({name: _arrow(column) for name, column in data.items()}), path)
         return len(data["index"])
     with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for block in [first, *blocks] if first is not None else blocks:
-            rows.learn(block[2])
-            writer.writerows(rows.rows(block))
-            written += len(block[0])
+        csv.writer(f).writerow(header)
+        for block in _with(first, blocks):
+            rows.learn(block)
+            f.write(rows.csv_text(block))
+            written += len(block)
     return written
+
+
+def _arrow(column: list[Any]) -> Any:
+    """`pyarrow.array(column)`; a column of one text throughout without converting each."""
+    import pyarrow as pa
+
+    if column and type(column[0]) is str and column.count(column[0]) == len(column):
+        return pa.repeat(pa.scalar(column[0]), len(column))
+    return pa.array(column)
 
 
 def _columns(rows: Rows, blocks: Iterable[Block]) -> dict[str, list[Any]]:
     """The blocks' rows as columns, by header name."""
     columns: list[list[Any]] = [[] for _ in rows.header()]
     for block in blocks:
-        rows.learn(block[2])
-        for row in rows.rows(block):
-            for column, cell in zip(columns, row, strict=True):
-                column.append(cell)
+        rows.learn(block)
+        for column, cells in zip(columns, rows.columns(block), strict=True):
+            column += cells
     return dict(zip(rows.header(), columns, strict=True))
 
 
@@ -476,7 +673,7 @@ def table_columns(queue: SweepQueue, sweep: Sweep, sweep_id: str) -> dict[str, l
     """Every recorded point as columns named as the CSV header (for `Results.to_arrow/to_pandas`)."""
     rows = Rows(sweep, sweep_id, queue.origins(sweep.task.key), None)
     for block in _blocks(queue, sweep, sweep_id):  # the columns first, then the rows
-        rows.learn(block[2])
+        rows.learn(block)
     rows.fixed = True
     return _columns(rows, _blocks(queue, sweep, sweep_id))
 

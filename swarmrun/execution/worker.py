@@ -35,7 +35,7 @@ from rq.timeouts import BaseDeathPenalty
 from rq.worker import SimpleWorker, WorkerStatus
 
 from swarmrun.definition.chunk import ChunkRef, bits, plan_size
-from swarmrun.definition.sweep import Options, Sweep, point_key, point_keys
+from swarmrun.definition.sweep import Options, Sweep, point_keys
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
 from swarmrun.execution.outputs import PointDir, parse_output_options
 from swarmrun.execution.outputstore import Uploader
@@ -238,7 +238,7 @@ class ChunkRun:
                 continue
             params = [sweep.point(i) for i in todo]
             keys = point_keys(sweep.param_names, params)
-            known = self.queue.cached(task_key, keys)
+            known = self.queue.cached(task_key, keys, sweep_id=sid)
             for index, p, key, hit in zip(todo, params, keys, known, strict=False):
                 if hit:
                     self.pending.append((index, key, "cached", ""))
@@ -353,9 +353,7 @@ class ChunkRun:
         from swarmrun.execution.outputstore import record_files
 
         indices = [i for i, _ in self.kept]
-        raws = self.queue.record_values(
-            self.ref.sweep_id, sweep.task.key, indices, [point_key(sweep.point(i)) for i in indices]
-        )
+        raws = self.queue.record_values(self.ref.sweep_id, sweep.task.key, indices, sweep.keys_of)
         winners = [record_files(raw)[0] for raw in raws]
         settle(self.queue.connection, sweep, self.ref.sweep_id, self.opts, self.kept, winners)
         self.kept = []

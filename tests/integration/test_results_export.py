@@ -60,22 +60,6 @@ def _fill(queue: SweepQueue, sweep, values, *, worker: str = "w1") -> str:  # ty
     return sid
 
 
-def test_ok_records_are_compact_arrays_in_small_buckets(tmp_path: Path, rconn: redis.Redis) -> None:
-    sweep = load_sweep(_grid(tmp_path, 3000), ())
-    queue = SweepQueue(rconn, "swarmrun")
-    sid = _fill(queue, sweep, [None] * 3000)
-    key = point_key(sweep.point(7))
-    bucket = Keys.buckets(sweep.task.key) + key[:4]
-    raw = rconn.hget(bucket, key[4:])
-    assert raw is not None
-    record = json.loads(raw)
-    origin = record[0]
-    assert record[1:4] == [None, 0.5, 1] and len(record) == 5 and len(raw) <= 40
-    assert rconn.object("encoding", bucket) == b"listpack"
-    assert queue.origins(sweep.task.key) == {origin: (sid, "w1")}
-    assert not rconn.exists(Keys.store(sweep.task.key))  # the format-1 hash is never written
-
-
 def test_csv_jsonl_parquet_agree(tmp_path: Path, rconn: redis.Redis) -> None:
     pytest.importorskip("pyarrow")  # in the test extra: only a bare checkout skips
     import pyarrow.parquet as pq

@@ -76,7 +76,7 @@ class Connection:
     def queue(self) -> Iterator[SweepQueue]:
         with contextlib.ExitStack() as stack:
             url = self.url or stack.enter_context(resolve_url(self.settings))
-            connection = connect(url, resilient=True)
+            connection = connect(url, resilient=True, patience=self.settings.redis_patience)
             stack.callback(connection.close)
             yield SweepQueue(connection, self.settings.queue)
 
@@ -237,7 +237,7 @@ def run(
 
     with resolve_url(s) as url:
         connection = Connection(s, s.url)
-        queue = SweepQueue(connect(url, resilient=True), s.queue)
+        queue = SweepQueue(connect(url, resilient=True, patience=s.redis_patience), s.queue)
         try:
             sub = queue.submit(spec, origin=origin)
             if sub.done < sub.size:

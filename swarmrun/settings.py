@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from swarmrun.errors import SwarmrunError
 
 DEFAULT_QUEUE = "swarmrun"
+REDIS_PATIENCE = 180.0  # seconds a command goes on without Redis before it gives up
 
 
 def _number(environ: Mapping[str, str], name: str, default: float) -> float:
@@ -83,6 +84,7 @@ class Settings:
     heartbeat_ttl: int = 30
     chunk_seconds: float = 3.0
     maintenance_interval: int = 10
+    redis_patience: float = REDIS_PATIENCE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -107,6 +109,7 @@ class Settings:
             maintenance_interval=int(
                 _number(environ, "SWARMRUN_MAINTENANCE_INTERVAL", cls.maintenance_interval)
             ),
+            redis_patience=_number(environ, "SWARMRUN_REDIS_PATIENCE", cls.redis_patience),
         )
 
     def with_redis(self, url: str | None) -> Settings:

@@ -159,7 +159,8 @@ class State:
         if self._queue is None:
             from swarmrun.execution.queue import SweepQueue, connect
 
-            self._queue = SweepQueue(connect(self.url(), resilient=True), self.settings.queue)
+            connection = connect(self.url(), resilient=True, patience=self.settings.redis_patience)
+            self._queue = SweepQueue(connection, self.settings.queue)
         return self._queue
 
 

@@ -85,24 +85,23 @@ INDEX_BUCKET = 128  # indices per format-3 index bucket (Redis's default hash-ma
 PointKeys = Sequence[str] | Callable[[Sequence[int]], Sequence[str]]
 
 
-def connect(url: str, *, resilient: bool = False) -> redis.Redis:
-    """Open and check a Redis connection; `resilient` connections ride out a Redis restart.
+def connect(url: str, *, resilient: bool = False, patience: float | None = None) -> redis.Redis:
+    """Open and check a Redis connection; `resilient` connections ride out `patience` seconds
+    without Redis (a restart, a broken port-forward; see `swarmrun.execution.reconnect`).
 
     The first check runs without retries: redis-py counts a wrong password as a connection
     error, and would retry it for ever.
     """
+    from swarmrun.execution.reconnect import patient_client
+    from swarmrun.settings import REDIS_PATIENCE
+
     options: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 15}
     try:
         connection = redis.Redis.from_url(url, **options, retry=RedisRetry(ExponentialBackoff(), retries=0))
         connection.ping()
         if resilient:
             connection.close()
-            connection = redis.Redis.from_url(
-                url,
-                **options,
-                retry=RedisRetry(ExponentialBackoff(cap=2.0, base=0.1), retries=60),
-                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-            )
+            connection = patient_client(url, REDIS_PATIENCE if patience is None else patience, **options)
             connection.ping()
     except redis.AuthenticationError as e:
         raise RedisAuthFailed(f"Redis at {redact(url)} refused the password: {e}") from e

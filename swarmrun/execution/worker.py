@@ -486,12 +486,13 @@ def _stop_waiting(signum: int, frame: object) -> None:
     raise _StopWaiting
 
 
-def wait_for_redis(url: str, *, timeout: float) -> redis.Redis:
-    """Connect, retrying for up to `timeout` seconds (Redis may start after the workers)."""
+def wait_for_redis(url: str, *, timeout: float, patience: float | None = None) -> redis.Redis:
+    """Connect, retrying for up to `timeout` seconds (Redis may start after the workers); the
+    connection then rides out `patience` seconds without Redis."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return connect(url, resilient=True)
+            return connect(url, resilient=True, patience=patience)
         except RedisAuthFailed:
             raise
         except RedisUnavailable:
@@ -523,7 +524,7 @@ def serve(
     if parent is not None:
         stop_when_orphaned(parent)
     try:
-        connection = wait_for_redis(url, timeout=wait)
+        connection = wait_for_redis(url, timeout=wait, patience=settings.redis_patience)
     except _StopWaiting:
         log.info("stopped while waiting for Redis")
         return 0

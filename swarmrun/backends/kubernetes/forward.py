@@ -4,6 +4,13 @@ What `kubectl port-forward` does, with the official client: every connection acc
 127.0.0.1 opens its own port-forward stream to the pod that `pick_pod()` names at that moment (so
 after the Redis pod is replaced, the next connection reaches the new one) and copies bytes both
 ways. Nothing is exposed outside the cluster; the listener lives only as long as the command.
+
+Each stream is opened through an ApiClient of its own: `kubernetes.stream.portforward` swaps the
+`call_api` of the client it is handed for a websocket transport while it opens the stream, which is
+not thread-safe. On the client the CLI shares, two streams opened at once (both of a manager's
+Redis connections reconnecting after an outage) could leave it on the websocket transport for good,
+so every later API call failed ("Missing required parameter `ports`"), the Redis pod lookup of
+each new tunnel included, and the manager could never reach Redis again.
 """
 
 from __future__ import annotations
@@ -47,15 +54,19 @@ class PortForward:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _open_remote(self) -> tuple[Any, socket.socket]:
+        from kubernetes.client import ApiClient, CoreV1Api
         from kubernetes.stream import portforward
 
         pod = self.pick_pod()
-        forward = portforward(
-            self.core.connect_get_namespaced_pod_portforward,
-            pod,
-            self.namespace,
-            ports=str(self.remote_port),
-        )
+        # A client of its own for this stream (see the module's docstring); the websocket keeps
+        # no reference to the client's HTTP pool, so closing the client right away is fine.
+        with ApiClient(self.core.api_client.configuration) as api:
+            forward = portforward(
+                CoreV1Api(api).connect_get_namespaced_pod_portforward,
+                pod,
+                self.namespace,
+                ports=str(self.remote_port),
+            )
         remote: socket.socket = forward.socket(self.remote_port)
         remote.setblocking(True)
         return forward, remote

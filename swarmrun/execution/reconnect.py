@@ -1,0 +1,134 @@
+"""How a Redis connection rides out an outage: retries bounded by time, not by count.
+
+A manager must go on through a Redis it cannot reach for a minute or two (a Redis restart, a node
+whose kubelet is away, a broken port-forward) and still end with one clear line when Redis is
+really gone. redis-py's `Retry` counts attempts, and its loops nest (a command's retry around a
+reconnect's retry around the socket connect's retry, each with its own count), so a count says
+little about time: with 60 retries and a 2 s backoff cap, a refused port was given up after
+about 2 minutes, while a port-forward that accepts and then resets each connection kept a
+command retrying for more than 15 minutes. And a connection taken from the pool is checked, and
+re-made, outside the command's retry: in redis-py before 8 a failed handshake there was not
+retried at all.
+
+`PatientRetry` retries for `patience` seconds from the first failure, whatever the number of
+attempts, and only in the outermost retry loop of a thread: nested loops make one attempt and
+leave the retrying to it. `PatientPool` also retries taking a connection from the pool.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from swarmrun.settings import REDIS_PATIENCE
+
+T = TypeVar("T")
+
+BACKOFF_CAP = 2.0  # at most this long between two attempts
+BACKOFF_BASE = 0.1
+
+_retrying = threading.local()  # `.active`: an outermost PatientRetry loop runs on this thread
+
+
+class RedisGone(redis.ConnectionError):
+    """Redis did not answer for the whole patience period."""
+
+
+class PatientRetry(Retry):
+    """Retry connection errors and timeouts until `patience` seconds have passed since the first
+    failure, with exponential backoff (capped at `BACKOFF_CAP`); then raise `RedisGone`."""
+
+    def __init__(self, patience: float = REDIS_PATIENCE) -> None:
+        super().__init__(
+            ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE),
+            -1,  # never stop by count; the deadline decides
+            (redis.ConnectionError, redis.TimeoutError, socket.timeout),
+        )
+        self.patience = patience
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        """redis-py's signature (`fail(error)`, or `fail(error, failures)` with the count)."""
+        if getattr(_retrying, "active", False):
+            return self._once(do, fail, is_retryable, with_failure_count)
+        _retrying.active = True
+        try:
+            return self._until_deadline(do, fail, is_retryable, with_failure_count)
+        finally:
+            _retrying.active = False
+
+    def _retryable(self, error: Exception, is_retryable: Callable[[Exception], bool] | None) -> bool:
+        if isinstance(error, RedisGone | redis.AuthenticationError):  # a wrong password stays wrong
+            return False
+        checker = getattr(self, "_is_retryable", None)  # redis-py >= 8: a checker of the policy
+        return (checker is None or checker(error)) and (is_retryable is None or is_retryable(error))
+
+    def _once(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None,
+        with_failure_count: bool,
+    ) -> T:
+        """Inside another retry loop: one attempt, cleaned up (`fail`) on error, which goes up."""
+        try:
+            return do()
+        except self._supported_errors as error:
+            fail(error, 1) if with_failure_count else fail(error)
+            raise
+
+    def _until_deadline(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None,
+        with_failure_count: bool,
+    ) -> T:
+        failures = 0
+        deadline: float | None = None
+        while True:
+            try:
+                return do()
+            except self._supported_errors as error:
+                failures += 1
+                fail(error, failures) if with_failure_count else fail(error)
+                if not self._retryable(error, is_retryable):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.patience
+                if now >= deadline:
+                    raise RedisGone(
+                        f"no answer for {self.patience:.0f} s (SWARMRUN_REDIS_PATIENCE): {error}"
+                    ) from error
+                time.sleep(min(self._backoff.compute(failures), deadline - now))
+
+
+class PatientPool(redis.ConnectionPool):
+    """A connection pool whose `get_connection` (connect, handshake, check) is retried as well,
+    with the connections' own `retry` policy."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        retry: Retry = self.connection_kwargs["retry"]
+        checkout = super().get_connection
+        return retry.call_with_retry(lambda: checkout(*args, **kwargs), lambda error: None)
+
+
+def patient_client(url: str, patience: float = REDIS_PATIENCE, **options: Any) -> redis.Redis:
+    """A client of `url` whose commands ride out `patience` seconds without Redis."""
+    pool = PatientPool.from_url(url, retry=PatientRetry(patience), **options)
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # closing the client closes its pool, as from_url's
+    return client

@@ -1,0 +1,72 @@
+"""The time-bounded retry policy of resilient Redis connections (`swarmrun.execution.reconnect`)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from swarmrun.execution.reconnect import PatientRetry, RedisGone
+
+
+class Flaky:
+    """A call that fails with `error` `failures` times (for ever when None), then answers."""
+
+    def __init__(self, error: Exception, failures: int | None = None) -> None:
+        self.error, self.failures, self.calls = error, failures, 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.failures is None or self.calls <= self.failures:
+            raise self.error
+        return "PONG"
+
+
+def test_retries_until_redis_answers() -> None:
+    failed: list[int] = []
+    call = Flaky(redis.ConnectionError("reset"), failures=3)
+    answer = PatientRetry(10).call_with_retry(call, lambda e, n: failed.append(n), with_failure_count=True)
+    assert answer == "PONG" and call.calls == 4 and failed == [1, 2, 3]
+
+
+def test_gives_up_after_its_patience_however_fast_attempts_fail() -> None:
+    call = Flaky(redis.ConnectionError("Connection reset by peer"))
+    started = time.monotonic()
+    with pytest.raises(RedisGone, match=r"no answer for 1 s .*Connection reset by peer"):
+        PatientRetry(1.0).call_with_retry(call, lambda e: None)
+    assert 1.0 <= time.monotonic() - started < 2.5
+    assert 3 <= call.calls <= 10  # backoff 0.2, 0.4, 0.8 s...: not a busy loop
+
+
+def test_nested_retries_make_one_attempt_and_leave_the_retrying_to_the_outermost() -> None:
+    """redis-py nests loops (a reconnect's around a health check's); only the outer one waits,
+    so the patience bounds the whole command, not each level."""
+    retry = PatientRetry(1.0)
+    inner = Flaky(redis.ConnectionError("reset"))
+    cleaned: list[Exception] = []
+
+    def attempt() -> str:
+        return retry.call_with_retry(inner, cleaned.append)
+
+    started = time.monotonic()
+    with pytest.raises(RedisGone):
+        retry.call_with_retry(attempt, lambda e: None)
+    assert time.monotonic() - started < 2.5
+    assert len(cleaned) == inner.calls  # each inner failure was cleaned up (disconnect) once
+    # A later, separate call is an outermost loop again.
+    assert retry.call_with_retry(Flaky(redis.TimeoutError("slow"), failures=1), lambda e: None) == "PONG"
+
+
+def test_a_wrong_password_is_not_retried() -> None:
+    call = Flaky(redis.AuthenticationError("invalid password"))
+    with pytest.raises(redis.AuthenticationError):
+        PatientRetry(30).call_with_retry(call, lambda e: None)
+    assert call.calls == 1
+
+
+def test_other_errors_are_not_retried() -> None:
+    call = Flaky(redis.ResponseError("WRONGTYPE"))
+    with pytest.raises(redis.ResponseError):
+        PatientRetry(30).call_with_retry(call, lambda e: None)
+    assert call.calls == 1

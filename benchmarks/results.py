@@ -23,8 +23,9 @@ from pathlib import Path
 from benchmarks.harness import ROOT, RedisServer, Row, bench_env, load_average, say
 from benchmarks.local import make_sweep
 from swarmrun.definition.sweep import point_key
+from swarmrun.execution.export import export
 from swarmrun.execution.queue import SweepQueue
-from swarmrun.execution.results import encode_record, export
+from swarmrun.execution.results import encode_record
 from swarmrun.execution.task import Outcome
 
 SECTION = "results path"

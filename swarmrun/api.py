@@ -27,9 +27,11 @@ from swarmrun.definition.sweepfile import load_sweep, parse_sweep
 from swarmrun.errors import SwarmrunError
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.cachedoutputs import fetch_cached
+from swarmrun.execution.connection import connect
+from swarmrun.execution.export import table_columns
 from swarmrun.execution.outputstore import OutputCollector
-from swarmrun.execution.queue import Progress, SweepQueue, connect
-from swarmrun.execution.results import Result, iter_results, table_columns
+from swarmrun.execution.queue import Progress, SweepQueue
+from swarmrun.execution.results import Result, iter_results
 from swarmrun.execution.task import preflight
 from swarmrun.execution.watch import default_output, watch
 from swarmrun.execution.watch import redis_url as resolve_url

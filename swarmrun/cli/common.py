@@ -157,7 +157,8 @@ class State:
 
     def queue(self) -> SweepQueue:
         if self._queue is None:
-            from swarmrun.execution.queue import SweepQueue, connect
+            from swarmrun.execution.connection import connect
+            from swarmrun.execution.queue import SweepQueue
 
             connection = connect(self.url(), resilient=True, patience=self.settings.redis_patience)
             self._queue = SweepQueue(connection, self.settings.queue)
@@ -298,7 +299,7 @@ def redis_options(func: F) -> F:
 
 def _output_name(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """A results file name the exporter can write, checked before any work (a usage error)."""
-    from swarmrun.execution.results import format_of
+    from swarmrun.execution.export import format_of
 
     if value is not None and format_of(value) is None:
         raise BadOption(f"-o {value}: cannot tell the format: use a .csv, .jsonl or .parquet name")

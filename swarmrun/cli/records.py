@@ -12,12 +12,12 @@ from swarmrun.backends import Replicas
 from swarmrun.cli.common import State, output, pass_state, redis_options
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.cachedoutputs import fetch_cached
+from swarmrun.execution.export import export
 from swarmrun.execution.failures import failure_lines
 from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.pointinfo import point_info
 from swarmrun.execution.pointlog import PointLogs
 from swarmrun.execution.queue import Progress
-from swarmrun.execution.results import export
 from swarmrun.execution.watch import default_output, watch
 
 

@@ -30,13 +30,13 @@ from swarmrun.errors import DockerUnavailable, ExitCode, SweepFileError
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.autoscale import Autoscaler, Policy
 from swarmrun.execution.cachedoutputs import fetch_cached
+from swarmrun.execution.export import export
 from swarmrun.execution.failures import FailureFeed, grown
 from swarmrun.execution.failures import group as group_errors
 from swarmrun.execution.livexport import LiveExport
 from swarmrun.execution.outputs import sweep_dir_name
 from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.queue import Progress, SweepQueue
-from swarmrun.execution.results import export
 from swarmrun.execution.task import preflight
 from swarmrun.execution.watch import ProgressCallback, default_output, watch
 

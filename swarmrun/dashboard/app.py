@@ -25,8 +25,8 @@ from swarmrun.dashboard import data
 from swarmrun.dashboard.security import COOKIE, CSRF_HEADER, Policy
 from swarmrun.definition.sweep import Sweep
 from swarmrun.errors import SwarmrunError, SweepNotFound
+from swarmrun.execution.export import export
 from swarmrun.execution.queue import SweepQueue
-from swarmrun.execution.results import export
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}

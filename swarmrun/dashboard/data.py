@@ -23,10 +23,11 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from swarmrun.backends import Placement, Replicas
 from swarmrun.definition.sweep import Sweep
 from swarmrun.execution import progress as fmt
+from swarmrun.execution.keys import Keys
 from swarmrun.execution.outputs import sweep_dir_name
 from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.pointinfo import point_info
-from swarmrun.execution.queue import Keys, Progress, SweepQueue, worker_alive
+from swarmrun.execution.queue import Progress, SweepQueue, worker_alive
 from swarmrun.execution.results import Result, iter_results
 
 PLOT_POINTS = 50_000  # a plot of a larger sweep reads an evenly strided sample of this many points

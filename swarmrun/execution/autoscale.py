@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from swarmrun.backends import Backend
-from swarmrun.execution.queue import Keys, SweepQueue
+from swarmrun.execution.keys import Keys
+from swarmrun.execution.queue import SweepQueue
 
 
 @dataclass(frozen=True)

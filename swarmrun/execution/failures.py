@@ -11,7 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from swarmrun.execution.queue import Keys, SweepQueue
+from swarmrun.execution.keys import Keys
+from swarmrun.execution.queue import SweepQueue
 
 
 def group(errors: Iterable[str]) -> list[tuple[str, int]]:

@@ -20,18 +20,9 @@ from pathlib import Path
 from typing import IO
 
 from swarmrun.definition.sweep import Sweep
+from swarmrun.execution.export import NewColumns, Rows, export, format_of, jsonl_text, worker_origins
 from swarmrun.execution.queue import SweepQueue
-from swarmrun.execution.results import (
-    READ_BLOCK,
-    Block,
-    NewColumns,
-    Rows,
-    export,
-    format_of,
-    jsonl_text,
-    read_block,
-    worker_origins,
-)
+from swarmrun.execution.results import READ_BLOCK, Block, read_block
 
 LIVE_FORMATS = ("csv", "jsonl")
 

@@ -1,32 +1,5 @@
 """The Redis/RQ layer: sweeps, chunk jobs, result records, progress, retry, cancel, recovery.
 
-Keys (prefix `swarmrun:`):
-- `sweeps`                 zset of sweep ids by submit time
-- `sweep:{id}`             hash: spec, options, name, size, task, origin, state, gen, created
-- `sweep:{id}:done`        bitmap: bit i set once point i has its one result
-- `sweep:{id}:errors`      hash: index -> failed/timed-out record of this sweep
-- `sweep:{id}:counts`      hash: ok, error, timeout, cached, executions, duplicates, seconds, processed
-- `sweep:{id}:inflight`    hash: index -> executions started in a re-run (crashed) chunk
-- `results:{task}:i{s}:{b}` hash per block of 128 indices of sweep number `s` (format 3): the point
-                           index's last 7 bits (`index % 128`, `b = index // 128`) -> the sweep's
-                           ok record (a compact JSON array, see `swarmrun.execution.results`), or,
-                           for a point cached from another sweep, a copy of the key index entry.
-                           128 entries keep each a listpack on a Redis with default settings.
-                           Kept by `purge` (other sweeps' pointers may name them)
-- `results:{task}:{kkkk}`  hash per bucket (`kkkk`: the first 4 hex chars of a point key), the key
-                           index shared by every sweep of the task, so a changed sweep only runs
-                           its new points: the rest of the point key -> a pointer `<s><index as 9
-                           digits>` (the integer `s * 10**9 + index`, format 3) to the record of
-                           the first sweep that stored this point, or the ok record itself
-                           (format 2, before format 3: still read). 65,536 buckets of small
-                           hashes, which Redis keeps as listpacks (a few bytes per entry)
-- `results:{task}:origins` hash: `SWEEP WORKER` -> small id and `#id` -> `SWEEP WORKER`: who wrote
-                           an ok record (interned, so a record carries a number, not two names);
-                           `SWEEP` -> its number `s` for index buckets (the same counter, `#next`);
-                           `sole` -> the task's only sweep with results, while there is one
-- `results:{task}`         hash: point key -> ok record as a JSON object (records written before
-                           the bucketed store, format 1): still read, never written
-
 The done bit is the single arbiter of "first write wins": a record is stored only by the
 execution that flips the bit; later executions are counted as duplicates.
 Chunk jobs go through RQ with its JSON serializer; nothing is ever unpickled.
@@ -36,9 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job
@@ -59,122 +29,17 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from swarmrun.definition.chunk import ChunkRef, bits, first_clear, job_prefix
 from swarmrun.definition.sweep import Sweep, canonical_json
 from swarmrun.definition.sweepfile import sweep_from_dict
-from swarmrun.errors import RedisAuthFailed, RedisTLSFailed, RedisUnavailable, SweepNotFound
-from swarmrun.execution.scripts import (
-    CACHED_LUA,
-    CLEAR_FAILED_LUA,
-    CLEAR_POINTS_LUA,
-    EXPORT_LUA,
-    INDEX_EXPORT_LUA,
-    RECORD_LUA,
-)
+from swarmrun.errors import SweepNotFound
+from swarmrun.execution.keys import SWEEPS, Keys, reply_bytes, reply_text
+from swarmrun.execution.scripts import CACHED_LUA, CLEAR_FAILED_LUA, CLEAR_POINTS_LUA, RECORD_LUA
+from swarmrun.execution.store import RecordStore
 from swarmrun.redis_server import process_alive
-from swarmrun.settings import redact
 
-PREFIX = "swarmrun:"
-SWEEPS = PREFIX + "sweeps"
 CHUNK_FUNC = "swarmrun.execution.worker.run_chunk"
 CHUNK_RETRIES = 10
 RESULT_TTL = 600
 FAILURE_TTL = 7 * 24 * 3600
 BITMAP_READ = 8192
-INDEX_BUCKET = 128  # indices per format-3 index bucket (Redis's default hash-max-listpack-entries)
-
-# The point keys of points, by index (e.g. `Sweep.keys_of`): computed only when a record must be
-# looked up by key (one written before format 3).
-PointKeys = Sequence[str] | Callable[[Sequence[int]], Sequence[str]]
-
-
-def connect(url: str, *, resilient: bool = False, patience: float | None = None) -> redis.Redis:
-    """Open and check a Redis connection; `resilient` connections ride out `patience` seconds
-    without Redis (a restart, a broken port-forward; see `swarmrun.execution.reconnect`).
-
-    The first check runs without retries: redis-py counts a wrong password as a connection
-    error, and would retry it for ever.
-    """
-    from swarmrun.execution.reconnect import patient_client
-    from swarmrun.settings import REDIS_PATIENCE
-
-    options: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 15}
-    try:
-        connection = redis.Redis.from_url(url, **options, retry=RedisRetry(ExponentialBackoff(), retries=0))
-        connection.ping()
-        if resilient:
-            connection.close()
-            connection = patient_client(url, REDIS_PATIENCE if patience is None else patience, **options)
-            connection.ping()
-    except redis.AuthenticationError as e:
-        raise RedisAuthFailed(f"Redis at {redact(url)} refused the password: {e}") from e
-    except redis.ConnectionError as e:
-        tls = _tls_failure(e)
-        if tls:
-            raise RedisTLSFailed(f"Redis at {redact(url)}: {tls}") from e
-        raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}") from e
-    except (redis.TimeoutError, ValueError) as e:
-        raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}") from e
-    except redis.ResponseError as e:
-        raise RedisUnavailable(f"Redis at {redact(url)} answered with an error: {e}") from e
-    return connection
-
-
-def _tls_failure(error: BaseException) -> str | None:
-    """Why a TLS connection failed for good (certificate, CA file), or None for a network error."""
-    cause = error.__cause__ or error.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"its TLS certificate does not verify against the CA given ({cause.verify_message})"
-    if isinstance(cause, FileNotFoundError | PermissionError | IsADirectoryError):
-        return f"cannot read the CA certificate (ssl_ca_certs): {cause.strerror}"
-    return None
-
-
-@dataclass(frozen=True)
-class Keys:
-    """The Redis keys of one sweep."""
-
-    sweep_id: str
-
-    @property
-    def meta(self) -> str:
-        return f"{PREFIX}sweep:{self.sweep_id}"
-
-    @property
-    def done(self) -> str:
-        return f"{self.meta}:done"
-
-    @property
-    def errors(self) -> str:
-        return f"{self.meta}:errors"
-
-    @property
-    def counts(self) -> str:
-        return f"{self.meta}:counts"
-
-    @property
-    def inflight(self) -> str:
-        return f"{self.meta}:inflight"
-
-    @property
-    def lock(self) -> str:
-        return f"{self.meta}:lock"
-
-    @staticmethod
-    def store(task_key: str) -> str:
-        """The format-1 result store of a task (read, never written)."""
-        return f"{PREFIX}results:{task_key}"
-
-    @staticmethod
-    def buckets(task_key: str) -> str:
-        """The prefix of a task's result buckets: add the first 4 hex chars of a point key."""
-        return f"{PREFIX}results:{task_key}:"
-
-    @staticmethod
-    def origins(task_key: str) -> str:
-        return f"{PREFIX}results:{task_key}:origins"
-
-    @staticmethod
-    def index_bucket(task_key: str, number: int, index: int) -> str:
-        """The format-3 bucket of sweep number `number` holding point `index` (field `index % 128`)."""
-        return f"{PREFIX}results:{task_key}:i{number}:{index // INDEX_BUCKET}"
 
 
 @dataclass(frozen=True)
@@ -241,27 +106,16 @@ def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
 
-def _text(value: Any) -> str:
-    """A Redis reply as text (replies are bytes: connections are opened without decoding)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
-class SweepQueue:
-    """Sweeps on one Redis: what the CLI and the workers share."""
+class SweepQueue(RecordStore):
+    """Sweeps on one Redis: what the CLI and the workers share (and their records: `RecordStore`)."""
 
     def __init__(self, connection: redis.Redis, queue_name: str) -> None:
-        self.connection = connection
+        super().__init__(connection)
         self.queue = Queue(queue_name, connection=connection, serializer=JSONSerializer)
         self._record = connection.register_script(RECORD_LUA)
         self._cached = connection.register_script(CACHED_LUA)
         self._clear_failed = connection.register_script(CLEAR_FAILED_LUA)
         self._clear_points = connection.register_script(CLEAR_POINTS_LUA)
-        self._export = connection.register_script(EXPORT_LUA)
-        self._index_export = connection.register_script(INDEX_EXPORT_LUA)
 
     # --- sweeps -----------------------------------------------------------------------------
     def submit(self, sweep: Sweep, *, origin: Path | None = None) -> Submission:
@@ -323,7 +177,7 @@ class SweepQueue:
 
     def resolve(self, prefix: str | None) -> str:
         """The full id of the sweep whose id starts with `prefix`; the newest sweep when None."""
-        ids = [_text(i) for i in self.connection.zrange(SWEEPS, 0, -1)]
+        ids = [reply_text(i) for i in self.connection.zrange(SWEEPS, 0, -1)]
         if not prefix:
             if not ids:
                 raise SweepNotFound("no sweeps yet: submit one with `swarmrun submit SWEEP`")
@@ -336,7 +190,7 @@ class SweepQueue:
         raise SweepNotFound(f"sweep id {prefix!r} is ambiguous: {', '.join(m[:12] for m in matches)}")
 
     def sweep_ids(self) -> list[str]:
-        return [_text(i) for i in self.connection.zrange(SWEEPS, 0, -1)]
+        return [reply_text(i) for i in self.connection.zrange(SWEEPS, 0, -1)]
 
     def load(self, sweep_id: str) -> Sweep:
         spec = self.connection.hget(Keys(sweep_id).meta, "spec")
@@ -346,7 +200,7 @@ class SweepQueue:
 
     def origin(self, sweep_id: str) -> Path | None:
         origin = self.connection.hget(Keys(sweep_id).meta, "origin")
-        return Path(_text(origin)) if origin else None
+        return Path(reply_text(origin)) if origin else None
 
     def progress(self, sweep_id: str) -> Progress:
         keys = Keys(sweep_id)
@@ -398,16 +252,12 @@ class SweepQueue:
         pos = start
         while pos < stop:
             end = min(stop, (pos // 8) * 8 + BITMAP_READ * 8)
-            mask = _bytes(self.connection.getrange(key, pos // 8, (end - 1) // 8))
+            mask = reply_bytes(self.connection.getrange(key, pos // 8, (end - 1) // 8))
             found = first_clear(mask, pos, pos, end)
             if found is not None:
                 return found
             pos = end
         return None
-
-    def done_mask(self, sweep_id: str, start: int, stop: int) -> bytes:
-        """Bitmap bytes covering `[start, stop)` (from byte `start // 8`)."""
-        return _bytes(self.connection.getrange(Keys(sweep_id).done, start // 8, (stop - 1) // 8))
 
     def cached(self, task_key: str, point_keys: Sequence[str], *, sweep_id: str | None = None) -> list[bool]:
         """For each point key: does the task's result store hold a result for it already?
@@ -460,6 +310,8 @@ class SweepQueue:
                 Keys.buckets(task_key),
                 f"{sweep_id} {worker or '?'}",
                 sweep_id,
+                min(e[0] for e in entries) if entries else "",
+                max(e[0] for e in entries) if entries else "",
             ],
         )
         return int(fresh), state.decode() if isinstance(state, bytes) else str(state)
@@ -513,9 +365,9 @@ class SweepQueue:
             if birth is not None
             and death is None
             and worker_alive(
-                _text(hostname) if hostname else None,
+                reply_text(hostname) if hostname else None,
                 int(pid) if pid else None,
-                utcparse(_text(beat)) if beat else None,
+                utcparse(reply_text(beat)) if beat else None,
                 now=now,
                 here=here,
                 max_silence=max_silence,
@@ -562,7 +414,7 @@ class SweepQueue:
                 (i, "", "error", record) for i, hit in zip(range(block, end), hits, strict=True) if not hit
             ]
             if entries:
-                total += self.record(sweep_id, _text(task_key), entries, seconds=0.0)[0]
+                total += self.record(sweep_id, reply_text(task_key), entries, seconds=0.0)[0]
         return total
 
     def repair(self, sweep_id: str) -> bool:
@@ -621,7 +473,7 @@ class SweepQueue:
             removed = 0
             prefix = job_prefix(sweep_id)
             for raw in self.connection.lrange(self.queue.key, 0, -1):
-                job_id = _text(raw)
+                job_id = reply_text(raw)
                 if job_id.startswith(prefix):
                     removed += int(self.connection.lrem(self.queue.key, 0, job_id))
                     self.connection.delete(Job.key_for(job_id))
@@ -637,117 +489,6 @@ class SweepQueue:
         keys = Keys(sweep_id)
         task_key = self.connection.hget(keys.meta, "task")
         if task_key is not None:  # its results stay, and must be found again: no sole sweep now
-            self.connection.hdel(Keys.origins(_text(task_key)), "sole")
+            self.connection.hdel(Keys.origins(reply_text(task_key)), "sole")
         self.connection.delete(keys.meta, keys.done, keys.errors, keys.counts, keys.inflight)
         self.connection.zrem(SWEEPS, sweep_id)
-
-    def sweep_number(self, task_key: str, sweep_id: str) -> int | None:
-        """The number a sweep's index buckets carry (format 3), None before it stored any."""
-        number = self.connection.hget(Keys.origins(task_key), sweep_id)
-        return int(number) if number is not None else None
-
-    def records_range(self, sweep_id: str, task_key: str, start: int, stop: int) -> str:
-        """The records of points `[start, stop)` by index (format 3), joined by commas (`0` where
-        none): this sweep's ok record, else its failure. `"[" + answer + "]"` is one JSON array.
-        Empty when no point of the range is done. Records from before format 3 are not there:
-        `records_by_key` finds them."""
-        if stop <= start:
-            return ""
-        keys = Keys(sweep_id)
-        answer = self._index_export(
-            keys=[keys.errors, Keys.origins(task_key), keys.done],
-            args=[Keys.buckets(task_key), sweep_id, "range", start, stop],
-        )
-        return _text(answer)
-
-    def read_ranges(
-        self, sweep_id: str, task_key: str, ranges: Sequence[tuple[int, int]]
-    ) -> Iterator[tuple[bytes, str]]:
-        """For each range `[start, stop)` in order: its `done_mask` and its `records_range`.
-
-        Pipelined on a connection of its own: the next range is asked for before this one is
-        handed over, so Redis reads it while the caller writes this one (no thread: a reader
-        thread waits for the GIL while the writer runs). After a Redis error the rest is read one
-        call at a time, through the client (and its retries).
-        """
-        keys, pool = Keys(sweep_id), self.connection.connection_pool
-        conn: Any  # redis-py's Connection, partly untyped
-        try:
-            conn = pool.get_connection()
-        except TypeError:  # redis-py 5 wants a command name
-            conn = pool.get_connection("EVALSHA")
-        handed, sent = 0, 0  # ranges handed over, ranges asked for
-        try:
-            sha = _text(self.connection.script_load(INDEX_EXPORT_LUA))
-            fixed = (sha, 3, keys.errors, Keys.origins(task_key), keys.done, Keys.buckets(task_key), sweep_id)
-            for _ in ranges:
-                while sent < len(ranges) and sent <= handed + 1:
-                    start, stop = ranges[sent]
-                    read = [
-                        ("GETRANGE", keys.done, start // 8, (stop - 1) // 8),
-                        ("EVALSHA", *fixed, "range", start, stop),
-                    ]
-                    conn.send_packed_command(conn.pack_commands(read))
-                    sent += 1
-                mask, text = conn.read_response(), conn.read_response()
-                handed += 1
-                yield _bytes(mask), _text(text)
-        except redis.RedisError:
-            conn.disconnect()
-            sent = handed
-            for start, stop in ranges[handed:]:
-                yield (
-                    self.done_mask(sweep_id, start, stop),
-                    self.records_range(sweep_id, task_key, start, stop),
-                )
-        finally:
-            if sent > handed:  # abandoned with replies unread: the connection is unusable
-                conn.disconnect()
-            pool.release(conn)
-
-    def records_by_key(
-        self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: Sequence[str]
-    ) -> str:
-        """The stored records of points found by their point keys, joined by commas (`0` where
-        none): this sweep's failure, else the task's ok result (what records written before
-        format 3 need; a format-3 pointer is followed). `"[" + answer + "]"` is one JSON array."""
-        if not indices:
-            return ""
-        answer = self._export(
-            keys=[Keys(sweep_id).errors, Keys.store(task_key)],
-            args=[Keys.buckets(task_key), "\n".join(map(str, indices)), "\n".join(point_keys)],
-        )
-        return _text(answer)
-
-    def record_values(
-        self, sweep_id: str, task_key: str, indices: Sequence[int], point_keys: PointKeys
-    ) -> list[Any]:
-        """The decoded records of points, None where a point has none: by index first (format 3),
-        by point key for the others (`point_keys` of all `indices`, or a function giving those of
-        the indices it is passed, called only for points not found by index)."""
-        if not indices:
-            return []
-        sweep_keys = Keys(sweep_id)
-        answer = self._index_export(
-            keys=[sweep_keys.errors, Keys.origins(task_key), sweep_keys.done],
-            args=[Keys.buckets(task_key), sweep_id, "points", "\n".join(map(str, indices))],
-        )
-        values: list[Any] = json.loads(f"[{_text(answer)}]")
-        missing = [k for k, v in enumerate(values) if v == 0]
-        if missing:
-            wanted = [indices[k] for k in missing]
-            keys = point_keys(wanted) if callable(point_keys) else [point_keys[k] for k in missing]
-            found = json.loads(f"[{self.records_by_key(sweep_id, task_key, wanted, keys)}]")
-            for k, v in zip(missing, found, strict=True):
-                values[k] = v
-        return [None if v == 0 else v for v in values]
-
-    def origins(self, task_key: str) -> dict[int, tuple[str, str]]:
-        """Origin id -> (sweep id, worker) of a task's ok records."""
-        out: dict[int, tuple[str, str]] = {}
-        for field, value in self.connection.hgetall(Keys.origins(task_key)).items():
-            name = _text(field)
-            if name.startswith("#") and name[1:].isdigit():
-                sweep_id, _, worker = _text(value).partition(" ")
-                out[int(name[1:])] = (sweep_id, worker)
-        return out

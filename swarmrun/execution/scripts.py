@@ -20,7 +20,12 @@ from __future__ import annotations
 # `sole` in origins names the task's only sweep with results, set when the task's first result
 # interns its sweep and dropped when another sweep's is interned (and by `purge`): the cached
 # check skips that sweep's lookups.
+# ARGV[7], ARGV[8]: the lowest and highest index of the blob. The done bits of that span are read
+# with one GETRANGE, tested and set in Lua, and written back with one SETRANGE: one command (and
+# one append-only-file entry) a flush instead of a SETBIT a point. A span over `DONE_SPAN` bits
+# (2^20: indices far apart in one blob) goes bit by bit.
 RECORD_LUA = """
+local DONE_SPAN = 1048576
 local done, counts, origins, errors, meta, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local executed, duplicates, fresh, entries = 0, 0, 0, 0
 local tally = {}
@@ -73,11 +78,34 @@ local function store(i, rec)
   fields[filled + 2] = rec
   filled = filled + 2
 end
+-- the done bits of [lo, hi] as byte values, first byte `low_byte` (nil: bit by bit)
+local lo, hi = tonumber(ARGV[7]), tonumber(ARGV[8])
+local bits, low_byte, flipped = nil, nil, false
+if lo and hi and hi >= lo and hi - lo < DONE_SPAN then
+  low_byte = math.floor(lo / 8)
+  local count = math.floor(hi / 8) - low_byte + 1
+  local text = redis.call('GETRANGE', done, low_byte, low_byte + count - 1)
+  bits = {}
+  for k = 1, #text, 4096 do  -- string.byte returns its values on the stack: a slice at a time
+    local slice = {string.byte(text, k, math.min(#text, k + 4095))}
+    for j = 1, #slice do bits[k + j - 1] = slice[j] end
+  end
+  for k = #text + 1, count do bits[k] = 0 end  -- past the bitmap's end: zeros
+end
+local function flip(i)  -- set point i's done bit; true when it was clear
+  if not bits then return redis.call('SETBIT', done, i, 1) == 0 end
+  local k, mask = math.floor(i / 8) - low_byte + 1, bit.rshift(128, i % 8)
+  if bits[k] == nil then return redis.call('SETBIT', done, i, 1) == 0 end  -- outside [lo, hi]
+  if bit.band(bits[k], mask) ~= 0 then return false end
+  bits[k] = bit.bor(bits[k], mask)
+  flipped = true
+  return true
+end
 for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\n]*)\\n') do
   local cached = status == 'cached'
   entries = entries + 1
   if not cached then executed = executed + 1 end
-  if redis.call('SETBIT', done, idx, 1) == 0 then
+  if flip(tonumber(idx)) then
     fresh = fresh + 1
     local i = tonumber(idx)
     if cached then
@@ -107,6 +135,11 @@ for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^
   if isolated then redis.call('HDEL', inflight, idx) end
 end
 flush()
+if flipped then
+  local parts = {}
+  for k = 1, #bits, 4096 do parts[#parts + 1] = string.char(unpack(bits, k, math.min(#bits, k + 4095))) end
+  redis.call('SETRANGE', done, low_byte, table.concat(parts))
+end
 for k, v in pairs(tally) do redis.call('HINCRBY', counts, k, v) end
 if executed > 0 then redis.call('HINCRBY', counts, 'executions', executed) end
 if duplicates > 0 then redis.call('HINCRBY', counts, 'duplicates', duplicates) end

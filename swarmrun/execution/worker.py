@@ -37,11 +37,12 @@ from rq.worker import SimpleWorker, WorkerStatus
 from swarmrun.definition.chunk import ChunkRef, bits, plan_size
 from swarmrun.definition.sweep import Options, Sweep, point_keys
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
+from swarmrun.execution.connection import connect
 from swarmrun.execution.outputs import PointDir, parse_output_options
 from swarmrun.execution.outputstore import Uploader
 from swarmrun.execution.pointlog import Execution, PointLogs
 from swarmrun.execution.pointrun import Extras, execute, node_name, settle
-from swarmrun.execution.queue import CHUNK_RETRIES, SweepQueue, connect
+from swarmrun.execution.queue import CHUNK_RETRIES, SweepQueue
 from swarmrun.execution.results import encode_record
 from swarmrun.execution.sharedfs import shared_root
 from swarmrun.execution.task import Outcome, Task, compile_task

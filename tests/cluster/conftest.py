@@ -24,7 +24,8 @@ import pytest
 from swarmrun.backends.swarm import engine
 from swarmrun.backends.swarm.backend import SwarmBackend
 from swarmrun.backends.swarm.stack import StackConfig
-from swarmrun.execution.queue import SweepQueue, connect
+from swarmrun.execution.connection import connect
+from swarmrun.execution.queue import SweepQueue
 from tests.cluster.harness import NODE_IMAGE, Cluster, Node
 from tests.conftest import build_fixture_image, docker_available, require, run_cli, swarmrun_env
 

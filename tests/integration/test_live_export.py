@@ -11,9 +11,10 @@ import redis
 
 from swarmrun.definition.sweep import Sweep, point_keys
 from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.export import export
 from swarmrun.execution.livexport import LiveExport
 from swarmrun.execution.queue import SweepQueue
-from swarmrun.execution.results import encode_record, export
+from swarmrun.execution.results import encode_record
 from swarmrun.execution.task import Outcome
 from tests.conftest import Processes, read_csv, write_sweep
 

@@ -10,8 +10,10 @@ import redis
 
 from swarmrun.definition.sweep import point_key
 from swarmrun.definition.sweepfile import load_sweep
-from swarmrun.execution.queue import Keys, SweepQueue
-from swarmrun.execution.results import encode_record, export, iter_results
+from swarmrun.execution.export import export
+from swarmrun.execution.keys import Keys
+from swarmrun.execution.queue import SweepQueue
+from swarmrun.execution.results import encode_record, iter_results
 from swarmrun.execution.task import Outcome
 from tests.conftest import Processes, read_csv, write_sweep
 

@@ -13,9 +13,11 @@ import redis
 
 from swarmrun.definition.sweep import Sweep, point_key
 from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.export import export
+from swarmrun.execution.keys import Keys
 from swarmrun.execution.livexport import LiveExport
-from swarmrun.execution.queue import Keys, SweepQueue
-from swarmrun.execution.results import encode_record, export, iter_results, parse_pointer
+from swarmrun.execution.queue import SweepQueue
+from swarmrun.execution.results import encode_record, iter_results, parse_pointer
 from swarmrun.execution.task import Outcome
 from tests.conftest import read_csv, write_sweep
 
@@ -322,6 +324,38 @@ def test_points_recorded_in_any_order_land_in_their_buckets(tmp_path: Path, rcon
     got = {r.index: (r.status, r.value) for r in iter_results(queue, sweep, sid)}
     assert got == {i: ("ok", i * i) if i != 7 else ("error", None) for i in set(order)}
     assert queue.progress(sid).duplicates == 1
+
+
+def test_done_bits_set_in_one_write_per_flush_count_each_point_once(
+    tmp_path: Path, rconn: redis.Redis
+) -> None:
+    """The record script reads the blob's span of done bits once, flips them in Lua and writes
+    them back in one SETRANGE: a point already done, one repeated in the blob, bits past the
+    bitmap's end, a span crossing byte edges and a span too wide for one read (bit by bit) are
+    each what one SETBIT a point gave."""
+    n = 3_000_000
+    sweep = _grid(tmp_path, n)
+    queue = SweepQueue(rconn, "swarmrun")
+    sid = queue.submit(sweep).sweep_id
+    done = Keys(sid).done
+    _record(queue, sweep, sid, _entries(sweep, sid, [9, 10, 17], _square, "w"), "w")
+    assert rconn.strlen(done) == 3  # the bitmap ends at byte 2
+    # 9 is done already, 12 comes twice; 23..41 reach past the bitmap's end
+    batch = [7, 9, 12, 12, 16, *range(23, 42)]
+    _record(queue, sweep, sid, _entries(sweep, sid, batch, _square, "w"), "w")
+    wide = [40, 2_000_000, 41, 2_999_999]  # a span over 2^20 bits: one at a time
+    _record(queue, sweep, sid, _entries(sweep, sid, wide, _square, "w"), "w")
+    expected = {7, 9, 10, 12, 16, 17, *range(23, 42), 2_000_000, 2_999_999}
+    set_bits = {i for i in range(0, 64) if rconn.getbit(done, i)} | {
+        i for i in (2_000_000, 2_999_999, 1_999_999, 2_000_001) if rconn.getbit(done, i)
+    }
+    assert set_bits == expected
+    assert int(rconn.bitcount(done)) == len(expected)
+    p = queue.progress(sid)
+    assert (p.done, p.ok) == (len(expected), len(expected))
+    assert p.duplicates == 4  # 9, the second 12, and 40 and 41 again
+    got = {r.index: r.value for r in iter_results(queue, sweep, sid)}
+    assert got == {i: i * i for i in expected}
 
 
 def test_the_cached_check_is_skipped_only_for_the_tasks_sole_sweep(

@@ -229,7 +229,7 @@ class KubeStack:
         """The stack's queue from this process, through a port-forward (as the CLI reaches it)."""
         from swarmrun.backends.kubernetes.backend import KubernetesBackend
         from swarmrun.backends.swarm.stack import StackConfig
-        from swarmrun.execution.queue import connect
+        from swarmrun.execution.connection import connect
 
         # The client reads KUBECONFIG when it connects; set only while this queue is open, so it
         # does not leak into later tests' CLI subprocesses (`--backend auto` would find the cluster).

@@ -27,16 +27,14 @@ from swarmrun.definition.axes import (
 )
 from swarmrun.definition.sweep import MAX_POINTS, Options, Sweep, TaskSpec, point_key
 from swarmrun.execution.cells import STRICT_JSON, csv_column, json_column
+from swarmrun.execution.export import Rows, jsonl_text, worker_origins
 from swarmrun.execution.results import (
     Block,
-    Rows,
     complete_record,
     encode_record,
-    jsonl_text,
     parse_pointer,
     pointer,
     simple_fields,
-    worker_origins,
 )
 from swarmrun.execution.task import Outcome
 

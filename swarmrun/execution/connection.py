@@ -1,4 +1,5 @@
-"""How a Redis connection rides out an outage: retries bounded by time, not by count.
+"""Redis connections: opening and checking one (`connect`), and how it rides out an outage
+(retries bounded by time, not by count).
 
 A manager must go on through a Redis it cannot reach for a minute or two (a Redis restart, a node
 whose kubelet is away, a broken port-forward) and still end with one clear line when Redis is
@@ -18,6 +19,7 @@ leave the retrying to it. `PatientPool` also retries taking a connection from th
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +29,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from swarmrun.settings import REDIS_PATIENCE
+from swarmrun.errors import RedisAuthFailed, RedisTLSFailed, RedisUnavailable
+from swarmrun.settings import REDIS_PATIENCE, redact
 
 T = TypeVar("T")
 
@@ -132,3 +135,42 @@ def patient_client(url: str, patience: float = REDIS_PATIENCE, **options: Any) -
     client = redis.Redis(connection_pool=pool)
     client.auto_close_connection_pool = True  # closing the client closes its pool, as from_url's
     return client
+
+
+def connect(url: str, *, resilient: bool = False, patience: float | None = None) -> redis.Redis:
+    """Open and check a Redis connection; `resilient` connections ride out `patience` seconds
+    without Redis (a restart, a broken port-forward: `PatientRetry`).
+
+    The first check runs without retries: redis-py counts a wrong password as a connection
+    error, and would retry it for ever.
+    """
+    options: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 15}
+    try:
+        connection = redis.Redis.from_url(url, **options, retry=Retry(ExponentialBackoff(), retries=0))
+        connection.ping()
+        if resilient:
+            connection.close()
+            connection = patient_client(url, REDIS_PATIENCE if patience is None else patience, **options)
+            connection.ping()
+    except redis.AuthenticationError as e:
+        raise RedisAuthFailed(f"Redis at {redact(url)} refused the password: {e}") from e
+    except redis.ConnectionError as e:
+        tls = _tls_failure(e)
+        if tls:
+            raise RedisTLSFailed(f"Redis at {redact(url)}: {tls}") from e
+        raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}") from e
+    except (redis.TimeoutError, ValueError) as e:
+        raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {e}") from e
+    except redis.ResponseError as e:
+        raise RedisUnavailable(f"Redis at {redact(url)} answered with an error: {e}") from e
+    return connection
+
+
+def _tls_failure(error: BaseException) -> str | None:
+    """Why a TLS connection failed for good (certificate, CA file), or None for a network error."""
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"its TLS certificate does not verify against the CA given ({cause.verify_message})"
+    if isinstance(cause, FileNotFoundError | PermissionError | IsADirectoryError):
+        return f"cannot read the CA certificate (ssl_ca_certs): {cause.strerror}"
+    return None

@@ -1,4 +1,4 @@
-"""The time-bounded retry policy of resilient Redis connections (`swarmrun.execution.reconnect`)."""
+"""The time-bounded retry policy of resilient Redis connections (`swarmrun.execution.connection`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from swarmrun.execution.reconnect import PatientRetry, RedisGone
+from swarmrun.execution.connection import PatientRetry, RedisGone
 
 
 class Flaky:

@@ -16,9 +16,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import redis
 
 from benchmarks.harness import ROOT, RedisServer, Row, bench_env, load_average, say
 from benchmarks.local import make_sweep
@@ -186,15 +189,64 @@ def end_to_end(rows: list[Row], *, quick: bool, nonce: str, steady_rate: float |
         rows.append(row)
 
 
+class PeakMemory:
+    """Samples the embedded Redis of a running command (its unix socket under `home`) every
+    `every` seconds, a new connection each time; `peak` is Redis's own `used_memory_peak`."""
+
+    def __init__(self, home: Path, every: float = 2.0) -> None:
+        self.socket = home / "redis" / "redis.sock"
+        self.every = every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            with contextlib.suppress(redis.RedisError, OSError):
+                client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5)
+                try:
+                    self.peak = max(self.peak, int(client.info("memory")["used_memory_peak"]))
+                finally:
+                    client.close()
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def cost_model(rows: list[Row], *, quick: bool, nonce: str) -> None:
-    """Wall time of `swarmrun run -w 2` against N; fixed and per-point costs fitted."""
-    sizes = [1, 10, 100, 1_000, 10_000, 100_000] if quick else [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]
+    """Wall time of `swarmrun run -w 2` against N; fixed and per-point costs fitted.
+
+    The full run goes to 10^7 points; of that run it also reports the embedded Redis's peak
+    memory, and the time `swarmrun results -o` then takes to export the 10^7 rows (the embedded
+    Redis is started again from its append-only file for it, as a user's later command does).
+    """
+    sizes = [1, 10, 100, 1_000, 10_000, 100_000]
+    if not quick:
+        sizes += [1_000_000, 10_000_000]
     measured: list[tuple[int, float]] = []
+    notes: dict[int, str] = {}
     with _home() as (tmp, env):
         for n in sizes:
             path = _sweep_file(tmp, n, f"{nonce}-cost")
             say(f"cost model: swarmrun run of {n} points (load {load_average():.2f})")
-            measured.append((n, _timed(["run", str(path), "-w", "2", "-o", str(tmp / "o.csv")], env, ROOT)))
+            argv = ["run", str(path), "-w", "2", "-o", str(tmp / "o.csv")]
+            if n < 10_000_000:
+                measured.append((n, _timed(argv, env, ROOT)))
+                continue
+            with PeakMemory(Path(env["SWARMRUN_HOME"])) as memory:
+                measured.append((n, _timed(argv, env, ROOT)))
+            say(f"cost model: swarmrun results -o of {n} rows (load {load_average():.2f})")
+            export_s = _timed(["results", "-o", str(tmp / "again.csv")], env, ROOT)
+            notes[n] = (
+                f"; Redis used_memory_peak {memory.peak / 1e6:,.0f} MB ({memory.peak / n:.0f} B a point);"
+                f" then `swarmrun results -o` of the {n:,} rows {export_s:.1f} s"
+                f" ({n / export_s:,.0f} rows/s, Redis reloaded from its append-only file included)"
+            )
     fixed, per_point = _fit(measured)
     for n, seconds in measured:
         rows.append(
@@ -205,7 +257,7 @@ def cost_model(rows: list[Row], *, quick: bool, nonce: str) -> None:
                 2,
                 n,
                 seconds,
-                note=f"fit: {fixed:.2f} s + N x {per_point * 1e6:.1f} us",
+                note=f"fit: {fixed:.2f} s + N x {per_point * 1e6:.1f} us" + notes.get(n, ""),
                 extra={"fixed_s": fixed, "per_point_us": per_point * 1e6},
             )
         )

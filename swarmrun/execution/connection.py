@@ -38,6 +38,14 @@ BACKOFF_CAP = 2.0  # at most this long between two attempts
 BACKOFF_BASE = 0.1
 
 _retrying = threading.local()  # `.active`: an outermost PatientRetry loop runs on this thread
+_stopping = threading.Event()  # this process is stopping: outages are no longer ridden out
+
+
+def stop_waiting() -> None:
+    """This process is stopping (a worker told to stop): its connections stop riding out an
+    outage, and one waiting now gives up at once, so a stop is never held up by a Redis that is
+    away (`docker-compose down` stops Redis and the workers together)."""
+    _stopping.set()
 
 
 class RedisGone(redis.ConnectionError):
@@ -112,11 +120,14 @@ class PatientRetry(Retry):
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self.patience
+                if _stopping.is_set():
+                    raise RedisGone(f"no answer, and this process is stopping: {error}") from error
                 if now >= deadline:
                     raise RedisGone(
                         f"no answer for {self.patience:.0f} s (SWARMRUN_REDIS_PATIENCE): {error}"
                     ) from error
-                time.sleep(min(self._backoff.compute(failures), deadline - now))
+                if _stopping.wait(min(self._backoff.compute(failures), deadline - now)):
+                    raise RedisGone(f"no answer, and this process is stopping: {error}") from error
 
 
 class PatientPool(redis.ConnectionPool):

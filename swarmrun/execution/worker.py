@@ -37,7 +37,7 @@ from rq.worker import SimpleWorker, WorkerStatus
 from swarmrun.definition.chunk import ChunkRef, bits, plan_size
 from swarmrun.definition.sweep import Options, Sweep, point_keys
 from swarmrun.errors import RedisAuthFailed, RedisUnavailable
-from swarmrun.execution.connection import connect
+from swarmrun.execution.connection import connect, stop_waiting
 from swarmrun.execution.outputs import PointDir, parse_output_options
 from swarmrun.execution.outputstore import Uploader
 from swarmrun.execution.pointlog import Execution, PointLogs
@@ -463,6 +463,7 @@ class ChunkWorker(SimpleWorker):
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_requested_by_signal = True
+        stop_waiting()  # a Redis that is away no longer holds the stop up
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def run_maintenance_tasks(self) -> None:

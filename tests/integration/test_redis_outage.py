@@ -8,6 +8,7 @@ in one `Error:` line and exit code 4 once SWARMRUN_REDIS_PATIENCE has run out, n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -119,3 +120,36 @@ def test_run_gives_up_on_a_redis_gone_for_good_after_its_patience(
     assert "Traceback" not in stderr
     assert took < 45, took  # patience 6 s, plus the local workers' warm stop
     print(f"{style} for good: exit 4 after {took:.1f} s: {errors[0]}")
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_worker_told_to_stop_while_redis_is_away_exits_at_once(
+    proxy: FaultProxy, tmp_path: Path, manager: list[subprocess.Popen[str]], style: str
+) -> None:
+    """SIGTERM to a worker whose Redis went away (e.g. `docker-compose down` stops Redis and the
+    workers together): it stops within seconds instead of riding out the outage until its
+    container is killed after the grace period. Idle, it has nothing to finish."""
+    env = swarmrun_env(proxy.url, tmp_path / "home")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "swarmrun", "worker"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    manager.append(worker)
+    client = redis.Redis.from_url(proxy.url)
+    wait_until(lambda: client.scard("rq:workers:swarmrun") == 1, 60, message="the worker registered")
+    client.close()
+    proxy.outage(120, refuse=STYLES[style])
+    time.sleep(1.5)  # the worker is retrying by now
+    t0 = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        worker.wait(timeout=30)
+    took = time.monotonic() - t0
+    out = worker.communicate()[0] if worker.poll() is not None else ""
+    assert worker.poll() is not None and took < 10, f"still running {took:.0f} s after SIGTERM"
+    assert "Traceback" not in out, out

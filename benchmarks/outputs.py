@@ -95,16 +95,16 @@ def run(rows: list[Row], server: RedisServer, *, quick: bool, workers: int, nonc
     for round_no in range(3):  # interleaved, best of three, on a noisy machine
         for mode, (outputs, shared) in MODES.items():
             say(f"outputs overhead: {points} x 100 KiB, {mode} (load {load_average():.2f})")
-            seconds, cpu = time_sweep(
+            seconds, used = time_sweep(
                 server, points=points, workers=workers, outputs=outputs, nonce=nonce, shared=shared
             )
             times[mode].append(seconds)
-            cpus[mode].append(cpu)
+            cpus[mode].append(used)
         last = {mode: seconds[-1] for mode, seconds in times.items()}
         say(
             f"outputs overhead round {round_no + 1}: local {last['shared'] / last['without']:.2f}x, "
             f"through Redis {last['redis'] / last['without']:.2f}x wall; workers' CPU "
-            + ", ".join(f"{mode} {cpu[-1]:.2f} s" for mode, cpu in cpus.items())
+            + ", ".join(f"{mode} {used[-1]:.2f} s" for mode, used in cpus.items())
         )
     best = {mode: min(seconds) for mode, seconds in times.items()}
     cpu = {mode: min(seconds) for mode, seconds in cpus.items()}

@@ -64,26 +64,12 @@ def main(argv: list[str] | None = None) -> None:
                         workers=args.workers,
                     )
         if "results" in sections:
-            from benchmarks import local, results
+            from benchmarks import results
 
             with redis_server() as server:
                 results.store_and_export(rows, server, quick=args.quick, nonce=nonce)
-                steady = [
-                    r for r in rows if (r.section, r.case, r.engine) == ("call points", "no-op", "swarmrun")
-                ]
-                if not steady:
-                    sweep = local.make_sweep(
-                        "bench-steady",
-                        {"call": "benchmarks.tasks:noop"},
-                        50_000 if args.quick else 300_000,
-                        {},
-                        nonce,
-                    )
-                    seconds = local.time_swarmrun(server, sweep, args.workers)
-                    steady = [Row("call points", "no-op", "swarmrun", args.workers, sweep.size, seconds)]
-                    rows.extend(steady)
+                results.end_to_end(rows, server, quick=args.quick, nonce=nonce)
             results.fixed_costs(rows, nonce=nonce)
-            results.end_to_end(rows, quick=args.quick, nonce=nonce, steady_rate=steady[0].rate)
             results.cost_model(rows, quick=args.quick, nonce=nonce)
         if "peers" in sections:
             from benchmarks import peers

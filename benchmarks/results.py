@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -321,7 +322,7 @@ def write_cost_png(rows: Sequence[Row], path: Path, title: str) -> str:
     ax.set_xlabel("points N (no-op)")
     ax.set_ylabel("seconds, swarmrun run -w 2 -o out.csv")
     ax.set_title(f"fixed {fixed:.2f} s, {per_point * 1e6:.1f} us a point", fontsize=10)
-    fig.suptitle(title, fontsize=7)
+    fig.suptitle(textwrap.fill(title, 120), fontsize=7)  # the machine line is wider than the plot
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

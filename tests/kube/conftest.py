@@ -249,10 +249,16 @@ class KubeStack:
                 os.environ["KUBECONFIG"] = before
 
     def remove(self) -> None:
-        core = self.kube.core
-        with contextlib.suppress(Exception):  # the Deployments first, or they make new pods
-            self.kube.apps.delete_collection_namespaced_deployment(self.namespace)
-        with contextlib.suppress(Exception):  # no 120 s grace period at teardown
+        """Delete the namespace, its pods first and without a grace period. A pod still there when
+        the namespace goes makes Kubernetes wait out its grace period before it finalizes the
+        namespace (about 70 s a test), so the Deployments and their ReplicaSets go first (or they
+        make new pods), and pods made meanwhile are deleted again while the namespace goes."""
+        core, apps = self.kube.core, self.kube.apps
+        with contextlib.suppress(Exception):
+            apps.delete_collection_namespaced_deployment(self.namespace)
+        with contextlib.suppress(Exception):
+            apps.delete_collection_namespaced_replica_set(self.namespace, grace_period_seconds=0)
+        with contextlib.suppress(Exception):
             core.delete_collection_namespaced_pod(self.namespace, grace_period_seconds=0)
         with contextlib.suppress(Exception):
             core.delete_namespace(self.namespace, grace_period_seconds=0)
@@ -262,6 +268,8 @@ class KubeStack:
                 core.read_namespace(self.namespace)
             except self.kube.k.client.exceptions.ApiException:
                 break
+            with contextlib.suppress(Exception):
+                core.delete_collection_namespaced_pod(self.namespace, grace_period_seconds=0)
             time.sleep(1)
         for pv, directory in self.volumes:
             if pv:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import RedisServer, read_csv, swarmrun_env, wait_until, write_sweep
+from tests.conftest import Processes, RedisServer, read_csv, swarmrun_env, wait_until, write_sweep
 from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.timeout(240)
@@ -129,17 +129,8 @@ def test_a_worker_told_to_stop_while_redis_is_away_exits_at_once(
     """SIGTERM to a worker whose Redis went away (e.g. `docker-compose down` stops Redis and the
     workers together): it stops within seconds instead of riding out the outage until its
     container is killed after the grace period. Idle, it has nothing to finish."""
-    env = swarmrun_env(proxy.url, tmp_path / "home")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "swarmrun", "worker"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    manager.append(worker)
+    worker = Processes(swarmrun_env(proxy.url, tmp_path / "home"), tmp_path).worker()
+    manager.append(worker)  # killed, with its process group, at teardown
     client = redis.Redis.from_url(proxy.url)
     wait_until(lambda: client.scard("rq:workers:swarmrun") == 1, 60, message="the worker registered")
     client.close()

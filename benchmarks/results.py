@@ -25,7 +25,7 @@ from pathlib import Path
 import redis
 
 from benchmarks.harness import ROOT, RedisServer, Row, bench_env, load_average, say
-from benchmarks.local import make_sweep
+from benchmarks.local import make_sweep, time_swarmrun
 from swarmrun.definition.sweep import point_key
 from swarmrun.execution.export import export
 from swarmrun.execution.queue import SweepQueue
@@ -179,8 +179,6 @@ def end_to_end(rows: list[Row], server: RedisServer, *, quick: bool, nonce: str,
     on the same points: workers already running, clock from submit to the last result (on the
     benchmark's Redis). The two alternate `rounds` times (medians): the steady rate of one run
     swings by a fifth on this machine, and a ratio of two runs minutes apart swings with it."""
-    from benchmarks.local import time_swarmrun
-
     for points in (50_000, 100_000) if quick else (100_000, 300_000):
         e2e: list[float] = []
         steady: list[float] = []

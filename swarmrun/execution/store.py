@@ -21,6 +21,12 @@ from swarmrun.execution.scripts import EXPORT_LUA, INDEX_EXPORT_LUA
 PointKeys = Sequence[str] | Callable[[Sequence[int]], Sequence[str]]
 
 
+def _index_keys(sweep_id: str, task_key: str) -> list[str]:
+    """The KEYS of `INDEX_EXPORT_LUA`: the sweep's failures, the task's origins, the done bitmap."""
+    keys = Keys(sweep_id)
+    return [keys.errors, Keys.origins(task_key), keys.done]
+
+
 class RecordStore:
     """The result records on one Redis connection."""
 
@@ -45,9 +51,8 @@ class RecordStore:
         `records_by_key` finds them."""
         if stop <= start:
             return ""
-        keys = Keys(sweep_id)
         answer = self._index_export(
-            keys=[keys.errors, Keys.origins(task_key), keys.done],
+            keys=_index_keys(sweep_id, task_key),
             args=[Keys.buckets(task_key), sweep_id, "range", start, stop],
         )
         return reply_text(answer)
@@ -71,7 +76,7 @@ class RecordStore:
         handed, sent = 0, 0  # ranges handed over, ranges asked for
         try:
             sha = reply_text(self.connection.script_load(INDEX_EXPORT_LUA))
-            fixed = (sha, 3, keys.errors, Keys.origins(task_key), keys.done, Keys.buckets(task_key), sweep_id)
+            fixed = (sha, 3, *_index_keys(sweep_id, task_key), Keys.buckets(task_key), sweep_id)
             for _ in ranges:
                 while sent < len(ranges) and sent <= handed + 1:
                     start, stop = ranges[sent]
@@ -119,9 +124,8 @@ class RecordStore:
         the indices it is passed, called only for points not found by index)."""
         if not indices:
             return []
-        sweep_keys = Keys(sweep_id)
         answer = self._index_export(
-            keys=[sweep_keys.errors, Keys.origins(task_key), sweep_keys.done],
+            keys=_index_keys(sweep_id, task_key),
             args=[Keys.buckets(task_key), sweep_id, "points", "\n".join(map(str, indices))],
         )
         values: list[Any] = json.loads(f"[{reply_text(answer)}]")

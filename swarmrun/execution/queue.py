@@ -30,7 +30,7 @@ from swarmrun.definition.chunk import ChunkRef, bits, first_clear, job_prefix
 from swarmrun.definition.sweep import Sweep, canonical_json
 from swarmrun.definition.sweepfile import sweep_from_dict
 from swarmrun.errors import SweepNotFound
-from swarmrun.execution.keys import SWEEPS, Keys, reply_bytes, reply_text
+from swarmrun.execution.keys import SWEEPS, Keys, reply_text
 from swarmrun.execution.scripts import CACHED_LUA, CLEAR_FAILED_LUA, CLEAR_POINTS_LUA, RECORD_LUA
 from swarmrun.execution.store import RecordStore
 from swarmrun.redis_server import process_alive
@@ -248,11 +248,10 @@ class SweepQueue(RecordStore):
 
     def first_missing(self, sweep_id: str, start: int, stop: int) -> int | None:
         """The first index in `[start, stop)` without a result, reading the bitmap in blocks."""
-        key = Keys(sweep_id).done
         pos = start
         while pos < stop:
             end = min(stop, (pos // 8) * 8 + BITMAP_READ * 8)
-            mask = reply_bytes(self.connection.getrange(key, pos // 8, (end - 1) // 8))
+            mask = self.done_mask(sweep_id, pos, end)
             found = first_clear(mask, pos, pos, end)
             if found is not None:
                 return found

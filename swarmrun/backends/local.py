@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import IO
 
 from swarmrun.backends import Placement, Replicas
+from swarmrun.backends.forked import ForkedWorker, supported
 from swarmrun.settings import Settings
 
+Process = subprocess.Popen[bytes] | ForkedWorker
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+
+def _wait(proc: Process, timeout: float) -> bool:
     """Whether `proc` exited within `timeout` seconds; woken by its exit itself, where
     `Popen.wait(timeout)` would poll (up to 50 ms late, which a 1-point sweep's stop would feel)."""
     pidfd_open = getattr(os, "pidfd_open", None)  # Linux only
@@ -38,7 +41,12 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 
 
 class LocalBackend:
-    """Worker processes, each in its own session (a Ctrl-C at the terminal reaches only us)."""
+    """Worker processes, each in its own session (a Ctrl-C at the terminal reaches only us).
+
+    `fork=True`: workers are forked from this process (`swarmrun.backends.forked`, Linux only)
+    until `stop_forking()`, which the caller calls before it imports the user's task; later
+    workers (replacements, scaling) are new interpreters.
+    """
 
     name = "local"
 
@@ -50,6 +58,7 @@ class LocalBackend:
         log_dir: Path,
         cwd: Path | None = None,
         grace: float = 60.0,
+        fork: bool = False,
     ) -> None:
         self.settings = settings
         self.redis_url = redis_url
@@ -57,8 +66,9 @@ class LocalBackend:
         self.cwd = cwd
         self.grace = grace
         self.desired = 0
-        self._live: list[subprocess.Popen[bytes]] = []
-        self._stopping: list[subprocess.Popen[bytes]] = []
+        self.forking = fork and supported()
+        self._live: list[Process] = []
+        self._stopping: list[Process] = []
         self._logs: dict[int, IO[bytes]] = {}
         self._spawned = 0
 
@@ -79,17 +89,26 @@ class LocalBackend:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._spawned += 1
         log = open(self.log_dir / f"worker-{self._spawned}.log", "ab")  # noqa: SIM115 - closed after Popen
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "swarmrun", "worker"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.cwd,
-            env=self._env(),
-            start_new_session=True,
-        )
+        proc: Process
+        if self.forking:
+            proc = ForkedWorker(cwd=self.cwd, env=self._env(), log=log)
+        else:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "swarmrun", "worker"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                env=self._env(),
+                start_new_session=True,
+            )
         self._logs[proc.pid] = log
         self._live.append(proc)
+
+    def stop_forking(self) -> None:
+        """Start new workers as new interpreters from now on (this process is about to load code
+        that a worker must import afresh)."""
+        self.forking = False
 
     def _collect(self) -> None:
         for proc in [p for p in self._stopping if p.poll() is not None]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import importlib
 import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -413,3 +416,22 @@ def cli(ctx: click.Context, debug: bool) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     ctx.obj = State(Settings.from_env(), debug=debug)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown of every loaded module (0.06 to 0.1 s here, more
+    under load: of every command as the user waits for it, and of a stopped worker's exit, which
+    `swarmrun run` waits for).
+
+    What a normal exit does that matters still happens: threads that are not daemons (a task may
+    start some) are joined, atexit handlers run (logging's flush among them), stdout and stderr
+    are flushed.
+    """
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

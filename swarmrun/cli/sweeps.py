@@ -198,8 +198,17 @@ def _load(path: Path, params: tuple[str, ...], *, check: bool = True) -> Sweep:
     """Read and validate a sweep file; check on this machine that its task can start."""
     sweep = load_sweep(path, params)
     if check:
-        preflight(sweep.task, param_names=sweep.param_names, origin=path.resolve().parent)
+        _check(sweep, path)
     return sweep
+
+
+def _check(sweep: Sweep, path: Path) -> None:
+    preflight(sweep.task, param_names=sweep.param_names, origin=path.resolve().parent)
+
+
+def _local_backend(state: State, sweep_id: str, cwd: Path | None, *, fork: bool = False) -> LocalBackend:
+    log_dir = state.settings.home / "logs" / sweep_id[:12]
+    return LocalBackend(state.settings, state.url(), log_dir=log_dir, cwd=cwd, fork=fork)
 
 
 def _drive(
@@ -209,16 +218,14 @@ def _drive(
     sweep_id: str,
     *,
     workers: int,
-    cwd: Path | None,
+    backend: LocalBackend,
     quiet: bool,
     autoscaling: Autoscaling | None = None,
     follow: Follow | None = None,
 ) -> Progress:
-    """Run local workers until the sweep completes; Ctrl-C stops them warm (a second one, at once)."""
-    log_dir = state.settings.home / "logs" / sweep_id[:12]
-    backend = LocalBackend(state.settings, state.url(), log_dir=log_dir, cwd=cwd)
-    if follow is not None:
-        follow.share()
+    """Run local workers until the sweep completes; Ctrl-C stops them warm (a second one, at once).
+
+    `backend` may have started its workers already (`deploy` again changes nothing then)."""
     printer = Printer(quiet)
     scaler = autoscaling.start(state, backend, printer) if autoscaling else None
     backend.deploy(autoscaling.policy.min_replicas if autoscaling else workers)
@@ -417,7 +424,8 @@ def run(
             )
         policy = make_policy(parse_bounds(autoscale_bounds), tuning, "--autoscale")
         autoscaling = Autoscaling(policy, tuning)
-    sweep = _load(sweep_file, params, check=not no_check)
+    sweep = _load(sweep_file, params, check=False)  # checked below: on the local backend, after
+    # the workers are forked (the check imports the user's task, which a worker imports afresh)
     default = "kubernetes" if state.kube is not None else "swarm" if state.stack else "local"
     chosen = _choose_backend(state, state.backend_choice or default)
     if chosen == "local" and state.stack_remembered:
@@ -427,6 +435,8 @@ def run(
     if chosen == "kubernetes" and state.kube is None:
         state.kube = state.kube_request  # `--backend auto` chose it: --namespace / --context apply
     if chosen in ("swarm", "kubernetes"):
+        if not no_check:
+            _check(sweep, sweep_file)
         queue, sid, final, follow, live = _run_on_swarm(
             state,
             sweep,
@@ -444,10 +454,24 @@ def run(
             f"{sweep_file.name}: outputs_dir: {sweep.options.outputs_dir} is not a directory here"
         )
     queue = state.queue()
-    sub = queue.submit(sweep, origin=origin)
+    # The workers start first, forked from this process (no interpreter start, no imports): they
+    # are ready by the time the task is checked and the sweep submitted.
+    backend = _local_backend(state, sweep.id, origin, fork=autoscaling is None)
+    if autoscaling is None:
+        backend.deploy(workers or os.cpu_count() or 1)
+    backend.stop_forking()
+    try:
+        if not no_check:
+            _check(sweep, sweep_file)
+        follow = Follow(queue, sweep, sweep.id, outputs_dest(sweep, sweep.id, output), fail_fast)
+        follow.share()
+        sub = queue.submit(sweep, origin=origin)
+    except BaseException:
+        backend.stop(grace=0)
+        raise
     click.echo(f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done", err=True)
-    follow = Follow(queue, sweep, sub.sweep_id, outputs_dest(sweep, sub.sweep_id, output), fail_fast)
     if sub.done >= sub.size:
+        backend.stop()
         click.echo("Every point is already done; nothing to run.", err=True)
         final = queue.progress(sub.sweep_id)
         follow.finish(Printer(quiet))
@@ -460,7 +484,7 @@ def run(
             sweep,
             sub.sweep_id,
             workers=workers or os.cpu_count() or 1,
-            cwd=origin,
+            backend=backend,
             quiet=quiet,
             autoscaling=autoscaling,
             follow=follow,
@@ -513,7 +537,7 @@ def retry(state: State, sweep_id: str | None, workers: int, detach: bool, output
         return ExitCode.OK
     sweep = queue.load(sid)
     follow = Follow(queue, sweep, sid, outputs_dest(sweep, sid, output), None)  # files, new errors
-    final = _drive(
-        state, queue, sweep, sid, workers=workers, cwd=queue.origin(sid), quiet=False, follow=follow
-    )
+    follow.share()
+    backend = _local_backend(state, sid, queue.origin(sid))
+    final = _drive(state, queue, sweep, sid, workers=workers, backend=backend, quiet=False, follow=follow)
     return _finish(queue, sweep, sid, output, final, follow)

@@ -427,6 +427,10 @@ def exit_now(code: int) -> NoReturn:
     start some) are joined, atexit handlers run (logging's flush among them), stdout and stderr
     are flushed.
     """
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter's exit does first: the
+    # threading exit hooks (an unclosed ThreadPoolExecutor's), then joining non-daemon threads
+    if shutdown is not None and threading.current_thread() is threading.main_thread():
+        shutdown()
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()

@@ -58,7 +58,7 @@ def test_a_stopping_worker_still_joins_task_threads_and_runs_atexit(tmp_path: Pa
         f"""
         import atexit, threading, time
         from pathlib import Path
-        from swarmrun.cli.worker import exit_now
+        from swarmrun.cli.common import exit_now
         out = Path({str(tmp_path)!r})
         atexit.register(lambda: (out / "atexit").write_text("ran"))
         def late():
@@ -74,6 +74,23 @@ def test_a_stopping_worker_still_joins_task_threads_and_runs_atexit(tmp_path: Pa
     assert done.stdout == "flushed"
     assert (tmp_path / "atexit").read_text() == "ran"
     assert (tmp_path / "thread").read_text() == "done"
+
+
+def test_exit_now_ends_an_executor_left_open() -> None:
+    """A task (or a library) may leave a ThreadPoolExecutor open: its threads are not daemons and
+    wait for work until the interpreter's threading exit hook tells them to stop. `exit_now` runs
+    that hook as the interpreter's exit would; joining the threads alone waited forever."""
+    code = textwrap.dedent(
+        """
+        import concurrent.futures
+        from swarmrun.cli.common import exit_now
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        print(pool.submit(lambda: 42).result(), end="")
+        exit_now(5)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (5, "42"), done.stderr
 
 
 def test_stopping_idle_workers_never_waits_on_their_pubsub_thread(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ Forking is safe only while this process holds nothing a worker must not share, s
 backend forks only its first workers, before the manager imports the user's task (the task's
 module, numpy with it, is then imported fresh by each worker, with its own random state), and
 only on Linux (a macOS process that has used system frameworks must not fork without exec).
-The child keeps no handler, thread, signal disposition or exit hook of the manager: it has its
-own session, working directory, environment and log file, and exits with `os._exit`.
+The child keeps none of the manager's threads, logging handlers, signal handlers or exit hooks: it
+has its own session, working directory, environment, standard streams and log file, and exits
+with `os._exit`.
 """
 
 from __future__ import annotations
@@ -27,14 +28,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, NoReturn
 
+ENV = "SWARMRUN_FORK_WORKERS"
+
 
 def supported() -> bool:
     """Linux, and not turned off with `SWARMRUN_FORK_WORKERS=0` (workers then start as new
     interpreters, as every worker did before)."""
     return sys.platform == "linux" and hasattr(os, "fork") and os.environ.get(ENV, "1") != "0"
-
-
-ENV = "SWARMRUN_FORK_WORKERS"
 
 
 class ForkedWorker:

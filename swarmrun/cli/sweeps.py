@@ -467,7 +467,7 @@ def run(
         follow.share()
         sub = queue.submit(sweep, origin=origin)
     except BaseException:
-        backend.stop(grace=0)
+        backend.stop()  # a warm stop: idle, they leave at once and unregister from the queue
         raise
     click.echo(f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done", err=True)
     if sub.done >= sub.size:

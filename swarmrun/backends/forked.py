@@ -99,7 +99,6 @@ def _name_process(name: bytes) -> None:
 
 def _child(cwd: Path | None, env: Mapping[str, str], log_fd: int) -> NoReturn:
     """In the forked process: become a worker started on its own, run it, exit."""
-    code = 1
     try:
         os.setsid()  # a Ctrl-C at the terminal reaches only the manager
         if cwd is not None:
@@ -124,11 +123,8 @@ def _child(cwd: Path | None, env: Mapping[str, str], log_fd: int) -> NoReturn:
         _name_process(b"swarmrun-worker")
         from swarmrun.cli import main
 
-        main(["worker"])  # exits itself (`swarmrun.cli.worker.exit_now`)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        main()  # `swarmrun worker` as typed: it ends in `exit_now`, with the worker's exit code
     except BaseException:
         traceback.print_exc()
     finally:
-        os._exit(code)
+        os._exit(1)  # reached only if the command could not run at all

@@ -89,6 +89,6 @@ def _until_next_poll(interval: float, progress: Progress, rate: float | None, el
     lands on the expected end, and from there comes every hundredth of the time so far (20 ms at
     least), so a sweep of a few seconds is seen to end within tens of milliseconds."""
     left = progress.size - progress.done
-    if not rate or rate <= 0 or left <= 0:
+    if rate is None or rate <= 0 or left <= 0:
         return interval
     return min(interval, max(left / rate, 0.02, elapsed / 100))

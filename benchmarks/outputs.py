@@ -85,7 +85,7 @@ def _time_sweep(
     connection = server.fresh()
     queue = SweepQueue(connection, "swarmrun")
     with processes() as procs:
-        collector = OutputCollector(queue, sweep, sweep.id, Path(dest))
+        collector = OutputCollector(queue, sweep, sweep.id, dest)
         if outputs and shared:
             collector.share()
         procs.start(
@@ -106,7 +106,7 @@ def _time_sweep(
         t1 = wait_for(finished, 1200, "outputs sweep", interval=0.05)
         cpu = cpu_seconds(pids) - cpu0
         if outputs:
-            fetched = len(list(Path(dest).glob("points/*/out.bin")))
+            fetched = len(list(dest.glob("points/*/out.bin")))
             if fetched != points:
                 raise RuntimeError(f"outputs: {fetched} of {points} files fetched")
     return t1 - t0, cpu

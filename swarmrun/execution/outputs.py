@@ -139,7 +139,8 @@ class PointDir:
     def __init__(self, base: str | None = None) -> None:
         self.base = base or os.environ.get(WORK_DIR_ENV) or tempfile.gettempdir()
         self._path: Path | None = None
-        self._mtime = 0
+        self._fd = -1  # the directory, open: `fstat` is half the cost of `stat` by name
+        self._ctime = 0
         self._settled = False
 
     def _make(self) -> Path:
@@ -151,41 +152,47 @@ class PointDir:
     def path(self) -> Path:
         if self._path is None:
             self._path = self._make()
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
             self._observe()
         return self._path
 
     def _observe(self) -> None:
-        """Record the directory's mtime, and whether it was already old when seen: file systems
-        stamp with a coarse clock, so only then does any later change give a different mtime."""
-        assert self._path is not None
-        self._mtime = os.stat(self._path).st_mtime_ns
-        self._settled = time.time_ns() - self._mtime > SETTLED_NS
+        """Record the directory's change time, and whether it was already old when seen: file
+        systems stamp with a coarse clock, so only then does any later change give a different
+        one. The change time, not the modification time: moving the directory changes it too."""
+        self._ctime = os.fstat(self._fd).st_ctime_ns
+        self._settled = time.time_ns() - self._ctime > SETTLED_NS
 
     def clear(self) -> None:
-        """Empty the directory; a directory that cannot be emptied is replaced by a new one.
+        """Empty the directory; a directory that cannot be emptied (or was removed or moved by the
+        point) is replaced by a new one.
 
-        An old, unchanged modification time means nothing was added: one stat for most points.
+        An old, unchanged change time means nothing was added: one `fstat` for most points.
         """
         if self._path is None:
             return
         try:
-            if self._settled and os.stat(self._path).st_mtime_ns == self._mtime:
-                return
+            if self._settled:
+                st = os.fstat(self._fd)
+                if st.st_ctime_ns == self._ctime and st.st_nlink:
+                    return
             with os.scandir(self._path) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.path)
                     else:
                         os.unlink(entry.path)
+            if not os.path.samestat(os.fstat(self._fd), os.stat(self._path)):
+                raise FileNotFoundError(self._path)  # another directory now has its name
             self._observe()
         except OSError:
-            shutil.rmtree(self._path, ignore_errors=True)
-            self._path = None
+            self.remove()
 
     def remove(self) -> None:
         if self._path is not None:
             shutil.rmtree(self._path, ignore_errors=True)
-            self._path = None
+            os.close(self._fd)
+            self._path, self._fd = None, -1
 
     def __enter__(self) -> Path:
         return self.path

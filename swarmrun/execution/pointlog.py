@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import redis
 
@@ -114,21 +114,25 @@ class LogCapture:
         self.handler: logging.StreamHandler[Any] = logging.StreamHandler(_NULL)
         self.handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         self._installed = False
+        self._saved: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
 
-    @contextmanager
-    def __call__(self) -> Iterator[TailBuffer]:
+    def __call__(self) -> LogCapture:
+        """`with capture() as buffer:` (a class, not a generator: this runs once a point)."""
+        return self
+
+    def __enter__(self) -> TailBuffer:
         if not self._installed:
             logging.getLogger().addHandler(self.handler)
             self._installed = True
         buffer = TailBuffer(self.limit)
         self.handler.stream = buffer
-        out, err = sys.stdout, sys.stderr
+        self._saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = buffer
-        try:
-            yield buffer
-        finally:
-            sys.stdout, sys.stderr = out, err
-            self.handler.stream = _NULL
+        return buffer
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout, sys.stderr = self._saved
+        self.handler.stream = _NULL
 
     def remove(self) -> None:
         if self._installed:

@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Protocol
@@ -29,7 +29,7 @@ from typing import IO, Any, Protocol
 from swarmrun.definition.sweep import BUILTIN_PLACEHOLDERS, TaskSpec, command_placeholders
 from swarmrun.errors import SweepFileError, TaskImportError
 from swarmrun.execution.outputs import POINT_DIR_ENV
-from swarmrun.execution.pointlog import LOG_CHARS, LogCapture, clip
+from swarmrun.execution.pointlog import LOG_CHARS, LogCapture, TailBuffer, clip
 
 TAIL_CHARS = 2000
 ERROR_CHARS = 1000
@@ -149,16 +149,16 @@ class CallTask:
         point_dir: Path | None = None,
         log: bool = False,
     ) -> Outcome:
-        if point_dir is not None and point_dir != self._point_dir:  # the same directory point after point
-            os.environ[POINT_DIR_ENV] = str(point_dir)
-            self._point_dir = point_dir
+        if point_dir is not None and point_dir is not self._point_dir and point_dir != self._point_dir:
+            os.environ[POINT_DIR_ENV] = str(point_dir)  # the same directory point after point
+        self._point_dir = point_dir
         if not log:
-            return self._run(params, timeout)
+            return self._run(params, timeout, None)
         with self._capture() as buffer:
-            outcome = self._run(params, timeout)
-        return replace(outcome, log=buffer.getvalue())
+            return self._run(params, timeout, buffer)
 
-    def _run(self, params: Mapping[str, Any], timeout: float | None) -> Outcome:
+    def _run(self, params: Mapping[str, Any], timeout: float | None, log: TailBuffer | None) -> Outcome:
+        """The outcome, with what the point printed so far when `log` holds it."""
         start = time.perf_counter()
         try:
             if timeout is None:  # the common case, without the alarm's set-up per point
@@ -168,7 +168,10 @@ class CallTask:
                     value = self.function(**params)
         except PointTimeout:
             return Outcome(
-                "timeout", error=f"timed out after {timeout:g} s", duration=time.perf_counter() - start
+                "timeout",
+                error=f"timed out after {timeout:g} s",
+                duration=time.perf_counter() - start,
+                log=None if log is None else log.getvalue(),
             )
         except Exception as e:
             duration = time.perf_counter() - start
@@ -177,8 +180,10 @@ class CallTask:
                 error=_clip(f"{type(e).__name__}: {e}", ERROR_CHARS),
                 traceback=_clip(traceback.format_exc(), TAIL_CHARS),
                 duration=duration,
+                log=None if log is None else log.getvalue(),
             )
-        return Outcome("ok", value=value, duration=time.perf_counter() - start)
+        duration = time.perf_counter() - start
+        return Outcome("ok", value=value, duration=duration, log=None if log is None else log.getvalue())
 
 
 def _tail(handle: IO[bytes], chars: int = TAIL_CHARS) -> str:

@@ -85,8 +85,8 @@ class WorkerContext:
     loaded: dict[str, LoadedSweep] = field(default_factory=dict)
     # The execution running now (sweep id, index, execution), announced so that `show` lists an
     # execution killed mid-point: at once when it is the chunk's first or the one before took
-    # `ANNOUNCE_SLOW` or more, else by a thread looking every `ANNOUNCE_EVERY` s (no cost per
-    # fast point, which is rarely seen by the thread).
+    # `ANNOUNCE_SLOW` or more, else by a thread looking every `ANNOUNCE_EVERY` s, which announces
+    # only an execution that has run that long already (no cost per fast point).
     current: tuple[str, int, str, float] | None = None  # sweep id, index, token, start
     announced: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -101,11 +101,12 @@ class WorkerContext:
     point_dir: PointDir = field(default_factory=PointDir)
     shares_seen: dict[str, bool] = field(default_factory=dict)  # see outputstore.shared_root
 
-    def announce(self) -> None:
-        """Store the running execution as `running` (once); its end replaces it (`ChunkRun`)."""
+    def announce(self, running_for: float = 0.0) -> None:
+        """Store the running execution as `running` (once) if it started `running_for` seconds
+        ago or more; its end replaces it (`ChunkRun`)."""
         with self._lock:
             current = self.current
-            if current is None or current[2] == self.announced:
+            if current is None or current[2] == self.announced or time.time() - current[3] < running_for:
                 return
             self.announced = current[2]
         sweep_id, index, token, start = current
@@ -432,7 +433,7 @@ class ChunkWorker(SimpleWorker):
         try:
             with (
                 _Heartbeat(interval, lambda: self._beat(job, execution)),
-                _Heartbeat(ANNOUNCE_EVERY, self.context.announce),
+                _Heartbeat(ANNOUNCE_EVERY, lambda: self.context.announce(ANNOUNCE_EVERY)),
             ):
                 self.perform_job(job, queue, execution)
         finally:

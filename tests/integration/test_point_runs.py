@@ -68,6 +68,28 @@ params:
         assert " running " not in other.stdout, other.stdout
 
 
+def test_fast_points_are_not_announced_one_in_twenty_milliseconds(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    """The announcing thread stores a running execution only when it has run for a look's
+    interval: 2-ms points are over before that, and one look in 20 ms would otherwise store a
+    `running` entry (and then its end) for every tenth point. Only the chunk's first is announced."""
+    path = write_sweep(
+        tmp_path,
+        """
+task: {call: "fixtures.tasks:nap"}
+chunk: 400
+params:
+  seconds: [0.002]
+  i: {range: [0, 400]}
+""",
+    )
+    sid = procs.cli("submit", str(path)).stdout.strip()
+    procs.worker()
+    wait_until(lambda: SweepQueue(rconn, "swarmrun").progress(sid).complete, 90, message="sweep done")
+    assert rconn.hlen(f"swarmrun:sweep:{sid}:runs") == 1
+
+
 def test_run_prints_the_running_count_of_each_error_group_as_it_grows(
     procs: Processes, tmp_path: Path
 ) -> None:

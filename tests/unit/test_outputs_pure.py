@@ -248,3 +248,27 @@ def test_keep_only_removes_everything_but_the_kept_files(tmp_path: Path) -> None
     (flat / "extra").write_text("x")
     keep_only(flat, {"out.bin"})
     assert [p.name for p in flat.iterdir()] == ["out.bin"]
+
+
+@pytest.mark.parametrize("how", ["remove", "rename", "replace"])
+def test_a_point_that_removes_or_moves_its_own_directory_leaves_the_next_one_a_fresh_one(
+    tmp_path: Path, how: str
+) -> None:
+    dirs = PointDir(base=str(tmp_path))
+    with dirs:
+        pass
+    time.sleep(0.15)  # settled: only a changed directory is scanned
+    for n in range(3):
+        with dirs as d:
+            if how == "remove":
+                d.rmdir()
+            elif how == "rename":
+                d.rename(tmp_path / f"moved-{n}")
+            else:
+                d.rename(tmp_path / f"moved-{n}")
+                d.mkdir()
+                (d / "left").write_text("x")
+        with dirs as fresh:
+            assert fresh.is_dir() and list(fresh.iterdir()) == [], (how, n)
+        time.sleep(0.15)
+    dirs.remove()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import compileall
 import secrets
 import sys
 import time
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
     nonce = secrets.token_hex(4)
+    # Byte code for every module, as `pip install` writes it for an installed package: a checkout
+    # under PYTHONDONTWRITEBYTECODE would otherwise compile what changed on every command timed.
+    compileall.compile_dir(Path(__file__).resolve().parent.parent / "swarmrun", quiet=1)
     started = time.strftime("%Y-%m-%d %H:%M")
     context = f"{machine()}; {others_busy()} at start; load {load_average():.2f}"
     say(context)

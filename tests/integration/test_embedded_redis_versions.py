@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from swarmrun.errors import ExitCode
 from swarmrun.redis_server import find_executable, server_version
-from tests.conftest import require, swarmrun_env, write_sweep
+from tests.conftest import require, run_cli, swarmrun_env, write_sweep
 
 SWEEP = """
 name: versions
@@ -31,11 +29,6 @@ def only_on_path(directory: Path, binary: str) -> str:
     return os.pathsep.join([str(directory), "/usr/bin", "/bin"])
 
 
-def swarmrun(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "swarmrun", *args]
-    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.timeout(180)
 def test_an_older_redis_server_refuses_data_written_by_redis_7(tmp_path: Path) -> None:
     system = find_executable(path="/usr/bin:/usr/local/bin:/bin")
@@ -49,15 +42,15 @@ def test_an_older_redis_server_refuses_data_written_by_redis_7(tmp_path: Path) -
     home = tmp_path / "home"
     new_env = swarmrun_env(None, home, PATH=only_on_path(tmp_path / "new", system))
     old_env = swarmrun_env(None, home, PATH=only_on_path(tmp_path / "old", old))
-    ran = swarmrun(["run", "sweep.yaml", "-w", "1", "-q", "-o", "out.csv"], new_env, tmp_path)
+    ran = run_cli(["run", "sweep.yaml", "-w", "1", "-q"], env=new_env, cwd=tmp_path, timeout=120)
     assert ran.returncode == 0, ran.stderr
     assert (home / "redis" / "appendonlydir").is_dir()
 
-    refused = swarmrun(["ls"], old_env, tmp_path)
+    refused = run_cli(["ls"], env=old_env, cwd=tmp_path, timeout=120)
     assert refused.returncode == ExitCode.REDIS_UNAVAILABLE, refused.stdout + refused.stderr
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "Redis 7" in lines[0] and "Traceback" not in refused.stderr, refused.stderr
     assert not (home / "redis" / "appendonly.aof").exists()  # nothing written beside it
 
-    again = swarmrun(["ls"], new_env, tmp_path)
+    again = run_cli(["ls"], env=new_env, cwd=tmp_path, timeout=120)
     assert again.returncode == 0 and "complete" in again.stdout, again.stdout + again.stderr

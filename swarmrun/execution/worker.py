@@ -460,7 +460,7 @@ class ChunkWorker(SimpleWorker):
 
     def _beat(self, job: Job, execution: Any) -> None:
         self.maintain_heartbeats(job, execution)
-        self.context.announce()
+        self.context.announce(ANNOUNCE_EVERY)  # as the announcing thread: not a fast point
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_requested_by_signal = True

@@ -246,7 +246,9 @@ def up(
         nodes_without_image,  # the docker SDK, only for stack commands
     )
 
-    lacking = nodes_without_image(backend.client, backend.worker_service, within=elapsed + 5)
+    lacking = nodes_without_image(
+        backend.client, backend.worker_service, within=elapsed + 5, seen=backend.rejected.values()
+    )
     if lacking:
         click.echo(
             f"Warning: {', '.join(lacking)} lack image {image}; their workers run elsewhere. "

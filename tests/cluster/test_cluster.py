@@ -233,11 +233,26 @@ def test_image_distribute_loads_into_each_node_once(cstack: ClusterStack, tmp_pa
         assert bad.returncode == 2 and "Invalid value for" in bad.stderr, bad.stderr
 
 
+HISTORY_LIMIT = 1
+
+
 def test_up_warns_about_nodes_that_lack_the_worker_image(cstack: ClusterStack, tmp_path: Path) -> None:
+    """Also when the swarm keeps a short task history (`docker swarm update --task-history-limit`):
+    a node's rejection is soon pruned from a replica slot that retried elsewhere, and the warning
+    once lost nodes that way (intermittently with the default of 5, after a dozen retries)."""
     only_here = f"swarmrun-worker:manager-only-{SESSION}"
+    cstack.cluster.wait_ready()  # the swarm places a first task on each node only when all are ready
     with closing(cstack.cluster.manager_client()) as m:
         m.images.get(cstack.image).tag("swarmrun-worker", f"manager-only-{SESSION}")
-    up = cstack.cli("up", "-r", "3", *cstack.options(only_here), cwd=tmp_path)
+        m.swarm.reload()
+        limit = m.swarm.attrs["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"]
+        m.swarm.update(task_history_retention_limit=HISTORY_LIMIT)
+    try:
+        up = cstack.cli("up", "-r", "3", *cstack.options(only_here), cwd=tmp_path)
+    finally:
+        with closing(cstack.cluster.manager_client()) as m:
+            m.swarm.reload()
+            m.swarm.update(task_history_retention_limit=limit)
     assert up.returncode == 0, up.stderr
     # the swarm places the rejected tasks on the one node that has the image
     assert per_node(up.stdout) == {"manager": 3}

@@ -37,7 +37,7 @@ from docker.types import (
 
 from swarmrun.backends import Placement, Replicas
 from swarmrun.backends.swarm import encryption, engine
-from swarmrun.backends.swarm.distribute import registry_has
+from swarmrun.backends.swarm.distribute import registry_has, rejected_for_image
 from swarmrun.backends.swarm.stack import (
     NAMESPACE_LABEL,
     ROLE_LABEL,
@@ -103,6 +103,9 @@ class SwarmBackend:
         self.home = home
         self.environ = environ
         self.extra_labels = dict(extra_labels or {})
+        # Worker tasks rejected for lack of the image, by id, as `replicas` saw them: the swarm
+        # prunes a replica slot's old tasks, so `up` warns from these too (`nodes_without_image`).
+        self.rejected: dict[str, dict[str, Any]] = {}
         engine.require_manager(client)
 
     # --- names and state ---------------------------------------------------------------------
@@ -318,8 +321,9 @@ class SwarmBackend:
         with engine.translated("reading worker tasks"):
             service = self._service()
             desired = int(service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
-            tasks = service.tasks(filters={"desired-state": "running"})
-            running = [t for t in tasks if t["Status"]["State"] == "running"]
+            tasks = service.tasks()
+            running = [t for t in tasks if t["DesiredState"] == t["Status"]["State"] == "running"]
+            self.rejected.update((t["ID"], t) for t in tasks if rejected_for_image(t))
             nodes = {n.id: n.attrs["Description"]["Hostname"] for n in self.client.nodes.list()}
         per_node = Counter(nodes.get(t.get("NodeID", ""), "?") for t in running)
         return Replicas(len(running), desired, tuple(Placement(n, c) for n, c in sorted(per_node.items())))

@@ -452,13 +452,19 @@ def engine_time(stamp: str) -> float:
     return datetime.fromisoformat(trimmed).timestamp()
 
 
-def nodes_without_image(client: docker.DockerClient, service: str, *, within: float) -> list[str]:
+def nodes_without_image(
+    client: docker.DockerClient, service: str, *, within: float, seen: Iterable[dict[str, Any]] = ()
+) -> list[str]:
     """Nodes that rejected a task of `service` for lack of its image ("No such image") in the last
     `within` seconds (by the engine's clock). The swarm places such tasks on other nodes, so a stack
-    can converge with no worker at all on a node that lacks the image."""
+    can converge with no worker at all on a node that lacks the image.
+
+    `seen`: tasks read earlier (while waiting for the workers). The swarm keeps only the last few
+    tasks of each replica slot (5 by default), so a node's rejection can be gone from the service's
+    task list by the time the stack has converged, after a dozen retries elsewhere."""
     with engine.translated(f"reading the tasks of {service}"):
         try:
-            tasks = client.services.get(service).tasks()
+            tasks = {t["ID"]: t for t in seen} | {t["ID"]: t for t in client.services.get(service).tasks()}
         except docker.errors.NotFound:
             return []
         now = engine_time(str(client.info()["SystemTime"]))
@@ -466,12 +472,15 @@ def nodes_without_image(client: docker.DockerClient, service: str, *, within: fl
     return sorted(
         {
             names.get(t.get("NodeID", ""), "?")
-            for t in tasks
-            if t["Status"]["State"] == "rejected"
-            and "No such image" in t["Status"].get("Err", "")
-            and engine_time(t["Status"]["Timestamp"]) >= now - within
+            for t in tasks.values()
+            if rejected_for_image(t) and engine_time(t["Status"]["Timestamp"]) >= now - within
         }
     )
+
+
+def rejected_for_image(task: dict[str, Any]) -> bool:
+    """Whether a swarm task was rejected because its node lacks the image."""
+    return task["Status"]["State"] == "rejected" and "No such image" in task["Status"].get("Err", "")
 
 
 def registry_has(client: docker.DockerClient, reference: str) -> bool:

@@ -37,7 +37,7 @@ from docker.types import (
 
 from swarmrun.backends import Placement, Replicas
 from swarmrun.backends.swarm import encryption, engine
-from swarmrun.backends.swarm.distribute import registry_has, rejected_for_image
+from swarmrun.backends.swarm.distribute import registry_has, rejected_for_image, task_time
 from swarmrun.backends.swarm.stack import (
     NAMESPACE_LABEL,
     ROLE_LABEL,
@@ -103,8 +103,8 @@ class SwarmBackend:
         self.home = home
         self.environ = environ
         self.extra_labels = dict(extra_labels or {})
-        # Worker tasks rejected for lack of the image, by id, as `replicas` saw them: the swarm
-        # prunes a replica slot's old tasks, so `up` warns from these too (`nodes_without_image`).
+        # The latest worker task each node rejected for lack of the image, as `replicas` saw it: the
+        # swarm prunes a replica slot's old tasks, so `up` warns from these too (`nodes_without_image`).
         self.rejected: dict[str, dict[str, Any]] = {}
         engine.require_manager(client)
 
@@ -323,7 +323,9 @@ class SwarmBackend:
             desired = int(service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
             tasks = service.tasks()
             running = [t for t in tasks if t["DesiredState"] == t["Status"]["State"] == "running"]
-            self.rejected.update((t["ID"], t) for t in tasks if rejected_for_image(t))
+            for t in filter(rejected_for_image, tasks):  # the latest a node: one every few seconds
+                node = t.get("NodeID", "")
+                self.rejected[node] = max(t, self.rejected.get(node, t), key=task_time)
             nodes = {n.id: n.attrs["Description"]["Hostname"] for n in self.client.nodes.list()}
         per_node = Counter(nodes.get(t.get("NodeID", ""), "?") for t in running)
         return Replicas(len(running), desired, tuple(Placement(n, c) for n, c in sorted(per_node.items())))

@@ -452,6 +452,11 @@ def engine_time(stamp: str) -> float:
     return datetime.fromisoformat(trimmed).timestamp()
 
 
+def task_time(task: dict[str, Any]) -> float:
+    """When a swarm task last changed state, as seconds since the epoch."""
+    return engine_time(task["Status"]["Timestamp"])
+
+
 def nodes_without_image(
     client: docker.DockerClient, service: str, *, within: float, seen: Iterable[dict[str, Any]] = ()
 ) -> list[str]:
@@ -473,7 +478,7 @@ def nodes_without_image(
         {
             names.get(t.get("NodeID", ""), "?")
             for t in tasks.values()
-            if rejected_for_image(t) and engine_time(t["Status"]["Timestamp"]) >= now - within
+            if rejected_for_image(t) and task_time(t) >= now - within
         }
     )
 

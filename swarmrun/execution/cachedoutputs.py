@@ -22,13 +22,12 @@ from swarmrun.execution.outputs import OutputFile
 from swarmrun.execution.outputstore import (
     Collected,
     OutputCollector,
-    dirs_key,
+    file_dirs,
     piece_key,
     pieces,
     queue_key,
     record_files,
 )
-from swarmrun.execution.sharedfs import sweep_root
 
 BLOCK = 4096
 
@@ -101,11 +100,7 @@ def fetch_cached(collector: OutputCollector) -> Collected:
             ]
             continue
         by_key = {point_key(sweep.point(i)): (i, token, files) for i, token, files in points}
-        bases = [
-            Path(d.decode() if isinstance(d, bytes) else d) for d in connection.smembers(dirs_key(origin_id))
-        ]
-        if origin.options.outputs_dir:
-            bases.append(sweep_root(origin.options.outputs_dir, origin, origin_id))
+        bases = file_dirs(connection, origin, origin_id)
         for key, origin_index in _origin_indices(origin, set(by_key)):
             index, token, files = by_key[key]
             if connection.sismember(queue_key(origin_id), f"{origin_index}:{token}"):

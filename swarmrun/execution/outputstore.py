@@ -78,6 +78,15 @@ def dirs_key(sweep_id: str) -> str:
     return f"{PREFIX}{sweep_id}:outdirs"
 
 
+def file_dirs(connection: redis.Redis, sweep: Sweep, sweep_id: str) -> list[Path]:
+    """Where a sweep's files are, each point's under `points/<index>/`: the directories they were
+    fetched or moved into (on the manager), and the sweep's directory on its `outputs_dir:` mount."""
+    dirs = [Path(d.decode() if isinstance(d, bytes) else d) for d in connection.smembers(dirs_key(sweep_id))]
+    if sweep.options.outputs_dir:
+        dirs.append(sweep_root(sweep.options.outputs_dir, sweep, sweep_id))
+    return dirs
+
+
 def pieces(size: int) -> int:
     return max(1, -(-size // PIECE))
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from swarmrun.definition.sweep import Sweep
 from swarmrun.errors import ExitCode, SwarmrunError
 from swarmrun.execution.outputs import OutputFile
-from swarmrun.execution.outputstore import record_files
+from swarmrun.execution.outputstore import file_dirs, record_files
 from swarmrun.execution.pointlog import Execution, PointLogs
 from swarmrun.execution.queue import SweepQueue
 from swarmrun.execution.results import Result
@@ -30,6 +31,7 @@ class PointInfo:
     files: tuple[OutputFile, ...]
     executions: tuple[Execution, ...]
     log: str | None
+    folder: Path | None = None  # where the files are on this machine, when they are
 
     def lines(self) -> list[str]:
         out = [f"point {self.index}", f"  params: {json.dumps(self.params, default=str)}"]
@@ -56,7 +58,8 @@ class PointInfo:
                     f"start {when} {e.duration:.3f}s{code}{mark}"
                 )
         if self.files:
-            out.append(f"  output files ({len(self.files)}):")
+            where = f", in {self.folder}/" if self.folder else ""
+            out.append(f"  output files ({len(self.files)}){where}:")
             out.extend(f"    {f.name}  {f.size} bytes  sha256 {f.sha256}" for f in self.files)
         if self.log:
             out.append("  log (tail):")
@@ -86,7 +89,17 @@ def point_info(queue: SweepQueue, sweep: Sweep, sweep_id: str, index: int) -> Po
             token = recorded.token
     shown = token or (executions[-1].token if executions else None)
     log = logs.log(sweep_id, index, shown) if shown else None
-    return PointInfo(index, params, result, token, tuple(files), executions, log)
+    folder = _folder(queue, sweep, sweep_id, index, files) if files else None
+    return PointInfo(index, params, result, token, tuple(files), executions, log, folder)
+
+
+def _folder(queue: SweepQueue, sweep: Sweep, sid: str, index: int, files: list[OutputFile]) -> Path | None:
+    """The first directory on this machine holding every one of a point's files."""
+    for base in file_dirs(queue.connection, sweep, sid):
+        folder = base / "points" / str(index)
+        if all((folder / f.name).is_file() for f in files):
+            return folder
+    return None
 
 
 def _from_record(result: Result, token: str | None) -> Execution:

@@ -63,6 +63,8 @@ def test_every_file_arrives_with_its_sha256_and_every_point_has_its_log(
     assert show.returncode == 0, show.stderr
     digest = hashlib.sha256(expected_bin(5, 3000)).hexdigest()
     assert f"data.bin  3000 bytes  sha256 {digest}" in show.stdout
+    # ... and where the files are on this machine
+    assert f"output files (2), in {(tmp_path / 'res' / 'files').resolve()}/points/5/:" in show.stdout
     assert "point 5: starting" in show.stdout and "point 5: wrote 3000 bytes" in show.stdout
     assert "executions (1):" in show.stdout and "(recorded)" in show.stdout
     for i in range(12):

@@ -14,7 +14,7 @@ from swarmrun.execution import progress as fmt
 from swarmrun.execution.cachedoutputs import fetch_cached
 from swarmrun.execution.export import export
 from swarmrun.execution.failures import failure_lines
-from swarmrun.execution.outputstore import OutputCollector
+from swarmrun.execution.outputstore import OutputCollector, file_dirs
 from swarmrun.execution.pointinfo import point_info
 from swarmrun.execution.pointlog import PointLogs
 from swarmrun.execution.queue import Progress
@@ -70,6 +70,10 @@ def results(state: State, sweep_id: str | None, output: Path | None, outputs_dir
         for problem in got.problems + cached.problems:
             click.echo(f"outputs: {problem}", err=True)
         click.echo(f"{got.files} output files ({got.bytes} bytes) fetched into {outputs_dir}", err=True)
+        here = outputs_dir.resolve()
+        earlier = [f"{d}/points/" for d in file_dirs(queue.connection, sweep, sid) if d != here]
+        if earlier := [d for d in earlier if Path(d).is_dir()]:  # fetched by `run`, or moved by workers
+            click.echo(f"Output files fetched earlier are in {', '.join(earlier)}", err=True)
 
 
 @click.command()

@@ -65,6 +65,14 @@ def test_every_file_arrives_with_its_sha256_and_every_point_has_its_log(
     assert f"data.bin  3000 bytes  sha256 {digest}" in show.stdout
     # ... and where the files are on this machine
     assert f"output files (2), in {(tmp_path / 'res' / 'files').resolve()}/points/5/:" in show.stdout
+    # `results --outputs` fetches only files still in Redis; it says where the others are
+    again = procs.cli("results", sid, "-o", str(tmp_path / "again.csv"), "--outputs", str(tmp_path / "other"))
+    assert again.returncode == 0, again.stderr
+    assert "0 output files (0 bytes) fetched into" in again.stderr
+    assert (
+        f"Output files fetched earlier are in {(tmp_path / 'res' / 'files').resolve()}/points/"
+        in again.stderr
+    )
     assert "point 5: starting" in show.stdout and "point 5: wrote 3000 bytes" in show.stdout
     assert "executions (1):" in show.stdout and "(recorded)" in show.stdout
     for i in range(12):

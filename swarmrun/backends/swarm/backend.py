@@ -103,8 +103,8 @@ class SwarmBackend:
         self.home = home
         self.environ = environ
         self.extra_labels = dict(extra_labels or {})
-        # The latest worker task each node rejected for lack of the image, as `replicas` saw it: the
-        # swarm prunes a replica slot's old tasks, so `up` warns from these too (`nodes_without_image`).
+        # The latest worker task each node rejected for lack of the image, seen while waiting
+        # for the workers (`_note_rejections`).
         self.rejected: dict[str, dict[str, Any]] = {}
         engine.require_manager(client)
 
@@ -321,11 +321,8 @@ class SwarmBackend:
         with engine.translated("reading worker tasks"):
             service = self._service()
             desired = int(service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
-            tasks = service.tasks()
-            running = [t for t in tasks if t["DesiredState"] == t["Status"]["State"] == "running"]
-            for t in filter(rejected_for_image, tasks):  # the latest a node: one every few seconds
-                node = t.get("NodeID", "")
-                self.rejected[node] = max(t, self.rejected.get(node, t), key=task_time)
+            tasks = service.tasks(filters={"desired-state": "running"})
+            running = [t for t in tasks if t["Status"]["State"] == "running"]
             nodes = {n.id: n.attrs["Description"]["Hostname"] for n in self.client.nodes.list()}
         per_node = Counter(nodes.get(t.get("NodeID", ""), "?") for t in running)
         return Replicas(len(running), desired, tuple(Placement(n, c) for n, c in sorted(per_node.items())))
@@ -341,6 +338,7 @@ class SwarmBackend:
         deadline = time.monotonic() + timeout
         while True:
             current = self.replicas()
+            self._note_rejections()
             if current.running == current.desired:
                 return current
             if time.monotonic() > deadline:
@@ -348,6 +346,16 @@ class SwarmBackend:
                     f"workers did not converge in {timeout:.0f}s: {current.running}/{current.desired} running"
                 )
             time.sleep(0.5)
+
+    def _note_rejections(self) -> None:
+        """Remember the latest worker task each node rejected for lack of the image (a node
+        rejects one every few seconds): the swarm prunes a replica slot's old tasks, so `up`
+        warns from these too (`nodes_without_image`)."""
+        with engine.translated("reading worker tasks"):
+            tasks = self._service().tasks()
+        for t in filter(rejected_for_image, tasks):
+            node = t.get("NodeID", "")
+            self.rejected[node] = max(t, self.rejected.get(node, t), key=task_time)
 
     def scale(self, replicas: int, *, wait: bool = True) -> Replicas:
         with engine.translated(f"scaling {self.worker_service}"):

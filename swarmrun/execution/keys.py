@@ -19,11 +19,16 @@ Keys (prefix `swarmrun:`):
                            digits>` (the integer `s * 10**9 + index`, format 3) to the record of
                            the first sweep that stored this point, or the ok record itself
                            (format 2, before format 3: still read). 65,536 buckets of small
-                           hashes, which Redis keeps as listpacks (a few bytes per entry)
+                           hashes, which Redis keeps as listpacks (a few bytes per entry). The
+                           records of a task's `sole` sweep are not in it (nobody looks them up)
+                           until another sweep comes: `swarmrun.execution.keyindex`
 - `results:{task}:origins` hash: `SWEEP WORKER` -> small id and `#id` -> `SWEEP WORKER`: who wrote
                            an ok record (interned, so a record carries a number, not two names);
                            `SWEEP` -> its number `s` for index buckets (the same counter, `#next`);
                            `sole` -> the task's only sweep with results, while there is one
+- `results:{task}:unindexed` set: sweeps demoted from `sole` whose earlier records are not in the
+                           key index yet (`swarmrun.execution.keyindex` puts them there)
+- `results:{task}:indexing` the lock of whoever does that
 - `results:{task}`         hash: point key -> ok record as a JSON object (records written before
                            the bucketed store, format 1): still read, never written
 
@@ -84,6 +89,15 @@ class Keys:
     @staticmethod
     def origins(task_key: str) -> str:
         return f"{PREFIX}results:{task_key}:origins"
+
+    @staticmethod
+    def unindexed(task_key: str) -> str:
+        """The task's sweeps with ok records not in its key index yet (see `SweepQueue.cached`)."""
+        return f"{PREFIX}results:{task_key}:unindexed"
+
+    @staticmethod
+    def index_lock(task_key: str) -> str:
+        return f"{PREFIX}results:{task_key}:indexing"
 
     @staticmethod
     def index_bucket(task_key: str, number: int, index: int) -> str:

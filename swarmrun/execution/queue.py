@@ -31,7 +31,7 @@ from swarmrun.definition.sweep import Sweep, canonical_json
 from swarmrun.definition.sweepfile import sweep_from_dict
 from swarmrun.errors import SweepNotFound
 from swarmrun.execution.keys import SWEEPS, Keys, reply_text
-from swarmrun.execution.scripts import CACHED_LUA, CLEAR_FAILED_LUA, CLEAR_POINTS_LUA, RECORD_LUA
+from swarmrun.execution.scripts import CACHED_LUA, CLEAR_FAILED_LUA, CLEAR_POINTS_LUA, DEMOTE_LUA, RECORD_LUA
 from swarmrun.execution.store import RecordStore
 from swarmrun.redis_server import process_alive
 
@@ -116,6 +116,7 @@ class SweepQueue(RecordStore):
         self._cached = connection.register_script(CACHED_LUA)
         self._clear_failed = connection.register_script(CLEAR_FAILED_LUA)
         self._clear_points = connection.register_script(CLEAR_POINTS_LUA)
+        self._demote = connection.register_script(DEMOTE_LUA)
 
     # --- sweeps -----------------------------------------------------------------------------
     def submit(self, sweep: Sweep, *, origin: Path | None = None) -> Submission:
@@ -262,14 +263,18 @@ class SweepQueue(RecordStore):
         """For each point key: does the task's result store hold a result for it already?
 
         With `sweep_id`, for points of that sweep without a result: when no other sweep of the
-        task has results (the task's `sole` sweep is this one), none is looked up.
+        task has results (the task's `sole` sweep is this one), none is looked up. Sweeps of the
+        task whose records are not all in the key index yet are indexed first (`KeyIndex`).
         """
         if not point_keys:
             return []
-        hits = self._cached(
-            keys=[Keys.store(task_key), Keys.origins(task_key)],
-            args=["\n".join(point_keys), Keys.buckets(task_key), *([sweep_id] if sweep_id else [])],
-        )
+        keys = [Keys.store(task_key), Keys.origins(task_key), Keys.unindexed(task_key)]
+        args = ["\n".join(point_keys), Keys.buckets(task_key), sweep_id or "", ""]
+        hits = self._cached(keys=keys, args=args)
+        if not isinstance(hits, list):  # -1: sweeps wait to be indexed
+            self.key_index.catch_up(task_key)
+            args[3] = "now"
+            hits = self._cached(keys=keys, args=args)
         known = [False] * len(point_keys)
         for position in hits:
             known[int(position) - 1] = True
@@ -301,6 +306,7 @@ class SweepQueue(RecordStore):
                 keys.meta,
                 keys.inflight,
                 Keys.store(task_key),
+                Keys.unindexed(task_key),
             ],
             args=[
                 repr(seconds),
@@ -481,13 +487,16 @@ class SweepQueue(RecordStore):
     def purge(self, sweep_id: str) -> None:
         """Cancel a sweep and delete its records (shared results of its task stay).
 
-        Its meta, done bitmap, failures and counters go; the task's stores stay: the key index,
-        and this sweep's index buckets, which other sweeps' cached points may point at. Submitted
-        again, the sweep finds its results cached (and its index buckets as they were)."""
+        Its meta, done bitmap, failures and counters go; the task's stores stay: the key index
+        (its records are put there first, if they were not), and this sweep's index buckets,
+        which other sweeps' cached points may point at. Submitted again, the sweep finds its
+        results cached (and its index buckets as they were)."""
         self.cancel(sweep_id)
         keys = Keys(sweep_id)
         task_key = self.connection.hget(keys.meta, "task")
-        if task_key is not None:  # its results stay, and must be found again: no sole sweep now
-            self.connection.hdel(Keys.origins(reply_text(task_key)), "sole")
+        if task_key is not None:  # its results stay and must be found again, by key: index them
+            task = reply_text(task_key)  # while its spec (which gives the keys) is still here
+            self._demote(keys=[Keys.origins(task), Keys.unindexed(task)], args=[sweep_id])
+            self.key_index.catch_up(task)
         self.connection.delete(keys.meta, keys.done, keys.errors, keys.counts, keys.inflight)
         self.connection.zrem(SWEEPS, sweep_id)

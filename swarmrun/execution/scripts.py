@@ -5,7 +5,35 @@ Their keys and arguments are described above each one; `swarmrun.execution.queue
 
 from __future__ import annotations
 
-# KEYS: done, counts, origins, errors, meta, inflight, the format-1 store. ARGV: seconds, isolated
+# The task's sole sweep (`sole` in `origins`; only `sweep` if given) is one no longer: it goes
+# into the `unindexed` set, for `swarmrun.execution.keyindex` to put its records in the key index.
+# `must_index`: before `asker` (a sweep, or '') looks points up by key, the sole sweep is demoted
+# unless it is the asker (whose own records are found by index); true when sweeps other than the
+# asker wait to be indexed.
+_DEMOTE_LUA = """
+local function demote(origins, unindexed, sweep)
+  local sole = redis.call('HGET', origins, 'sole')
+  if sole and (sweep == nil or sole == sweep) then
+    redis.call('HDEL', origins, 'sole')
+    redis.call('SADD', unindexed, sole)
+  end
+  return sole
+end
+local function must_index(origins, unindexed, asker)
+  if redis.call('HGET', origins, 'sole') ~= asker then demote(origins, unindexed, nil) end
+  local waiting = redis.call('SCARD', unindexed)
+  return waiting > 1 or (waiting == 1 and redis.call('SISMEMBER', unindexed, asker) == 0)
+end
+"""
+
+# KEYS: origins, the unindexed set; ARGV: a sweep. Demotes that sweep if it is the task's sole one.
+DEMOTE_LUA = _DEMOTE_LUA + "\ndemote(KEYS[1], KEYS[2], ARGV[1])\nreturn 1\n"
+
+# KEYS: origins, the unindexed set; ARGV: the asking sweep (or ''). `must_index`: 1 or 0.
+MUST_INDEX_LUA = _DEMOTE_LUA + "\nreturn must_index(KEYS[1], KEYS[2], ARGV[1]) and 1 or 0\n"
+
+# KEYS: done, counts, origins, errors, meta, inflight, the format-1 store, the unindexed set.
+# ARGV: seconds, isolated
 # flag, then one blob of lines `index TAB point-key TAB status TAB record`, then the store's bucket
 # prefix, the origin (`SWEEP WORKER`) of the ok records and the sweep id.
 # One argument instead of four per point: packing arguments was the worker's largest cost on tiny
@@ -18,13 +46,19 @@ from __future__ import annotations
 # first writer of a point key wins). A `cached` point gets a copy of what the key index holds
 # for its key (a pointer, or a record written before format 3) in this sweep's index bucket.
 # `sole` in origins names the task's only sweep with results, set when the task's first result
-# interns its sweep and dropped when another sweep's is interned (and by `purge`): the cached
-# check skips that sweep's lookups.
+# interns its sweep. Nobody looks that sweep's points up by key (the cached check skips its own
+# lookups), so its ok records get no key index entry: about half the script's cost and memory.
+# When another sweep's first result is interned (or another sweep asks, `CACHED_LUA`, or the
+# sweep is purged), `sole` is dropped and the sweep goes into the task's `unindexed` set
+# (KEYS[8]): from then on its records are indexed here, and the ones before by
+# `swarmrun.execution.keyindex` (which needs the sweep's spec for their point keys).
 # ARGV[7], ARGV[8]: the lowest and highest index of the blob. The done bits of that span are read
 # with one GETRANGE, tested and set in Lua, and written back with one SETRANGE: one command (and
 # one append-only-file entry) a flush instead of a SETBIT a point. A span over `DONE_SPAN` bits
 # (2^20: indices far apart in one blob) goes bit by bit.
-RECORD_LUA = """
+RECORD_LUA = (
+    _DEMOTE_LUA
+    + """
 local DONE_SPAN = 1048576
 local done, counts, origins, errors, meta, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local executed, duplicates, fresh, entries = 0, 0, 0, 0
@@ -47,6 +81,7 @@ local function origin_id()
   origin = '[' .. origin .. ','
   return origin
 end
+local indexed = true  -- this sweep's ok records go into the key index: it is not the sole one
 local function index_base()
   if base then return base end
   number = redis.call('HGET', origins, ARGV[6])
@@ -55,9 +90,12 @@ local function index_base()
     redis.call('HSET', origins, ARGV[6], number)
     if untouched then
       redis.call('HSET', origins, 'sole', ARGV[6])
+      indexed = false
     else
-      redis.call('HDEL', origins, 'sole')
+      demote(origins, KEYS[8], nil)
     end
+  else
+    indexed = redis.call('HGET', origins, 'sole') ~= ARGV[6]
   end
   base = prefix .. 'i' .. number .. ':'
   return base
@@ -121,7 +159,7 @@ for idx, pkey, status, rec in string.gmatch(ARGV[3], '(%d+)\\t([^\\t\\n]*)\\t([^
       tally[status] = (tally[status] or 0) + 1
       if status == 'ok' then
         store(i, origin_id() .. rec)
-        if pkey ~= '' then
+        if indexed and pkey ~= '' then
           redis.call('HSETNX', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5),
             number .. string.format('%09d', i))
         end
@@ -149,21 +187,26 @@ if entries > 0 then
 end
 return {fresh, redis.call('HGET', meta, 'state') or ''}
 """
+)
 
-# KEYS: the format-1 store, the origins hash; ARGV[1]: point keys, one a line; ARGV[2]: the bucket
-# prefix; ARGV[3] (optional): the asking sweep. Returns the 1-based positions of those with a
-# stored result. Only the hits travel back: on a fresh sweep the answer is empty, not one nil per
-# point. A task without an origin has no ok record yet (the first record writes its origin), and
-# a task whose only sweep (`sole`, see RECORD_LUA) is the asking one has none for its points
-# without a result: nothing is looked up. A key index entry is a format-3 pointer or a format-2
-# record: either is a result.
-CACHED_LUA = """
-local out, position, prefix = {}, 0, ARGV[2]
+# KEYS: the format-1 store, the origins hash, the unindexed set; ARGV[1]: point keys, one a line;
+# ARGV[2]: the bucket prefix; ARGV[3]: the asking sweep (or ''); ARGV[4]: 'now' to look up what
+# the key index holds even while sweeps wait to be indexed. Returns the 1-based positions of the
+# keys with a stored result: only the hits travel back (on a fresh sweep the answer is empty, not
+# one nil per point); or -1 when another sweep's records are not all in the key index yet (the
+# caller indexes them, `swarmrun.execution.keyindex`, and asks again with 'now').
+# A task without an origin has no ok record yet (the first record writes its origin), and a task
+# whose only sweep (`sole`, see RECORD_LUA) is the asking one has none for its points without a
+# result: nothing is looked up. Any other asker demotes the sole sweep (it must be indexed now).
+# A key index entry is a format-3 pointer or a format-2 record: either is a result.
+CACHED_LUA = (
+    _DEMOTE_LUA
+    + """
+local out, position, prefix, asker = {}, 0, ARGV[2], ARGV[3]
 local legacy = redis.call('EXISTS', KEYS[1]) == 1
-if not legacy then
-  if redis.call('EXISTS', KEYS[2]) == 0 then return out end
-  if ARGV[3] and redis.call('HGET', KEYS[2], 'sole') == ARGV[3] then return out end
-end
+if not legacy and redis.call('EXISTS', KEYS[2]) == 0 then return out end
+if redis.call('HGET', KEYS[2], 'sole') == asker then return out end
+if must_index(KEYS[2], KEYS[3], asker) and ARGV[4] ~= 'now' then return -1 end
 for pkey in string.gmatch(ARGV[1], '[^\\n]+') do
   position = position + 1
   if redis.call('HEXISTS', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5)) == 1
@@ -172,6 +215,35 @@ for pkey in string.gmatch(ARGV[1], '[^\\n]+') do
   end
 end
 return out
+"""
+)
+
+# ARGV: the bucket prefix, the sweep's number `s`, START, STOP. The indices in [START, STOP) of
+# the sweep's own ok records (not the pointers of its cached points), joined by commas.
+OWN_RECORDS_LUA = """
+local prefix, number, start, stop = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+for b = math.floor(start / 128), math.floor((stop - 1) / 128) do
+  local kv = redis.call('HGETALL', prefix .. 'i' .. number .. ':' .. b)
+  for j = 1, #kv, 2 do
+    local i = b * 128 + tonumber(kv[j])
+    local c = string.byte(kv[j + 1], 1)
+    if i >= start and i < stop and (c < 48 or c > 57) then out[#out + 1] = i end
+  end
+end
+table.sort(out)
+return table.concat(out, ',')
+"""
+
+# ARGV: the bucket prefix, the sweep's number `s`, then lines `index TAB point-key`: each point's
+# key index entry, a pointer to the sweep's record, unless the key has one (the first wins).
+INDEX_LUA = """
+local prefix, number, n = ARGV[1], ARGV[2], 0
+for idx, pkey in string.gmatch(ARGV[3], '(%d+)\\t([^\\n]+)\\n') do
+  n = n + redis.call('HSETNX', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5),
+    number .. string.format('%09d', tonumber(idx)))
+end
+return n
 """
 
 # The record a stored value stands for: a record itself (`[...]` or `{...}`), or a format-3

@@ -13,8 +13,9 @@ from typing import Any
 
 import redis
 
+from swarmrun.execution.keyindex import KeyIndex
 from swarmrun.execution.keys import Keys, reply_bytes, reply_text
-from swarmrun.execution.scripts import EXPORT_LUA, INDEX_EXPORT_LUA
+from swarmrun.execution.scripts import EXPORT_LUA, INDEX_EXPORT_LUA, MUST_INDEX_LUA
 
 # The point keys of points, by index (e.g. `Sweep.keys_of`): computed only when a record must be
 # looked up by key (one written before format 3).
@@ -34,6 +35,8 @@ class RecordStore:
         self.connection = connection
         self._export = connection.register_script(EXPORT_LUA)
         self._index_export = connection.register_script(INDEX_EXPORT_LUA)
+        self._must_index = connection.register_script(MUST_INDEX_LUA)
+        self.key_index = KeyIndex(connection)
 
     def done_mask(self, sweep_id: str, start: int, stop: int) -> bytes:
         """Bitmap bytes covering `[start, stop)` (from byte `start // 8`)."""
@@ -110,6 +113,8 @@ class RecordStore:
         format 3 need; a format-3 pointer is followed). `"[" + answer + "]"` is one JSON array."""
         if not indices:
             return ""
+        if self._must_index(keys=[Keys.origins(task_key), Keys.unindexed(task_key)], args=[sweep_id]):
+            self.key_index.catch_up(task_key)  # other sweeps' records, found by key only once indexed
         answer = self._export(
             keys=[Keys(sweep_id).errors, Keys.store(task_key)],
             args=[Keys.buckets(task_key), "\n".join(map(str, indices)), "\n".join(point_keys)],

@@ -137,6 +137,8 @@ def test_ok_records_are_stored_by_sweep_and_index(tmp_path: Path, rconn: redis.R
     number = queue.sweep_number(sweep.task.key, sid)
     assert number is not None
     key = point_key(sweep.point(777))
+    assert rconn.hget(Keys.buckets(sweep.task.key) + key[:4], key[4:]) is None  # the sole sweep
+    assert queue.cached(sweep.task.key, [key]) == [True]  # another asks: it is indexed first
     entry = rconn.hget(Keys.buckets(sweep.task.key) + key[:4], key[4:])
     assert entry is not None and parse_pointer(entry) == (number, 777)
     bucket = Keys.index_bucket(sweep.task.key, number, 777)
@@ -395,6 +397,61 @@ def test_the_cached_check_is_skipped_only_for_the_tasks_sole_sweep(
     _record_format2(rconn, old, old_id, _entries(old, old_id, range(3), _square, "d"), "d")
     _record(queue, old, old_id, _entries(old, old_id, range(3, 5), _square, "d"), "d")
     assert rconn.hget(Keys.origins(old.task.key), "sole") is None
+
+
+def _key_index(rconn: redis.Redis, task_key: str) -> dict[str, bytes]:
+    """The task's key index: point key -> its entry."""
+    prefix = Keys.buckets(task_key)
+    out: dict[str, bytes] = {}
+    for raw in rconn.scan_iter(match=prefix + "????", count=1000):
+        bucket = raw.decode()[len(prefix) :]
+        if all(c in "0123456789abcdef" for c in bucket):
+            out.update({bucket + k.decode(): v for k, v in rconn.hgetall(raw).items()})
+    return out
+
+
+def test_a_sole_sweep_is_put_in_the_key_index_when_another_sweep_asks(
+    tmp_path: Path, rconn: redis.Redis
+) -> None:
+    queue = SweepQueue(rconn, "swarmrun")
+    first = _grid(tmp_path, 3000)
+    fid = queue.submit(first).sweep_id
+    task = first.task.key
+    _record(queue, first, fid, _entries(first, fid, range(2000), _square, "a"), "a")
+    assert _key_index(rconn, task) == {}  # the task's only sweep: nobody to look its points up for
+    wider = _grid(tmp_path, 4000, "wider.yaml")
+    wid = queue.submit(wider).sweep_id
+    assert _cache(queue, wider, wid, range(4000), "b") == list(range(2000))
+    number = queue.sweep_number(task, fid)
+    index = _key_index(rconn, task)
+    assert len(index) == 2000
+    assert {parse_pointer(v) for v in index.values()} == {(number, i) for i in range(2000)}
+    # the first sweep goes on: its new points are indexed as they are recorded, and found
+    _record(queue, first, fid, _entries(first, fid, range(2000, 3000), _square, "a"), "a")
+    keys = wider.keys_of(range(2000, 4000))
+    assert queue.cached(task, keys, sweep_id=wid) == [True] * 1000 + [False] * 1000
+    assert not rconn.exists(Keys.unindexed(task))
+    _record(queue, wider, wid, _entries(wider, wid, range(3000, 4000), _square, "b"), "b")
+    assert len(_key_index(rconn, task)) == 4000
+    # a sole sweep whose first rival records before asking: the next lookup indexes it
+    solo = _grid(tmp_path, 50, "solo.yaml")
+    solo = Sweep(solo.name, type(solo.task)(solo.task.call, None, version="2"), solo.axes)
+    sid = queue.submit(solo).sweep_id
+    _record(queue, solo, sid, _entries(solo, sid, range(30), _square, "c"), "c")
+    rival = Sweep(solo.name, solo.task, _grid(tmp_path, 60, "rival.yaml").axes)
+    rid = queue.submit(rival).sweep_id
+    _record(queue, rival, rid, _entries(rival, rid, range(50, 60), _square, "d"), "d")
+    assert rconn.hget(Keys.origins(solo.task.key), "sole") is None
+    assert rconn.smembers(Keys.unindexed(solo.task.key)) == {sid.encode()}
+    assert queue.cached(solo.task.key, solo.keys_of(range(50))) == [True] * 30 + [False] * 20
+    assert not rconn.exists(Keys.unindexed(solo.task.key))
+    # a sweep purged (by an earlier version) before it was indexed: its spec is gone, nothing to do
+    gone = Sweep(solo.name, type(solo.task)(solo.task.call, None, version="3"), solo.axes)
+    gid = queue.submit(gone).sweep_id
+    _record(queue, gone, gid, _entries(gone, gid, range(5), _square, "e"), "e")
+    rconn.delete(Keys(gid).meta)
+    assert queue.cached(gone.task.key, gone.keys_of(range(5))) == [False] * 5
+    assert not rconn.exists(Keys.unindexed(gone.task.key))
 
 
 def test_an_export_survives_a_redis_error_while_reading_ahead(

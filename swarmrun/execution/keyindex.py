@@ -53,9 +53,10 @@ class KeyIndex:
 
     def _sweep(self, task_key: str, sweep_id: str, lock: redis.lock.Lock) -> int:
         spec = self.connection.hget(Keys(sweep_id).meta, "spec")
-        number = self.connection.hget(Keys.origins(task_key), sweep_id)
-        if spec is None or number is None:
+        raw = self.connection.hget(Keys.origins(task_key), sweep_id)
+        if spec is None or raw is None:
             return 0
+        number = reply_text(raw)
         sweep = sweep_from_dict(json.loads(spec))
         prefix, written = Keys.buckets(task_key), 0
         for start in range(0, sweep.size, BLOCK):
@@ -63,7 +64,8 @@ class KeyIndex:
             found = reply_text(self._own(args=[prefix, number, start, stop]))
             if found:
                 indices = [int(i) for i in found.split(",")]
-                lines = "".join(f"{i}\t{k}\n" for i, k in zip(indices, sweep.keys_of(indices), strict=True))
-                written += int(self._index(args=[prefix, number, lines]))
+                pointers = [f"{number}{i:09d}" for i in indices]  # as the record script writes them
+                lines = "".join(f"{p}\t{k}\n" for p, k in zip(pointers, sweep.keys_of(indices), strict=True))
+                written += int(self._index(args=[prefix, lines]))
             lock.reacquire()
         return written

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,11 +119,23 @@ class SweepQueue(RecordStore):
         self._demote = connection.register_script(DEMOTE_LUA)
 
     # --- sweeps -----------------------------------------------------------------------------
-    def submit(self, sweep: Sweep, *, origin: Path | None = None) -> Submission:
-        """Register `sweep` (or refresh its options) and make sure chunks are on their way."""
+    def submit(
+        self, sweep: Sweep, *, origin: Path | None = None, indexing: Callable[[int], None] | None = None
+    ) -> Submission:
+        """Register `sweep` (or refresh its options) and make sure chunks are on their way.
+
+        Earlier sweeps of its task whose results are not in the key index yet (see
+        `swarmrun.execution.keyindex`) are indexed first, so this one finds them as cached:
+        `indexing` is told how many results that is, before it starts (a few seconds a million).
+        """
         sid = sweep.id
         keys = Keys(sid)
         spec = sweep.to_dict()
+        backlog = self.index_backlog(sweep.task.key, sid)
+        if backlog:
+            if indexing is not None:
+                indexing(backlog)
+            self.key_index.catch_up(sweep.task.key)
         with self._lock(sid):
             pipe = self.connection.pipeline()
             pipe.hsetnx(keys.meta, "created", time.time())
@@ -148,6 +160,18 @@ class SweepQueue(RecordStore):
                 return Submission(sid, sweep.size, done, started=False, running=True)
             self._start_chain(sid, sweep.size)
             return Submission(sid, sweep.size, done, started=True, running=False)
+
+    def index_backlog(self, task_key: str, sweep_id: str) -> int:
+        """The ok results of other sweeps of the task that must be indexed before `sweep_id`
+        looks points up by key (0 almost always; the task's sole sweep is demoted unless it is
+        `sweep_id`, see `swarmrun.execution.keyindex`)."""
+        if not self._must_index(keys=[Keys.origins(task_key), Keys.unindexed(task_key)], args=[sweep_id]):
+            return 0
+        waiting = [reply_text(s) for s in self.connection.smembers(Keys.unindexed(task_key))]
+        pipe = self.connection.pipeline(transaction=False)
+        for other in waiting:
+            pipe.hget(Keys(other).counts, "ok")
+        return sum(_int(ok) for other, ok in zip(waiting, pipe.execute(), strict=True) if other != sweep_id)
 
     def _start_chain(self, sweep_id: str, size: int) -> None:
         gen = int(self.connection.hincrby(Keys(sweep_id).meta, "gen", 1))

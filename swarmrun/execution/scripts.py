@@ -231,17 +231,15 @@ for b = math.floor(start / 128), math.floor((stop - 1) / 128) do
     if i >= start and i < stop and (c < 48 or c > 57) then out[#out + 1] = i end
   end
 end
-table.sort(out)
 return table.concat(out, ',')
 """
 
-# ARGV: the bucket prefix, the sweep's number `s`, then lines `index TAB point-key`: each point's
-# key index entry, a pointer to the sweep's record, unless the key has one (the first wins).
+# ARGV: the bucket prefix, then lines `pointer TAB point-key`: each key's entry in the key index
+# (`<s><index as 9 digits>`, a record of sweep `s`), unless the key has one (the first wins).
 INDEX_LUA = """
-local prefix, number, n = ARGV[1], ARGV[2], 0
-for idx, pkey in string.gmatch(ARGV[3], '(%d+)\\t([^\\n]+)\\n') do
-  n = n + redis.call('HSETNX', prefix .. string.sub(pkey, 1, 4), string.sub(pkey, 5),
-    number .. string.format('%09d', tonumber(idx)))
+local prefix, sub, n = ARGV[1], string.sub, 0
+for pointer, pkey in string.gmatch(ARGV[2], '(%d+)\\t([^\\n]+)\\n') do
+  n = n + redis.call('HSETNX', prefix .. sub(pkey, 1, 4), sub(pkey, 5), pointer)
 end
 return n
 """

@@ -70,10 +70,18 @@ params:
     assert "already done; nothing to run" in again.stderr
     assert progress(rconn, sid).executions == 30
 
+    assert "Indexing" not in again.stderr  # the task's only sweep: nothing to index
     changed = procs.cli("run", str(path), "-w", "2", "-p", "x=1,2,4")
     assert changed.returncode == 0, changed.stderr
+    # the first sweep's results go into the key index now, once, and the user is told
+    assert "Indexing 30 results of earlier sweeps of this task" in changed.stderr
     p = progress(rconn, sweep_id(path, "x=1,2,4"))
     assert (p.done, p.cached, p.executions) == (30, 20, 10)
+    wider = procs.cli("run", str(path), "-w", "2", "-p", "x=1,2,4,5")
+    assert wider.returncode == 0, wider.stderr
+    assert "Indexing" not in wider.stderr
+    p = progress(rconn, sweep_id(path, "x=1,2,4,5"))
+    assert (p.done, p.cached, p.executions) == (40, 30, 10)
 
 
 def test_sigkilled_worker_mid_chunk_loses_no_point(

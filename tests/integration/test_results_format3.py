@@ -420,7 +420,10 @@ def test_a_sole_sweep_is_put_in_the_key_index_when_another_sweep_asks(
     _record(queue, first, fid, _entries(first, fid, range(2000), _square, "a"), "a")
     assert _key_index(rconn, task) == {}  # the task's only sweep: nobody to look its points up for
     wider = _grid(tmp_path, 4000, "wider.yaml")
-    wid = queue.submit(wider).sweep_id
+    told: list[int] = []
+    wid = queue.submit(wider, indexing=told.append).sweep_id  # indexed before its chunks go out
+    assert told == [2000] and len(_key_index(rconn, task)) == 2000
+    assert queue.submit(wider, indexing=told.append).sweep_id == wid and told == [2000]
     assert _cache(queue, wider, wid, range(4000), "b") == list(range(2000))
     number = queue.sweep_number(task, fid)
     index = _key_index(rconn, task)
@@ -433,13 +436,13 @@ def test_a_sole_sweep_is_put_in_the_key_index_when_another_sweep_asks(
     assert not rconn.exists(Keys.unindexed(task))
     _record(queue, wider, wid, _entries(wider, wid, range(3000, 4000), _square, "b"), "b")
     assert len(_key_index(rconn, task)) == 4000
-    # a sole sweep whose first rival records before asking: the next lookup indexes it
+    # a sole sweep whose rival, submitted before it had results, records before asking: the
+    # next lookup indexes it
     solo = _grid(tmp_path, 50, "solo.yaml")
     solo = Sweep(solo.name, type(solo.task)(solo.task.call, None, version="2"), solo.axes)
-    sid = queue.submit(solo).sweep_id
-    _record(queue, solo, sid, _entries(solo, sid, range(30), _square, "c"), "c")
     rival = Sweep(solo.name, solo.task, _grid(tmp_path, 60, "rival.yaml").axes)
-    rid = queue.submit(rival).sweep_id
+    sid, rid = queue.submit(solo).sweep_id, queue.submit(rival).sweep_id
+    _record(queue, solo, sid, _entries(solo, sid, range(30), _square, "c"), "c")
     _record(queue, rival, rid, _entries(rival, rid, range(50, 60), _square, "d"), "d")
     assert rconn.hget(Keys.origins(solo.task.key), "sole") is None
     assert rconn.smembers(Keys.unindexed(solo.task.key)) == {sid.encode()}

@@ -439,3 +439,13 @@ def exit_now(code: int) -> NoReturn:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+def say_indexing(results: int) -> None:
+    """What `submit` and `purge` say before they put results in the key index (a few seconds a
+    million; see `swarmrun.execution.keyindex`)."""
+    click.echo(
+        f"Indexing {results:,} results of earlier sweeps of this task by their parameters, "
+        "so that other sweeps reuse them (once; a few seconds a million)...",
+        err=True,
+    )

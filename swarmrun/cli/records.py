@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from swarmrun.backends import Replicas
-from swarmrun.cli.common import State, output, pass_state, redis_options
+from swarmrun.cli.common import State, output, pass_state, redis_options, say_indexing
 from swarmrun.execution import progress as fmt
 from swarmrun.execution.cachedoutputs import fetch_cached
 from swarmrun.execution.export import export
@@ -98,7 +98,7 @@ def purge(state: State, sweep_id: str) -> None:
     sid = queue.resolve(sweep_id)
     OutputCollector(queue, queue.load(sid), sid, Path(".")).purge()
     PointLogs(queue.connection).purge(sid)
-    queue.purge(sid)
+    queue.purge(sid, indexing=say_indexing)
     click.echo(f"sweep {sid} purged")
 
 

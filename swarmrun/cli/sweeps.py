@@ -22,7 +22,7 @@ from swarmrun.cli.autoscale import (
     parse_bounds,
     tuning_options,
 )
-from swarmrun.cli.common import State, output, pass_state, redis_options
+from swarmrun.cli.common import State, output, pass_state, redis_options, say_indexing
 from swarmrun.cli.stack import stack_options
 from swarmrun.definition.sweep import Sweep
 from swarmrun.definition.sweepfile import load_sweep
@@ -317,14 +317,6 @@ def _choose_backend(state: State, backend: str) -> str:
     return chosen
 
 
-def _say_indexing(results: int) -> None:
-    click.echo(
-        f"Indexing {results:,} results of earlier sweeps of this task by their parameters, "
-        "so that this sweep reuses them (once; a few seconds a million)...",
-        err=True,
-    )
-
-
 def _run_on_swarm(
     state: State,
     sweep: Sweep,
@@ -350,7 +342,7 @@ def _run_on_swarm(
         backend.scale(workers)
     state.remember_stack()
     queue = state.queue()
-    sub = queue.submit(sweep, indexing=_say_indexing)
+    sub = queue.submit(sweep, indexing=say_indexing)
     click.echo(
         f"sweep {sub.sweep_id} ({sweep.name}): {sub.size} points, {sub.done} already done; "
         f"stack {config.name}",
@@ -473,7 +465,7 @@ def run(
             _check(sweep, sweep_file)
         follow = Follow(queue, sweep, sweep.id, outputs_dest(sweep, sweep.id, output), fail_fast)
         follow.share()
-        sub = queue.submit(sweep, origin=origin, indexing=_say_indexing)
+        sub = queue.submit(sweep, origin=origin, indexing=say_indexing)
     except BaseException:
         backend.stop()  # a warm stop: idle, they leave at once and unregister from the queue
         raise
@@ -512,7 +504,7 @@ def run(
 def submit(state: State, sweep_file: Path, params: tuple[str, ...], no_check: bool) -> None:
     """Submit SWEEP to the queue and print its id (workers run it: `swarmrun worker`, `up`)."""
     sweep = _load(sweep_file, params, check=not no_check)
-    sub = state.queue().submit(sweep, origin=sweep_file.resolve().parent, indexing=_say_indexing)
+    sub = state.queue().submit(sweep, origin=sweep_file.resolve().parent, indexing=say_indexing)
     note = "already running" if sub.running else "queued" if sub.started else "already complete"
     click.echo(f"{sweep.name}: {sub.size} points, {sub.done} done, {note}", err=True)
     click.echo(sub.sweep_id)

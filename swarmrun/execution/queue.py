@@ -508,19 +508,23 @@ class SweepQueue(RecordStore):
                     self.connection.delete(Job.key_for(job_id))
         return removed
 
-    def purge(self, sweep_id: str) -> None:
+    def purge(self, sweep_id: str, *, indexing: Callable[[int], None] | None = None) -> None:
         """Cancel a sweep and delete its records (shared results of its task stay).
 
         Its meta, done bitmap, failures and counters go; the task's stores stay: the key index
-        (its records are put there first, if they were not), and this sweep's index buckets,
-        which other sweeps' cached points may point at. Submitted again, the sweep finds its
-        results cached (and its index buckets as they were)."""
+        (its records are put there first, if they were not: `indexing` is told how many), and
+        this sweep's index buckets, which other sweeps' cached points may point at. Submitted
+        again, the sweep finds its results cached (and its index buckets as they were)."""
         self.cancel(sweep_id)
         keys = Keys(sweep_id)
         task_key = self.connection.hget(keys.meta, "task")
         if task_key is not None:  # its results stay and must be found again, by key: index them
             task = reply_text(task_key)  # while its spec (which gives the keys) is still here
             self._demote(keys=[Keys.origins(task), Keys.unindexed(task)], args=[sweep_id])
-            self.key_index.catch_up(task)
+            backlog = self.index_backlog(task, "")
+            if backlog:
+                if indexing is not None:
+                    indexing(backlog)
+                self.key_index.catch_up(task)
         self.connection.delete(keys.meta, keys.done, keys.errors, keys.counts, keys.inflight)
         self.connection.zrem(SWEEPS, sweep_id)

@@ -84,6 +84,25 @@ params:
     assert (p.done, p.cached, p.executions) == (40, 30, 10)
 
 
+def test_a_purged_sweep_run_again_finds_its_results_cached(
+    procs: Processes, tmp_path: Path, rconn: redis.Redis
+) -> None:
+    path = write_sweep(
+        tmp_path, 'task: {call: "fixtures.tasks:hypot"}\nparams:\n  x: [1, 2]\n  y: [0, 1, 2]\n'
+    )
+    assert procs.cli("run", str(path), "-w", "1").returncode == 0
+    sid = sweep_id(path)
+    purged = procs.cli("purge", sid)
+    assert purged.returncode == 0, purged.stderr
+    # the task's only sweep had no key index entries: they are written before its spec goes
+    assert "Indexing 6 results" in purged.stderr and f"sweep {sid} purged" in purged.stdout
+    assert not rconn.exists(f"swarmrun:sweep:{sid}")
+    again = procs.cli("run", str(path), "-w", "1")
+    assert again.returncode == 0, again.stderr
+    p = progress(rconn, sid)
+    assert (p.done, p.cached, p.executions) == (6, 6, 0)
+
+
 def test_sigkilled_worker_mid_chunk_loses_no_point(
     procs: Processes, tmp_path: Path, rconn: redis.Redis
 ) -> None:

@@ -136,9 +136,12 @@ def _timed(argv: Sequence[str], env: dict[str, str], cwd: Path) -> float:
 
 
 def _sweep_file(directory: Path, points: int, nonce: str) -> Path:
+    """A sweep of `points` no-op points whose task is new (its `version` is `nonce`): the first
+    sweep of its task, as a user's new sweep is. Sweeps of one task in one Redis would index each
+    other's results (`swarmrun.execution.keyindex`), which a new sweep does not."""
     path = directory / f"sweep-{points}.yaml"
     path.write_text(
-        f"name: bench-e2e\ntask: {{call: 'benchmarks.tasks:noop'}}\n"
+        f"name: bench-e2e\ntask: {{call: 'benchmarks.tasks:noop', version: '{nonce}'}}\n"
         f"params:\n  run: ['{nonce}']\n  i: {{range: [0, {points}]}}\n"
     )
     return path
@@ -275,7 +278,7 @@ def cost_model(rows: list[Row], *, quick: bool, nonce: str) -> None:
     notes: dict[int, str] = {}
     with _home() as (tmp, env):
         for n in sizes:
-            path = _sweep_file(tmp, n, f"{nonce}-cost")
+            path = _sweep_file(tmp, n, f"{nonce}-cost-{n}")
             say(f"cost model: swarmrun run of {n} points (load {load_average():.2f})")
             argv = ["run", str(path), "-w", "2", "-o", str(tmp / "o.csv")]
             if n < 10_000_000:

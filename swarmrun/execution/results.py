@@ -16,7 +16,9 @@ stored by sweep and index so that an export reads a range of points without a ke
   point itself keeps its own record, even when another sweep stored the same point first (in
   format 2 it showed the other's). Readers go by index and follow a pointer (one level); points
   whose entry is missing (recorded before format 3) are found by key, as before. A purged
-  sweep's index buckets stay: pointers may name them.
+  sweep's index buckets stay: pointers may name them. The records of a task's only sweep with
+  results get their key index entries only when another sweep of the task comes (since
+  2026-12-06; `swarmrun.execution.keyindex`): readers by key have them written first.
 - Format 2 (2026-12-01 to 12-03) stored the ok record itself in the key index: still read.
 
 Records, in format 2 and 3:
@@ -29,8 +31,9 @@ Records, in format 2 and 3:
   `f` its output files `[[name, bytes, sha256], ...]` (points with a log or files, see
   `swarmrun.execution.pointrun`). New optional fields go into
   that object (short keys; readers ignore keys they do not know), so the array never changes
-  shape. A no-op result takes about 71 bytes of Redis memory at 10^6 (its record by index, the
-  pointer and the rest of its key in the key index, the hashes' own overhead, the done bit).
+  shape. A no-op result takes about 42 bytes of Redis memory at 10^6 (its record by index, the
+  hashes' own overhead, the done bit), 72 once the key index holds its pointer and the rest of
+  its key.
 - A **failure record** (error / timeout), in the sweep's own `errors` hash, is a JSON object with
   short keys: `s` status, `e` error text, `tb` traceback tail, `d` duration (s), `w` worker,
   `a` attempt, `sw` the sweep that executed it, `t` finish time, `x` exit code, `o`/`r`

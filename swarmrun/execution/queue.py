@@ -521,10 +521,9 @@ class SweepQueue(RecordStore):
         if task_key is not None:  # its results stay and must be found again, by key: index them
             task = reply_text(task_key)  # while its spec (which gives the keys) is still here
             self._demote(keys=[Keys.origins(task), Keys.unindexed(task)], args=[sweep_id])
-            backlog = self.index_backlog(task, "")
-            if backlog:
+            if self.connection.sismember(Keys.unindexed(task), sweep_id):
                 if indexing is not None:
-                    indexing(backlog)
+                    indexing(_int(self.connection.hget(keys.counts, "ok")))
                 self.key_index.catch_up(task)
         self.connection.delete(keys.meta, keys.done, keys.errors, keys.counts, keys.inflight)
         self.connection.zrem(SWEEPS, sweep_id)

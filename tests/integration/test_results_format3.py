@@ -455,6 +455,16 @@ def test_a_sole_sweep_is_put_in_the_key_index_when_another_sweep_asks(
     rconn.delete(Keys(gid).meta)
     assert queue.cached(gone.task.key, gone.keys_of(range(5))) == [False] * 5
     assert not rconn.exists(Keys.unindexed(gone.task.key))
+    # purging a sweep without results leaves the task's sole sweep as it is
+    lone = Sweep(solo.name, type(solo.task)(solo.task.call, None, version="4"), solo.axes)
+    idle = Sweep(lone.name, lone.task, rival.axes)
+    lid, iid = queue.submit(lone).sweep_id, queue.submit(idle).sweep_id
+    _record(queue, lone, lid, _entries(lone, lid, range(3), _square, "f"), "f")
+    told.clear()
+    queue.purge(iid, indexing=told.append)
+    assert rconn.hget(Keys.origins(lone.task.key), "sole") == lid.encode() and told == []
+    queue.purge(lid, indexing=told.append)
+    assert told == [3] and len(_key_index(rconn, lone.task.key)) == 3
 
 
 def test_an_export_survives_a_redis_error_while_reading_ahead(

@@ -29,6 +29,7 @@ from swarmrun.execution import progress as fmt
 from swarmrun.execution.cachedoutputs import fetch_cached
 from swarmrun.execution.connection import connect
 from swarmrun.execution.export import table_columns
+from swarmrun.execution.keyindex import indexing_message
 from swarmrun.execution.outputstore import OutputCollector
 from swarmrun.execution.queue import Progress, SweepQueue
 from swarmrun.execution.results import Result, iter_results
@@ -175,6 +176,13 @@ def _printer(enabled: bool) -> Callable[[Progress, float | None, Replicas | None
     return show
 
 
+def _indexing(enabled: bool) -> Callable[[int], None] | None:
+    """`SweepQueue.submit`'s word on indexing earlier results, printed with the progress line."""
+    if not enabled:
+        return None
+    return lambda results: print(indexing_message(results), file=sys.stderr, flush=True)
+
+
 def submit(
     sweep: SweepSource,
     *,
@@ -241,7 +249,7 @@ def run(
         connection = Connection(s, s.url)
         queue = SweepQueue(connect(url, resilient=True, patience=s.redis_patience), s.queue)
         try:
-            sub = queue.submit(spec, origin=origin)
+            sub = queue.submit(spec, origin=origin, indexing=_indexing(progress))
             if sub.done < sub.size:
                 local = LocalBackend(s, url, log_dir=s.home / "logs" / sub.sweep_id[:12], cwd=origin)
                 share = None  # local workers put output files straight into place (as `run` does)
@@ -279,7 +287,7 @@ def _run_swarm(
         swarm.scale(workers)
     connection = Connection(s, s.url or swarm.redis_url())
     with connection.queue() as queue:
-        sub = queue.submit(spec)
+        sub = queue.submit(spec, indexing=_indexing(progress))
         final = watch(queue, sub.sweep_id, on_progress=_printer(progress), replicas=swarm.replicas)
     return _with_outputs(Results(sub.sweep_id, spec, final, connection))
 

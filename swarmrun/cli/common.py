@@ -442,10 +442,7 @@ def exit_now(code: int) -> NoReturn:
 
 
 def say_indexing(results: int) -> None:
-    """What `submit` and `purge` say before they put results in the key index (a few seconds a
-    million; see `swarmrun.execution.keyindex`)."""
-    click.echo(
-        f"Indexing {results:,} results of earlier sweeps of this task by their parameters, "
-        "so that other sweeps reuse them (once; a few seconds a million)...",
-        err=True,
-    )
+    """Said before results are put in the key index (see `swarmrun.execution.keyindex`)."""
+    from swarmrun.execution.keyindex import indexing_message
+
+    click.echo(indexing_message(results), err=True)

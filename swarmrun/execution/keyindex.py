@@ -30,6 +30,15 @@ BLOCK = INDEX_BUCKET * 128  # points a round trip: 128 index buckets
 LOCK_SECONDS = 60  # a builder that dies frees the task after this; each block renews it
 
 
+def indexing_message(results: int) -> str:
+    """What `run`, `submit` and `purge` (and the Python API with `progress=True`) say before
+    they index earlier results."""
+    return (
+        f"Indexing {results:,} results of earlier sweeps of this task by their parameters, "
+        "so that other sweeps reuse them (once; a few seconds a million)..."
+    )
+
+
 class KeyIndex:
     """Catching up the key index of a task's demoted sweeps, on one Redis."""
 

@@ -68,6 +68,11 @@ def test_run_returns_results_as_a_dataframe(settings: Settings, capsys: pytest.C
     again = swarmrun.results(res.sweep_id[:8], settings=settings)
     assert again.sweep_id == res.sweep_id and len(again) == 18
 
+    # a changed sweep of the task: the first one's results are indexed (said), then reused
+    changed = swarmrun.run(SWEEP, workers=2, params={"y": [0.5, 3.5]}, settings=settings, progress=True)
+    assert "Indexing 18 results of earlier sweeps of this task" in capsys.readouterr().err
+    assert sorted(r.index for r in changed if r.cached) == [0, 2, 4, 6, 8, 10]
+
 
 @pytest.mark.timeout(120)
 def test_failed_points_and_submit(settings: Settings, tmp_path: Path) -> None:

@@ -71,8 +71,8 @@ def results(state: State, sweep_id: str | None, output: Path | None, outputs_dir
             click.echo(f"outputs: {problem}", err=True)
         click.echo(f"{got.files} output files ({got.bytes} bytes) fetched into {outputs_dir}", err=True)
         here = outputs_dir.resolve()
-        earlier = [f"{d}/points/" for d in file_dirs(queue.connection, sweep, sid) if d != here]
-        if earlier := [d for d in earlier if Path(d).is_dir()]:  # fetched by `run`, or moved by workers
+        dirs = [d / "points" for d in file_dirs(queue.connection, sweep, sid) if d != here]
+        if earlier := [f"{d}/" for d in dirs if d.is_dir()]:  # fetched by `run`, or moved by workers
             click.echo(f"Output files fetched earlier are in {', '.join(earlier)}", err=True)
 
 

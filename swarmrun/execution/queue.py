@@ -165,7 +165,7 @@ class SweepQueue(RecordStore):
         """The ok results of other sweeps of the task that must be indexed before `sweep_id`
         looks points up by key (0 almost always; the task's sole sweep is demoted unless it is
         `sweep_id`, see `swarmrun.execution.keyindex`)."""
-        if not self._must_index(keys=[Keys.origins(task_key), Keys.unindexed(task_key)], args=[sweep_id]):
+        if not self.must_index(task_key, sweep_id):
             return 0
         waiting = [reply_text(s) for s in self.connection.smembers(Keys.unindexed(task_key))]
         pipe = self.connection.pipeline(transaction=False)

@@ -38,6 +38,13 @@ class RecordStore:
         self._must_index = connection.register_script(MUST_INDEX_LUA)
         self.key_index = KeyIndex(connection)
 
+    def must_index(self, task_key: str, sweep_id: str) -> bool:
+        """Must other sweeps of the task be put in its key index before `sweep_id` (or `""`, no
+        sweep) looks points up by key? Demotes the task's sole sweep unless it is `sweep_id`
+        (`MUST_INDEX_LUA`; `swarmrun.execution.keyindex`)."""
+        keys = [Keys.origins(task_key), Keys.unindexed(task_key)]
+        return bool(self._must_index(keys=keys, args=[sweep_id]))
+
     def done_mask(self, sweep_id: str, start: int, stop: int) -> bytes:
         """Bitmap bytes covering `[start, stop)` (from byte `start // 8`)."""
         return reply_bytes(self.connection.getrange(Keys(sweep_id).done, start // 8, (stop - 1) // 8))
@@ -113,7 +120,7 @@ class RecordStore:
         format 3 need; a format-3 pointer is followed). `"[" + answer + "]"` is one JSON array."""
         if not indices:
             return ""
-        if self._must_index(keys=[Keys.origins(task_key), Keys.unindexed(task_key)], args=[sweep_id]):
+        if self.must_index(task_key, sweep_id):
             self.key_index.catch_up(task_key)  # other sweeps' records, found by key only once indexed
         answer = self._export(
             keys=[Keys(sweep_id).errors, Keys.store(task_key)],

@@ -38,7 +38,40 @@ BACKOFF_CAP = 2.0  # at most this long between two attempts
 BACKOFF_BASE = 0.1
 
 _retrying = threading.local()  # `.active`: an outermost PatientRetry loop runs on this thread
-_stopping = threading.Event()  # this process is stopping: outages are no longer ridden out
+STOP_POLL = 0.05  # a thread waiting to retry sees a stop within this long
+
+
+class _Stopping:
+    """Whether this process is stopping, as a flag with no lock. It is set from a signal
+    handler, which runs on the main thread between two of its bytecodes, wherever that thread
+    is: a `threading.Event` there could find its own lock held by the thread it interrupted
+    (`set()` then deadlocks) or leave an interrupted `wait()` releasing a lock it no longer
+    holds. So a wait sleeps in short slices and looks at the flag between them."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True as soon as the process is stopping."""
+        end = time.monotonic() + seconds
+        while not self._set:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, STOP_POLL))
+        return True
+
+
+_stopping = _Stopping()  # this process is stopping: outages are no longer ridden out
 
 
 def stop_waiting() -> None:

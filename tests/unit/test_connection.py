@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -70,3 +72,44 @@ def test_other_errors_are_not_retried() -> None:
     with pytest.raises(redis.ResponseError):
         PatientRetry(30).call_with_retry(call, lambda e: None)
     assert call.calls == 1
+
+
+STOP_UNDER_SIGNALS = """
+import random, signal, sys
+import redis
+from redis.backoff import ConstantBackoff
+from swarmrun.execution import connection
+
+class Stop(BaseException):
+    pass
+
+def handler(signum, frame):  # as a worker's: stop riding out the outage, then stop
+    connection.stop_waiting()
+    raise Stop
+
+signal.signal(signal.SIGALRM, handler)
+retry = connection.PatientRetry(60)
+retry._backoff = ConstantBackoff(0.00002)  # short waits: the signal often lands inside one
+random.seed(1)
+for _ in range(int(sys.argv[1])):
+    connection._stopping.clear()
+    signal.setitimer(signal.ITIMER_REAL, random.uniform(0.0002, 0.002))
+    try:
+        retry.call_with_retry(lambda: (_ for _ in ()).throw(redis.ConnectionError("reset")), lambda e: None)
+    except (Stop, connection.RedisGone):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+print("done")
+"""
+
+
+def test_a_stop_signal_landing_anywhere_in_the_wait_for_redis_never_hangs_or_breaks_a_lock() -> None:
+    """A worker's SIGTERM handler tells every retry loop to give up (`stop_waiting`), and runs
+    on the main thread between two of its bytecodes, wherever that thread is in its wait. Waiting
+    on a `threading.Event` there, the handler's `set()` could find the Event's lock held by the
+    very thread it interrupted (a deadlock: the worker hung until killed), or leave the wait
+    releasing a lock it no longer held (`RuntimeError: release unlocked lock`, a traceback in
+    the worker's log). Thousands of signals at random moments of short waits hit both."""
+    run = subprocess.run(
+        [sys.executable, "-c", STOP_UNDER_SIGNALS, "3000"], capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "done", run.stderr[-2000:]

@@ -74,8 +74,11 @@ class RecordStore:
 
         Pipelined on a connection of its own: the next range is asked for before this one is
         handed over, so Redis reads it while the caller writes this one (no thread: a reader
-        thread waits for the GIL while the writer runs). After a Redis error the rest is read one
-        call at a time, through the client (and its retries).
+        thread waits for the GIL while the writer runs). It is asked for only once this one's
+        reply has been read whole: a reply larger than the socket's buffer (a unix socket's holds
+        about 200 kB, 8,192 no-op records are 250 kB) is written in parts, and Redis, busy with
+        a script asked for meanwhile, would write the rest only after it. After a Redis error the
+        rest is read one call at a time, through the client (and its retries).
         """
         keys, pool = Keys(sweep_id), self.connection.connection_pool
         conn: Any  # redis-py's Connection, partly untyped
@@ -83,32 +86,40 @@ class RecordStore:
             conn = pool.get_connection()
         except TypeError:  # redis-py 5 wants a command name
             conn = pool.get_connection("EVALSHA")
-        handed, sent = 0, 0  # ranges handed over, ranges asked for
+        handed, got, sent = 0, 0, 0  # ranges handed over, read, asked for
         try:
             sha = reply_text(self.connection.script_load(INDEX_EXPORT_LUA))
             fixed = (sha, 3, *_index_keys(sweep_id, task_key), Keys.buckets(task_key), sweep_id)
+
+            def ask() -> None:
+                nonlocal sent
+                start, stop = ranges[sent]
+                read = [
+                    ("GETRANGE", keys.done, start // 8, (stop - 1) // 8),
+                    ("EVALSHA", *fixed, "range", start, stop),
+                ]
+                conn.send_packed_command(conn.pack_commands(read))
+                sent += 1
+
+            if ranges:
+                ask()
             for _ in ranges:
-                while sent < len(ranges) and sent <= handed + 1:
-                    start, stop = ranges[sent]
-                    read = [
-                        ("GETRANGE", keys.done, start // 8, (stop - 1) // 8),
-                        ("EVALSHA", *fixed, "range", start, stop),
-                    ]
-                    conn.send_packed_command(conn.pack_commands(read))
-                    sent += 1
                 mask, text = conn.read_response(), conn.read_response()
+                got += 1
+                if sent < len(ranges):
+                    ask()
                 handed += 1
                 yield reply_bytes(mask), reply_text(text)
         except redis.RedisError:
             conn.disconnect()
-            sent = handed
+            sent = got
             for start, stop in ranges[handed:]:
                 yield (
                     self.done_mask(sweep_id, start, stop),
                     self.records_range(sweep_id, task_key, start, stop),
                 )
         finally:
-            if sent > handed:  # abandoned with replies unread: the connection is unusable
+            if sent > got:  # abandoned with replies unread: the connection is unusable
                 conn.disconnect()
             pool.release(conn)
 

@@ -140,3 +140,51 @@ def test_format1_records_are_still_read_and_count_as_cached(tmp_path: Path, rcon
     assert [(r["index"], r["value"], r["worker"], r["attempt"], r["cached"]) for r in rows] == [
         (str(i), str(i * i), "oldhost.1-ab", "2", "True") for i in range(3)
     ]
+
+
+class _Logged(redis.Connection):
+    """A real connection that notes each request it sends (the block reads: `EVALSHA`) and
+    each reply it reads, with which connection did."""
+
+    log: list[tuple[int, str]] = []
+
+    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        packed = command if isinstance(command, bytes) else b"".join(command)
+        _Logged.log.append((id(self), "send" if b"EVALSHA" in packed else "other"))
+        return super().send_packed_command(command, check_health)
+
+    def read_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        _Logged.log.append((id(self), "read"))
+        return super().read_response(*args, **kwargs)
+
+
+def test_an_export_asks_for_the_next_block_once_this_ones_reply_is_read_whole(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Redis reads the next block while the caller writes this one, so the next block's request
+    goes out before this block is handed over, but only after this block's reply was read whole.
+    Asked for earlier, Redis runs the next block's script before it writes the rest of a reply
+    larger than the socket's buffer (a unix socket's, the embedded default's, holds about 200 kB;
+    8,192 no-op records are 250 kB): the caller then waited the whole script on every block."""
+    sweep = load_sweep(_grid(tmp_path, 3 * 8192), ())
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=_Logged)
+    queue = SweepQueue(redis.Redis(connection_pool=pool), "swarmrun")
+    sid = _fill(queue, sweep, list(range(sweep.size)))
+    ranges = [(0, 8192), (8192, 16384), (16384, 3 * 8192)]
+    warm = [pool.get_connection(), pool.get_connection()]  # connected before the log starts
+    for conn in warm:
+        conn.connect()
+        pool.release(conn)
+    _Logged.log.clear()
+    for mask, text in queue.read_ranges(sid, sweep.task.key, ranges):
+        assert text.count("],[") == 8191 and mask == b"\xff" * 1024
+        _Logged.log.append((0, "handed"))
+    reader = next(c for c, e in _Logged.log if e == "send")
+    log = [e for c, e in _Logged.log if c in (reader, 0)]
+    # One request per block (its bitmap bytes and its records, pipelined), two replies each.
+    sends = [k for k, e in enumerate(log) if e == "send"]
+    assert len(sends) == 3 and log.count("read") == 6 and log.count("handed") == 3, log
+    for n, at in enumerate(sends):
+        assert log[:at].count("read") == 2 * n, f"block {n} asked for with a reply unread: {log}"
+    for n, at in enumerate(k for k, e in enumerate(log) if e == "handed"):
+        assert log[:at].count("send") == min(3, n + 2), f"block {n + 1} not asked for in time: {log}"

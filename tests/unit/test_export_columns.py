@@ -27,7 +27,7 @@ from swarmrun.definition.axes import (
 )
 from swarmrun.definition.sweep import MAX_POINTS, Options, Sweep, TaskSpec, point_key
 from swarmrun.execution.cells import STRICT_JSON, csv_column, json_column
-from swarmrun.execution.export import Rows, jsonl_text, worker_origins
+from swarmrun.execution.export import Rows, _decoded, jsonl_text, worker_origins
 from swarmrun.execution.results import (
     Block,
     complete_record,
@@ -241,3 +241,15 @@ def test_only_flat_ok_records_of_scalars_are_simple() -> None:
         ("", 0),
     ]:
         assert simple_fields(text, n) is None, text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pool=st.lists(record_values.map(json.dumps), min_size=1, max_size=6),
+    picks=st.lists(st.integers(0, 5), min_size=1, max_size=2000),
+)
+def test_repeated_json_texts_decode_as_one_array_would(pool: list[str], picks: list[int]) -> None:
+    """A column of few distinct texts (a no-op point's duration: one of a few) is decoded a
+    distinct text at a time: the same values, of the same types, as decoding it whole."""
+    texts = [pool[k % len(pool)] for k in picks]
+    assert _same([_decoded(texts)], [json.loads(f"[{','.join(texts)}]")])

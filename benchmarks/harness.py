@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -116,11 +117,15 @@ def others_busy() -> str:
 
 
 class RedisServer:
-    """A redis-server this benchmark started on a free port (no persistence), stopped by its pid."""
+    """A redis-server this benchmark started on a free port and a unix socket (no persistence),
+    stopped by its pid. `fresh()` is a TCP client, as workers on other machines have;
+    `fresh_local()` one on the unix socket, as the embedded default's commands have."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.TemporaryDirectory(prefix="swarmrun-bench-redis-")
+        self.socket = str(Path(self._dir.name) / "redis.sock")
         binary = shutil.which("redis-server")
         if binary is None:
             from swarmrun.redis_server import find_executable
@@ -133,6 +138,10 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
+                "--unixsocket",
+                self.socket,
+                "--unixsocketperm",
+                "700",
                 "--save",
                 "",
                 "--appendonly",
@@ -162,10 +171,15 @@ class RedisServer:
         self.client.flushall()
         return self.client
 
+    def fresh_local(self) -> redis.Redis:
+        self.client.flushall()
+        return redis.Redis(unix_socket_path=self.socket)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        self._dir.cleanup()
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -44,9 +45,15 @@ class ForkedWorker:
     def __init__(self, *, cwd: Path | None, env: Mapping[str, str], log: IO[bytes]) -> None:
         for stream in (sys.stdout, sys.stderr):  # nothing buffered here may be written twice
             stream.flush()
-        pid = os.fork()
-        if pid == 0:
-            _child(cwd, env, log.fileno())
+        gc.freeze()  # the child's collections leave what it inherits alone (each of its pages
+        # a collection touched would be copied, and every object scanned): CPython's advice for a
+        # fork without exec. The manager's own collections go on as before (`unfreeze`).
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _child(cwd, env, log.fileno())
+        finally:
+            gc.unfreeze()
         self.pid = pid
         self.returncode: int | None = None
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="workers are for
 
 TASK = textwrap.dedent(
     """
-    import json, os, random
+    import gc, json, os, random
     IMPORTED_IN = os.getpid()
     DRAW = random.random()  # at import: a worker that imported us itself has its own
 
@@ -40,6 +40,7 @@ TASK = textwrap.dedent(
             "forked": " worker" not in cmdline,
             "comm": open(f"/proc/{os.getpid()}/comm").read().strip(),
             "draw": DRAW,
+            "frozen": gc.get_freeze_count(),
         }
     """
 )
@@ -82,6 +83,8 @@ def test_run_forks_workers_that_import_the_task_themselves(tmp_path: Path) -> No
     assert {v["cwd"] for v in values} == {str(work)}
     assert all(v["forked"] for v in values), "the workers were started as new interpreters"
     assert {v["comm"] for v in values} == {"swarmrun-worker"}  # as `ps`, `top` and `pgrep` name them
+    # What the worker inherited is frozen: its collections neither scan it nor copy its pages.
+    assert all(int(str(v["frozen"])) > 10_000 for v in values), {v["frozen"] for v in values}
     pids = {v["pid"] for v in values}
     parents = {v["parent"] for v in values}
     assert len(parents) == 1 and "" not in parents and not parents & pids

@@ -199,8 +199,9 @@ class Rows:
 
 
 def _decoded(texts: list[str]) -> list[Any]:
-    """JSON texts decoded: each distinct text once when they repeat (a no-op point's duration
-    is one of a few, rounded to the microsecond), else all in one `json.loads`."""
+    """JSON texts of scalars decoded: each distinct text once when they repeat (a no-op point's
+    duration is one of a few, rounded to the microsecond; equal texts then share one value,
+    which for a scalar is no matter), else all in one `json.loads`."""
     if texts.count(texts[0]) == len(texts):
         return [json.loads(texts[0])] * len(texts)
     if len(set(texts[:512])) * 8 <= min(512, len(texts)):  # few distinct texts, by a sample

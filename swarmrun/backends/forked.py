@@ -47,7 +47,8 @@ class ForkedWorker:
             stream.flush()
         gc.freeze()  # the child's collections leave what it inherits alone (each of its pages
         # a collection touched would be copied, and every object scanned): CPython's advice for a
-        # fork without exec. The manager's own collections go on as before (`unfreeze`).
+        # fork without exec. The manager's objects are unfrozen after the fork, into its oldest
+        # generation; the child's stay frozen (garbage cycles it inherits are never collected).
         try:
             pid = os.fork()
             if pid == 0:

@@ -151,11 +151,49 @@ class _Logged(redis.Connection):
     def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
         packed = command if isinstance(command, bytes) else b"".join(command)
         _Logged.log.append((id(self), "send" if b"EVALSHA" in packed else "other"))
+        sends = sum(e == "send" for _, e in _Logged.log)
+        if b"EVALSHA" in packed and _Logged.fail_send_at == sends:
+            _Logged.fail_send_at = None  # once
+            self.disconnect()
+            raise redis.ConnectionError("injected: the connection broke")
         return super().send_packed_command(command, check_health)
 
     def read_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         _Logged.log.append((id(self), "read"))
+        if _Logged.fail_at is not None and sum(e == "read" for _, e in _Logged.log) == _Logged.fail_at:
+            _Logged.fail_at = None  # once
+            self.disconnect()
+            raise redis.ConnectionError("injected: the connection broke")
         return super().read_response(*args, **kwargs)
+
+    fail_at: int | None = None  # the read (counted from 1 since the log was cleared) that fails
+    fail_send_at: int | None = None  # the block request (counted so) that fails
+
+
+def _checkout(pool: redis.ConnectionPool) -> redis.Connection:
+    try:
+        return pool.get_connection()  # type: ignore[no-any-return]
+    except TypeError:  # redis-py 5 wants a command name
+        return pool.get_connection("PING")  # type: ignore[no-any-return]
+
+
+def _logged_queue(tmp_path: Path, redis_url: str) -> tuple[SweepQueue, object, str]:
+    """A sweep of 3 blocks of 8,192 recorded points, on a queue whose connections are `_Logged`
+    (two of them connected already, so the log holds only what reading does)."""
+    sweep = load_sweep(_grid(tmp_path, 3 * 8192), ())
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=_Logged)
+    queue = SweepQueue(redis.Redis(connection_pool=pool), "swarmrun")
+    sid = _fill(queue, sweep, list(range(sweep.size)))
+    warm = [_checkout(pool), _checkout(pool)]
+    for conn in warm:
+        conn.connect()
+        pool.release(conn)
+    _Logged.log.clear()
+    _Logged.fail_at = _Logged.fail_send_at = None
+    return queue, sweep, sid
+
+
+RANGES = [(0, 8192), (8192, 16384), (16384, 3 * 8192)]
 
 
 def test_an_export_asks_for_the_next_block_once_this_ones_reply_is_read_whole(
@@ -166,17 +204,8 @@ def test_an_export_asks_for_the_next_block_once_this_ones_reply_is_read_whole(
     Asked for earlier, Redis runs the next block's script before it writes the rest of a reply
     larger than the socket's buffer (a unix socket's, the embedded default's, holds about 200 kB;
     8,192 no-op records are 250 kB): the caller then waited the whole script on every block."""
-    sweep = load_sweep(_grid(tmp_path, 3 * 8192), ())
-    pool = redis.ConnectionPool.from_url(redis_url, connection_class=_Logged)
-    queue = SweepQueue(redis.Redis(connection_pool=pool), "swarmrun")
-    sid = _fill(queue, sweep, list(range(sweep.size)))
-    ranges = [(0, 8192), (8192, 16384), (16384, 3 * 8192)]
-    warm = [pool.get_connection(), pool.get_connection()]  # connected before the log starts
-    for conn in warm:
-        conn.connect()
-        pool.release(conn)
-    _Logged.log.clear()
-    for mask, text in queue.read_ranges(sid, sweep.task.key, ranges):
+    queue, sweep, sid = _logged_queue(tmp_path, redis_url)
+    for mask, text in queue.read_ranges(sid, sweep.task.key, RANGES):  # type: ignore[attr-defined]
         assert text.count("],[") == 8191 and mask == b"\xff" * 1024
         _Logged.log.append((0, "handed"))
     reader = next(c for c, e in _Logged.log if e == "send")
@@ -188,3 +217,31 @@ def test_an_export_asks_for_the_next_block_once_this_ones_reply_is_read_whole(
         assert log[:at].count("read") == 2 * n, f"block {n} asked for with a reply unread: {log}"
     for n, at in enumerate(k for k, e in enumerate(log) if e == "handed"):
         assert log[:at].count("send") == min(3, n + 2), f"block {n + 1} not asked for in time: {log}"
+
+
+def test_an_export_whose_connection_breaks_or_is_left_reads_every_block_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Whichever reply the connection breaks on, every block is handed over once, in order (the
+    rest read through the client), and no connection goes back to the pool with a reply unread:
+    the next reads and a PING get their own answers. So too when the caller stops after a block."""
+    queue, sweep, sid = _logged_queue(tmp_path, redis_url)
+    task = sweep.task.key  # type: ignore[attr-defined]
+    clean = list(queue.read_ranges(sid, task, RANGES))
+    assert [text.count("],[") for _, text in clean] == [8191] * 3
+    for fail_at in range(1, 7):  # each of the 6 replies (a bitmap and records per block)
+        _Logged.log.clear()
+        _Logged.fail_at = fail_at
+        assert list(queue.read_ranges(sid, task, RANGES)) == clean, f"broken at reply {fail_at}"
+        assert _Logged.fail_at is None  # it did break
+        assert queue.connection.ping() and list(queue.read_ranges(sid, task, RANGES)) == clean
+    for fail_send_at in range(1, 4):  # each block's request: the second and third go out once
+        _Logged.log.clear()  # the block before them is read, and before it is handed over
+        _Logged.fail_send_at = fail_send_at
+        assert list(queue.read_ranges(sid, task, RANGES)) == clean, f"broken at request {fail_send_at}"
+        assert _Logged.fail_send_at is None
+        assert queue.connection.ping() and list(queue.read_ranges(sid, task, RANGES)) == clean
+    reading = queue.read_ranges(sid, task, RANGES)
+    assert next(reading) == clean[0]
+    reading.close()  # the next block's request is out, its replies unread
+    assert queue.connection.ping() and list(queue.read_ranges(sid, task, RANGES)) == clean

@@ -91,13 +91,20 @@ signal.signal(signal.SIGALRM, handler)
 retry = connection.PatientRetry(60)
 retry._backoff = ConstantBackoff(0.00002)  # short waits: the signal often lands inside one
 random.seed(1)
+
+def fail():
+    raise redis.ConnectionError("reset")
+
 for _ in range(int(sys.argv[1])):
     connection._stopping.clear()
-    signal.setitimer(signal.ITIMER_REAL, random.uniform(0.0002, 0.002))
     try:
-        retry.call_with_retry(lambda: (_ for _ in ()).throw(redis.ConnectionError("reset")), lambda e: None)
+        try:  # the signal may land anywhere from here, even before the call below starts
+            signal.setitimer(signal.ITIMER_REAL, random.uniform(0.0002, 0.002))
+            retry.call_with_retry(fail, lambda e: None)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except (Stop, connection.RedisGone):
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        pass
 print("done")
 """
 

@@ -173,6 +173,15 @@ class PatientPool(redis.ConnectionPool):
         return retry.call_with_retry(lambda: checkout(*args, **kwargs), lambda error: None)
 
 
+def checkout(pool: redis.ConnectionPool) -> Any:
+    """A connection of `pool` for a caller to use on its own (pipelined by hand); give it back
+    with `pool.release`."""
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py 5 wants a command name
+        return pool.get_connection("PING")
+
+
 def patient_client(url: str, patience: float = REDIS_PATIENCE, **options: Any) -> redis.Redis:
     """A client of `url` whose commands ride out `patience` seconds without Redis."""
     pool = PatientPool.from_url(url, retry=PatientRetry(patience), **options)

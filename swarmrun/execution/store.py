@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from swarmrun.execution.connection import checkout
 from swarmrun.execution.keyindex import KeyIndex
 from swarmrun.execution.keys import Keys, reply_bytes, reply_text
 from swarmrun.execution.scripts import EXPORT_LUA, INDEX_EXPORT_LUA, MUST_INDEX_LUA
@@ -81,11 +82,7 @@ class RecordStore:
         rest is read one call at a time, through the client (and its retries).
         """
         keys, pool = Keys(sweep_id), self.connection.connection_pool
-        conn: Any  # redis-py's Connection, partly untyped
-        try:
-            conn = pool.get_connection()
-        except TypeError:  # redis-py 5 wants a command name
-            conn = pool.get_connection("EVALSHA")
+        conn: Any = checkout(pool)  # redis-py's Connection, partly untyped
         handed, got, sent = 0, 0, 0  # ranges handed over, read, asked for
         try:
             sha = reply_text(self.connection.script_load(INDEX_EXPORT_LUA))

@@ -10,6 +10,7 @@ import redis
 
 from swarmrun.definition.sweep import point_key
 from swarmrun.definition.sweepfile import load_sweep
+from swarmrun.execution.connection import checkout
 from swarmrun.execution.export import export
 from swarmrun.execution.keys import Keys
 from swarmrun.execution.queue import SweepQueue
@@ -170,13 +171,6 @@ class _Logged(redis.Connection):
     fail_send_at: int | None = None  # the block request (counted so) that fails
 
 
-def _checkout(pool: redis.ConnectionPool) -> redis.Connection:
-    try:
-        return pool.get_connection()  # type: ignore[no-any-return]
-    except TypeError:  # redis-py 5 wants a command name
-        return pool.get_connection("PING")  # type: ignore[no-any-return]
-
-
 def _logged_queue(tmp_path: Path, redis_url: str) -> tuple[SweepQueue, object, str]:
     """A sweep of 3 blocks of 8,192 recorded points, on a queue whose connections are `_Logged`
     (two of them connected already, so the log holds only what reading does)."""
@@ -184,7 +178,7 @@ def _logged_queue(tmp_path: Path, redis_url: str) -> tuple[SweepQueue, object, s
     pool = redis.ConnectionPool.from_url(redis_url, connection_class=_Logged)
     queue = SweepQueue(redis.Redis(connection_pool=pool), "swarmrun")
     sid = _fill(queue, sweep, list(range(sweep.size)))
-    warm = [_checkout(pool), _checkout(pool)]
+    warm = [checkout(pool), checkout(pool)]
     for conn in warm:
         conn.connect()
         pool.release(conn)

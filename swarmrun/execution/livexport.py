@@ -28,10 +28,15 @@ LIVE_FORMATS = ("csv", "jsonl")
 
 
 class LiveExport:
-    """`start()` once the sweep is submitted; `finish()` when it is over returns the rows written."""
+    """`start()` once the sweep is submitted; `finish()` when it is over returns the rows written.
+
+    A pass every `every` seconds: what `finish` has left to write is what landed in the last
+    pass's wait and the chunks still running then. At 0.25 s that was about 27,000 rows of a
+    10^5-point sweep on 2 workers (40 ms after the last point); at 0.05 s, none to 8,000 rows
+    (up to 20 ms). A pass that finds nothing new costs one Redis call."""
 
     def __init__(
-        self, queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, *, every: float = 0.25
+        self, queue: SweepQueue, sweep: Sweep, sweep_id: str, path: Path, *, every: float = 0.05
     ) -> None:
         self.queue, self.sweep, self.sweep_id, self.path = queue, sweep, sweep_id, path
         self.fmt = format_of(path)

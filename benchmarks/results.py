@@ -358,7 +358,23 @@ def _exports_as_typed(rows: list[Row], n: int, tmp: Path, env: dict[str, str]) -
     command's start and the reload."""
     formats = _export_formats()
     say(f"results path: swarmrun ls, then results -o of {n} rows as typed (load {load_average():.2f})")
-    start = statistics.median(_timed(["ls"], env, ROOT) for _ in range(3))
+    listed = [_timed(["ls"], env, ROOT) for _ in range(3)]
+    start = statistics.median(listed)
+    # The first command after `run` starts Redis on the log `run` left: the one a user meets.
+    rows.append(
+        Row(
+            SECTION,
+            "fixed cost",
+            f"swarmrun ls, the first command after a {n:,}-point run",
+            0,
+            n,
+            listed[0],
+            rate=listed[0],
+            target="< 0.5 s",
+            met=listed[0] < 0.5,
+            note="then " + ", ".join(f"{s:.2f}" for s in listed[1:]) + " s, the same command again",
+        )
+    )
     for fmt in formats:
         seconds = statistics.median(
             _timed(["results", "-o", str(tmp / f"again.{fmt}")], env, ROOT) for _ in range(3)

@@ -237,7 +237,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def end_to_end(rows: list[Row], server: RedisServer, *, quick: bool, nonce: str, rounds: int = 3) -> None:
+def end_to_end(rows: list[Row], server: RedisServer, *, quick: bool, nonce: str, rounds: int = 5) -> None:
     """`swarmrun run SWEEP -w 2 -o out.csv` from start to the results file (written while the
     sweep runs: `swarmrun.execution.livexport`), against the steady rate of the same 2 workers
     on the same points: workers already running, clock from submit to the last result (on the

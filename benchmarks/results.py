@@ -305,7 +305,7 @@ def cost_model(rows: list[Row], *, quick: bool, nonce: str) -> None:
 
     The full run goes to 10^7 points; of that run it also reports the embedded Redis's peak
     memory, and the time `swarmrun results -o` then takes to export the 10^7 rows (the embedded
-    Redis is started again from its append-only file for it, as a user's later command does).
+    Redis is started again from its data for it, as a user's later command does).
     """
     sizes = [1, 10, 100, 1_000, 10_000, 100_000]
     if not quick:
@@ -324,15 +324,15 @@ def cost_model(rows: list[Row], *, quick: bool, nonce: str) -> None:
                 continue
             with PeakMemory(Path(env["SWARMRUN_HOME"])) as memory:
                 measured.append((n, _timed(argv, env, ROOT)))
-            # Each later command starts the embedded Redis again, which reloads its append-only
-            # file first: `swarmrun ls` times that alone, `results -o` that and the export.
+            # Each later command starts the embedded Redis again, which loads its data
+            # first: `swarmrun ls` times that alone, `results -o` that and the export.
             say(f"cost model: swarmrun ls, then results -o of {n} rows (load {load_average():.2f})")
             reload_s = _timed(["ls"], env, ROOT)
             export_s = _timed(["results", "-o", str(tmp / "again.csv")], env, ROOT)
             notes[n] = (
                 f"; Redis used_memory_peak {memory.peak / 1e6:,.0f} MB ({memory.peak / n:.0f} B a point);"
                 f" then `swarmrun results -o` of the {n:,} rows {export_s:.1f} s, of which"
-                f" {reload_s:.1f} s is Redis reloading its append-only file (`swarmrun ls` alone):"
+                f" {reload_s:.1f} s is Redis loading its data (`swarmrun ls` alone):"
                 f" {n / max(0.001, export_s - reload_s):,.0f} rows/s of export"
             )
     fixed, per_point = _fit(measured)
@@ -353,8 +353,8 @@ def cost_model(rows: list[Row], *, quick: bool, nonce: str) -> None:
 
 def _exports_as_typed(rows: list[Row], n: int, tmp: Path, env: dict[str, str]) -> None:
     """`swarmrun results -o` of the newest sweep (the `n` no-op points `run` just recorded), to
-    CSV, JSON Lines and Parquet, as typed: the embedded Redis starts again and reloads its
-    append-only file first. Its rate is of the export alone: `swarmrun ls`, timed beside, is the
+    CSV, JSON Lines and Parquet, as typed: the embedded Redis starts again and loads its data
+    first. Its rate is of the export alone: `swarmrun ls`, timed beside, is the
     command's start and the reload."""
     formats = _export_formats()
     say(f"results path: swarmrun ls, then results -o of {n} rows as typed (load {load_average():.2f})")
@@ -384,7 +384,7 @@ def _exports_as_typed(rows: list[Row], n: int, tmp: Path, env: dict[str, str]) -
         _judge_export(row)
         row.note = (
             f"median of 3: {seconds:.2f} s, of which {start:.2f} s is the command's start and Redis "
-            f"reloading its append-only file (`swarmrun ls`, median of 3): {row.rate:,.0f} rows/s of export"
+            f"loading its data (`swarmrun ls`, median of 3): {row.rate:,.0f} rows/s of export"
         )
         rows.append(row)
 

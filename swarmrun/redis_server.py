@@ -105,6 +105,7 @@ class EmbeddedRedis:
         self.dir = home / "redis"
         self.state_file = self.dir / "server.json"
         self.log_file = self.dir / "redis.log"
+        self.compacted_file = self.dir / "log.json"  # Redis 6: its file's size after a rewrite
         self._client: redis.Redis | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()
@@ -275,19 +276,24 @@ class EmbeddedRedis:
         tail = self.log_file.read_text()[-600:] if self.log_file.exists() else ""
         raise RedisUnavailable(f"the embedded redis-server did not start: {tail.strip() or 'no log'}")
 
+    def _one_file(self) -> bool:
+        """Redis 6's single append-only file (Redis 7 keeps a directory of them)."""
+        return not (self.dir / "appendonlydir").is_dir()
+
     def _log_bytes(self, client: redis.Redis) -> int:
-        """Bytes of append-only log the next start would replay command by command: Redis 7's
-        incremental files (beside the snapshot base), else what this server appended since it
-        started (Redis 6 keeps one file)."""
-        incremental = list((self.dir / "appendonlydir").glob("*.incr.aof"))
-        if incremental:
-            total = 0
-            for path in incremental:
-                with contextlib.suppress(FileNotFoundError):  # one a rewrite has just dropped
-                    total += path.stat().st_size
-            return total
+        """Bytes of append-only log the next start would replay command by command (the snapshot
+        it starts from aside). Redis 7 counts its base snapshot apart (`aof_base_size`); Redis 6
+        keeps one file and counts its base from each start, so `compacted_file` keeps what the
+        file held after the last rewrite here (none: the whole file counts)."""
         info = client.info("persistence")
-        return int(info.get("aof_current_size", 0)) - int(info.get("aof_base_size", 0))
+        size, base = int(info.get("aof_current_size", 0)), int(info.get("aof_base_size", 0))
+        if not self._one_file():
+            return size - base
+        try:
+            compacted = int(json.loads(self.compacted_file.read_text())["compacted"])
+        except (OSError, ValueError, TypeError, KeyError):
+            compacted = 0
+        return size - compacted if compacted <= size else size
 
     def _compact(self, client: redis.Redis) -> None:
         """Rewrite a long append-only log into a snapshot, and wait for it (`REWRITE_TIMEOUT` at
@@ -298,18 +304,26 @@ class EmbeddedRedis:
         cost that million's `run` 60 to 90 ms, paid once by the command that grew the log; the
         snapshot it leaves loads in a fraction of the time (10^6 results: about 30 ms; 10^7:
         1.3 s). Short logs (`LOG_BYTES`, or an eighth of the data's memory: a rewrite of a large
-        store for a short log would cost more than it saves) are left as they are."""
+        store for a short log would cost more than it saves) are left as they are. Other
+        commands starting meanwhile wait for the lock, as they would for the shutdown."""
         memory = int(client.info("memory").get("used_memory", 0))
         if self._log_bytes(client) <= max(LOG_BYTES, memory // 8):
             return
-        with contextlib.suppress(redis.ResponseError):  # one running already: wait for it
+        try:
             client.bgrewriteaof()
+        except redis.ResponseError as e:
+            if "in progress" not in str(e):
+                return  # it cannot fork now: the log stays whole, and the next exit tries again
         deadline = time.monotonic() + REWRITE_TIMEOUT
         while time.monotonic() < deadline:
             info = client.info("persistence")
-            if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
-                return
-            time.sleep(0.01)
+            if info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled"):
+                time.sleep(0.01)
+                continue
+            if info.get("aof_last_bgrewrite_status") == "ok" and self._one_file():
+                with contextlib.suppress(OSError):
+                    self.compacted_file.write_text(json.dumps({"compacted": info["aof_current_size"]}))
+            return
 
     def release(self) -> None:
         """Unregister this process; the last registered process shuts the server down."""
